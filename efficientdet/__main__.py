@@ -1,0 +1,5 @@
+import sys
+
+from efficientdet.cli import main
+
+sys.exit(main())

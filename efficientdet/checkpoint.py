@@ -1,0 +1,93 @@
+"""Checkpoints that carry their full model config, written atomically, loaded weights-only.
+
+A checkpoint is a plain dict (``torch.load(weights_only=True)`` safe): ``format``, ``config``
+(:meth:`ModelConfig.to_dict`), ``model`` and ``ema`` state dicts, and training state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from efficientdet.model.config import ConfigMismatchError, ModelConfig
+from efficientdet.model.detector import EfficientDet
+
+FORMAT = "efficientdet-ckpt/1"
+
+
+class CheckpointError(ValueError):
+    """Missing, unreadable or foreign checkpoint file."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same folder and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, **state}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated/foreign files
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not an EfficientDet checkpoint of this project (format {FORMAT})")
+    return ckpt
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(path: str | Path, expect: ModelConfig | None = None,
+               use_ema: bool = True) -> tuple[EfficientDet, ModelConfig]:
+    """Rebuild the model from the checkpoint's own config (EMA weights when present), in eval mode.
+
+    ``expect``: the config the caller asked for; a mismatch raises :class:`ConfigMismatchError`
+    naming both.
+    """
+    ckpt = load_checkpoint(path)
+    config = ModelConfig.from_dict(ckpt["config"])
+    if expect is not None:
+        expect.check_compatible(config, what=f"checkpoint {path}")
+    model = EfficientDet(config)
+    weights = ckpt.get("ema") if use_ema and ckpt.get("ema") else ckpt["model"]
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ConfigMismatchError(
+            f"checkpoint {path} does not fit {config.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval(), config

@@ -1,0 +1,149 @@
+"""Command line for the model package: ``summary``, ``train``, ``eval`` (the Makefile calls these)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_DATA = "data/synthetic"
+
+
+def _resolve_data(path: str) -> str:
+    """The embedded default dataset is generated on first use; anything else is read as given."""
+    if path == DEFAULT_DATA and not (Path(path) / "annotations").is_dir():
+        from efficientdet.data.synthetic import generate_synthetic
+
+        print(f"generating the embedded default dataset in {path} ...", file=sys.stderr)
+        generate_synthetic(path)
+    return path
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from efficientdet.model.config import make_config
+    from efficientdet.model.summary import summarize
+
+    cfg = make_config(args.phi, args.variant, args.num_classes, input_size=args.input_size)
+    print(json.dumps(summarize(cfg)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from efficientdet.data.loader import load_dataset
+    from efficientdet.model.config import make_config
+    from efficientdet.train.batches import Augment
+    from efficientdet.train.trainer import TrainConfig, Trainer
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    data = _resolve_data(args.data)
+    train_set = load_dataset(data, args.train_split)
+    val_set = load_dataset(data, args.val_split, class_names=train_set.class_names) if args.val_split else None
+    cfg = make_config(args.phi, args.variant, len(train_set.class_names), train_set.class_names,
+                      input_size=args.input_size)
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers,
+                       seed=args.seed, eval_every=args.eval_every, max_steps_per_epoch=args.max_steps,
+                       augment=Augment(scale_range=(args.jitter_min, args.jitter_max)))
+    out = Path(args.out)
+    resume = args.resume or (out / "last.pt" if (out / "last.pt").exists() and not args.restart else None)
+    if resume:
+        print(f"resuming from {resume}", file=sys.stderr)
+    t0 = time.time()
+    trainer = Trainer(cfg, train_set, val_set, tcfg, out, resume=resume, init_weights=args.init)
+    record = trainer.fit()
+    if trainer.rank == 0:
+        print(json.dumps({"out": str(out), "best_val_map": trainer.best_map, "last": record,
+                          "session_wall_s": round(time.time() - t0, 1)}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from efficientdet.checkpoint import file_sha256, load_model
+    from efficientdet.data.loader import load_dataset
+    from efficientdet.evaluate import evaluate_model
+    from runtime.anchors import anchor_spec_from_config, generate_anchors
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    model, cfg = load_model(args.ckpt)
+    dataset = load_dataset(_resolve_data(args.data), args.split, class_names=list(cfg.class_names) or None)
+    t0 = time.time()
+    metrics = evaluate_model(model, dataset, cfg.preprocess.to_dict(),
+                             generate_anchors(anchor_spec_from_config(cfg.to_dict())))
+    from efficientdet.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(args.ckpt)
+    result = {"model": cfg.name, "input_size": cfg.input_size, "data": str(args.data), "split": args.split,
+              **metrics, "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt),
+              "train_wall_time_s": ck.get("wall_time_s"), "train_epochs": ck.get("epoch"),
+              "eval_time_s": round(time.time() - t0, 1)}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        from efficientdet.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(args.out, (text + "\n").encode())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m efficientdet", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("summary", help="parameter/MAC counts of a variant as JSON")
+    s.add_argument("--phi", default="0")
+    s.add_argument("--variant", default="d", choices=["d", "lite"])
+    s.add_argument("--num-classes", type=int, default=90)
+    s.add_argument("--input-size", type=int, default=None)
+    s.set_defaults(func=cmd_summary)
+
+    t = sub.add_parser("train", help="train (or resume) a detector")
+    t.add_argument("--data", default=DEFAULT_DATA)
+    t.add_argument("--phi", default="0")
+    t.add_argument("--variant", default="d", choices=["d", "lite"])
+    t.add_argument("--input-size", type=int, default=None, help="train at another input size (multiple of 32)")
+    t.add_argument("--epochs", type=int, default=50)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--jitter-min", type=float, default=0.6)
+    t.add_argument("--jitter-max", type=float, default=1.4)
+    t.add_argument("--workers", type=int, default=1)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval-every", type=int, default=1)
+    t.add_argument("--max-steps", type=int, default=0, help="cap steps per epoch (smoke runs)")
+    t.add_argument("--train-split", default="train")
+    t.add_argument("--val-split", default="val")
+    t.add_argument("--out", default="runs/default")
+    t.add_argument("--resume", default=None, help="checkpoint to resume; OUT/last.pt is resumed automatically")
+    t.add_argument("--restart", action="store_true", help="ignore an existing OUT/last.pt")
+    t.add_argument("--init", default=None, help="initialise weights from a checkpoint (fine-tuning)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset split")
+    e.add_argument("--ckpt", required=True)
+    e.add_argument("--data", default=DEFAULT_DATA)
+    e.add_argument("--split", default="test")
+    e.add_argument("--out", default=None, help="also write the JSON here")
+    e.add_argument("--threads", type=int, default=0)
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""COCO detection json reader: category ids become contiguous 0-based labels in sorted category-id order."""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from efficientdet.data import checks
+from efficientdet.data.records import DatasetError, DetectionDataset
+
+
+def coco_json_path(root: Path, split: str) -> Path:
+    """Where a COCO directory keeps the annotations of ``split``."""
+    return root / "annotations" / f"instances_{split}.json"
+
+
+def image_dirs(json_path: Path, split: str) -> list[Path]:
+    """Directories a relative ``file_name`` is resolved against, in order: images/{split}/, images/, the json's dir."""
+    json_dir = json_path.parent
+    root = json_dir.parent if json_dir.name == "annotations" else json_dir
+    dirs = [root / "images" / split, root / "images", json_dir]
+    return list(dict.fromkeys(dirs))
+
+
+def _resolve(file_name: str, dirs: Sequence[Path]) -> Path:
+    candidate = Path(file_name)
+    if candidate.is_absolute():
+        return candidate
+    for d in dirs:
+        if (d / candidate).is_file():
+            return d / candidate
+    return dirs[0] / candidate
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"cannot read COCO annotations {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DatasetError(f"{path} is not a COCO detection file: expected an object with an 'images' list")
+    return data
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _categories(data: dict[str, Any], path: Path, issues: collections.Counter) -> tuple[dict[int, int], list[str]]:
+    cats: dict[int, str] = {}
+    for cat in data.get("categories") or []:
+        cid = cat.get("id") if isinstance(cat, dict) else None
+        if isinstance(cid, bool) or not isinstance(cid, int) or cid in cats:
+            issues["malformed category skipped"] += 1
+            continue
+        cats[cid] = str(cat.get("name", cid)).strip()
+    if not cats:
+        raise DatasetError(f"no categories in {path}: a COCO detection file needs a 'categories' list with ids")
+    ids = sorted(cats)
+    return {cid: i for i, cid in enumerate(ids)}, [cats[cid] for cid in ids]
+
+
+def _boxes_by_image(data: dict[str, Any], image_ids: set[int], label_of: dict[int, int],
+                    issues: collections.Counter) -> dict[int, list[tuple[list[float], int]]]:
+    by_image: dict[int, list[tuple[list[float], int]]] = collections.defaultdict(list)
+    for ann in data.get("annotations") or []:
+        if not isinstance(ann, dict):
+            issues[checks.MALFORMED_ENTRY] += 1
+        elif not isinstance(ann.get("image_id"), int) or ann["image_id"] not in image_ids:
+            issues[checks.ORPHAN_ANNOTATION] += 1
+        elif ann.get("iscrowd", 0):
+            issues[checks.CROWD] += 1
+        elif not isinstance(ann.get("category_id"), int) or ann["category_id"] not in label_of:
+            issues[checks.UNKNOWN_CLASS] += 1
+        else:
+            bbox = ann.get("bbox")
+            xywh = [_number(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else [None]
+            if any(v is None for v in xywh):
+                issues[checks.MALFORMED_BOX] += 1
+                continue
+            x, y, w, h = xywh
+            by_image[ann["image_id"]].append(([x, y, x + w, y + h], label_of[ann["category_id"]]))
+    return by_image
+
+
+def load_coco(json_path: str | Path, split: str = "train", verify_images: bool = True,
+              dirs: Sequence[Path] | None = None, name: str | None = None,
+              class_names: Sequence[str] | None = None) -> DetectionDataset:
+    """Load a COCO detection json; ``dirs`` overrides where relative image file names are looked up."""
+    json_path = Path(json_path).resolve()
+    data = _read_json(json_path)
+    dirs = list(dirs) if dirs is not None else image_dirs(json_path, split)
+    issues: collections.Counter = collections.Counter()
+    label_of, names = _categories(data, json_path, issues)
+    entries: dict[int, dict[str, Any]] = {}
+    for img in data["images"]:
+        iid = img.get("id") if isinstance(img, dict) else None
+        if isinstance(iid, bool) or not isinstance(iid, int) or not isinstance(img.get("file_name"), str):
+            issues[checks.MALFORMED_ENTRY] += 1
+        elif iid in entries:
+            issues[checks.DUPLICATE_IMAGE] += 1
+        else:
+            entries[iid] = img
+    if not entries:
+        raise DatasetError(f"no images found in split {split!r} of {json_path}: its 'images' list has no valid entries")
+    by_image = _boxes_by_image(data, set(entries), label_of, issues)
+    records = []
+    for iid in sorted(entries):
+        img = entries[iid]
+        w, h = img.get("width"), img.get("height")
+        annotated = (int(w), int(h)) if _number(w) is not None and _number(h) is not None else None
+        anns = by_image.get(iid, [])
+        rec = checks.make_record(iid, str(_resolve(img["file_name"], dirs)), annotated,
+                                 [b for b, _ in anns], [c for _, c in anns], verify_images, issues)
+        if rec is not None:
+            records.append(rec)
+    root = json_path.parent.parent if json_path.parent.name == "annotations" else json_path.parent
+    dataset = DetectionDataset(name or root.name, split, str(json_path), "coco", names, records, issues)
+    return checks.finish(dataset, len(entries), class_names)

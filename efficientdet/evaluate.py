@@ -1,0 +1,84 @@
+"""COCO-style evaluation (mAP@[.5:.95], mAP@.5, per-class AP) through pycocotools.
+
+Predictions go through the runtime's post-processing, so the PyTorch model is scored exactly as
+the deployed artifacts are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm import tqdm
+
+from efficientdet.data.records import DetectionDataset
+from efficientdet.train.batches import load_example
+from runtime.postprocess import EVAL_POSTPROCESS, Detections, postprocess
+from runtime.preprocess import Letterbox, letterbox_geometry
+
+Predictions = list[Detections]  # per record, boxes in original image pixels
+
+
+def torch_predict(model: torch.nn.Module, dataset: DetectionDataset, preprocess_spec: dict, anchors: np.ndarray,
+                  post_spec: dict | None = None, batch_size: int = 4, progress: bool = True) -> Predictions:
+    """Run a PyTorch model over the dataset with the runtime's pre/post-processing."""
+    post = post_spec or EVAL_POSTPROCESS
+    model.eval()
+    out: Predictions = []
+    indices = range(len(dataset.records))
+    batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
+    for chunk in tqdm(batches, desc="eval", disable=not progress, leave=False):
+        images = np.stack([load_example(dataset.records[i], preprocess_spec)[0] for i in chunk]).transpose(0, 3, 1, 2)
+        with torch.no_grad():
+            logits, deltas = model(torch.from_numpy(np.ascontiguousarray(images)))
+        for j, i in enumerate(chunk):
+            rec = dataset.records[i]
+            det = postprocess(logits[j].numpy(), deltas[j].numpy(), anchors, post)
+            out.append(to_original(det, letterbox_geometry(rec.height, rec.width, int(preprocess_spec["input_size"]))))
+    return out
+
+
+def to_original(det: Detections, box: Letterbox) -> Detections:
+    return Detections(box.to_original(det.boxes), det.scores, det.class_ids)
+
+
+def coco_metrics(dataset: DetectionDataset, predictions: Iterable[Detections]) -> dict[str, Any]:
+    """``map``, ``map50`` and per-class AP (by class name) for predictions aligned with ``dataset.records``."""
+    gt = dataset.to_coco()
+    results = []
+    for rec, det in zip(dataset.records, predictions):
+        for b, s, c in zip(det.boxes, det.scores, det.class_ids):
+            results.append({"image_id": int(rec.image_id), "category_id": int(c) + 1,
+                            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                            "score": float(s)})
+    names = list(dataset.class_names)
+    if not results:
+        return {"map": 0.0, "map50": 0.0, "per_class_ap": {n: 0.0 for n in names}, "num_images": len(dataset.records)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    precision = ev.eval["precision"]  # [T, R, K, area, maxDets]
+    per_class = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        per_class[names[cat_id - 1]] = float(p[p > -1].mean()) if (p > -1).any() else 0.0
+    return {"map": float(max(ev.stats[0], 0.0)), "map50": float(max(ev.stats[1], 0.0)),
+            "per_class_ap": per_class, "num_images": len(dataset.records)}
+
+
+def evaluate_model(model: torch.nn.Module, dataset: DetectionDataset, preprocess_spec: dict, anchors: np.ndarray,
+                   progress: bool = True) -> dict[str, Any]:
+    preds = torch_predict(model, dataset, preprocess_spec, anchors, progress=progress)
+    return coco_metrics(dataset, preds)

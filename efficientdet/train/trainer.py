@@ -1,0 +1,204 @@
+"""The training loop: AdamW, cosine LR with linear warm-up, gradient clipping, weight EMA,
+checkpoint save/resume, per-epoch validation mAP, a JSON-lines metrics log, and optional
+multi-process data parallelism (``torchrun``; gloo on CPU).
+
+Checkpoints (``last.pt`` every epoch, ``best.pt`` on the best validation mAP@[.5:.95] of the EMA
+weights) carry the full model config, so later stages need no flags repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from efficientdet.checkpoint import load_checkpoint, save_checkpoint
+from efficientdet.data.records import DetectionDataset
+from efficientdet.evaluate import evaluate_model
+from efficientdet.model.config import ModelConfig
+from efficientdet.model.detector import EfficientDet
+from runtime.anchors import anchor_spec_from_config, generate_anchors
+
+from .batches import Augment, DetectionBatches
+from .ema import ModelEMA
+from .loss import detection_loss
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    ema_decay: float = 0.9998
+    clip_norm: float = 10.0
+    workers: int = 1
+    seed: int = 0
+    eval_every: int = 1
+    max_steps_per_epoch: int = 0  # 0 = the whole split; >0 caps steps (smoke runs, tests)
+    augment: Augment = field(default_factory=Augment)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = {"hflip": self.augment.hflip, "scale_range": list(self.augment.scale_range)}
+        return d
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up to ``base`` then cosine decay to 1% of it."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+class Trainer:
+    def __init__(self, config: ModelConfig, train_set: DetectionDataset, val_set: DetectionDataset | None,
+                 tcfg: TrainConfig, out_dir: str | Path, resume: str | Path | None = None,
+                 init_weights: str | Path | None = None, progress: bool = True) -> None:
+        self.rank, self.world = _distributed()
+        torch.manual_seed(tcfg.seed + self.rank)
+        self.config, self.tcfg, self.out = config, tcfg, Path(out_dir)
+        self.train_set, self.val_set = train_set, val_set
+        self.progress = progress and self.rank == 0
+        self.anchor_spec = anchor_spec_from_config(config.to_dict())
+        self.pre_spec = config.preprocess.to_dict()
+        self.anchors = generate_anchors(self.anchor_spec)
+        self.model = EfficientDet(config)
+        if init_weights:
+            ck = load_checkpoint(init_weights)
+            self.model.load_state_dict(ck.get("ema") or ck["model"])
+        self.ema = ModelEMA(self.model, tcfg.ema_decay)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, tcfg.weight_decay), lr=tcfg.lr)
+        self.data = DetectionBatches(train_set, self.pre_spec, self.anchor_spec, tcfg.augment, tcfg.seed)
+        sampler = (DistributedSampler(self.data, self.world, self.rank, seed=tcfg.seed) if self.world > 1
+                   else RandomSampler(self.data, generator=torch.Generator().manual_seed(tcfg.seed)))
+        self.sampler = sampler
+        self.loader = DataLoader(self.data, batch_size=tcfg.batch_size, sampler=sampler, drop_last=False,
+                                 num_workers=tcfg.workers, persistent_workers=tcfg.workers > 0)
+        self.steps_per_epoch = len(self.loader)
+        if tcfg.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, tcfg.max_steps_per_epoch)
+        self.epoch, self.step, self.best_map = 0, 0, -1.0
+        self.history: list[dict[str, Any]] = []
+        self.wall_time = 0.0
+        if resume:
+            self._resume(resume)
+        self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
+
+    def _state(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "model": self.model.state_dict(),
+                "ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates,
+                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "step": self.step,
+                "best_map": self.best_map, "history": json.dumps(self.history),
+                "train": json.dumps(self.tcfg.to_dict()),
+                "class_names": list(self.train_set.class_names), "wall_time_s": self.wall_time}
+
+    def _resume(self, path: str | Path) -> None:
+        ck = load_checkpoint(path)
+        saved = ModelConfig.from_dict(ck["config"])
+        self.config.check_compatible(saved, what=f"checkpoint {path}")
+        self.model.load_state_dict(ck["model"])
+        self.ema.module.load_state_dict(ck["ema"])
+        self.ema.updates = int(ck["ema_updates"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.epoch, self.step = int(ck["epoch"]), int(ck["step"])
+        self.best_map = float(ck["best_map"])
+        self.history = json.loads(ck["history"])
+        self.wall_time = float(ck.get("wall_time_s", 0.0))
+
+    def train_epoch(self) -> dict[str, float]:
+        self.net.train()
+        self.data.set_epoch(self.epoch)
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(self.epoch)
+        total = self.tcfg.epochs * self.steps_per_epoch
+        warmup = max(1, int(self.tcfg.warmup_epochs * self.steps_per_epoch))
+        sums = np.zeros(3)
+        n = 0
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.tcfg.epochs}",
+                   disable=not self.progress, leave=False)
+        for images, cls_t, box_t, _ in self.loader:
+            if n >= self.steps_per_epoch:
+                break
+            lr = lr_at(self.step, total, warmup, self.tcfg.lr)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            logits, boxes = self.net(images)
+            loss, cls_l, box_l = detection_loss(logits, boxes, cls_t, box_t)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower the LR")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.clip_norm)
+            self.optimizer.step()
+            self.ema.update(self.model)
+            self.step += 1
+            n += 1
+            sums += (loss.item(), cls_l.item(), box_l.item())
+            bar.set_postfix(loss=f"{sums[0] / n:.3f}", lr=f"{lr:.2e}")
+            bar.update()
+        bar.close()
+        return {"loss": sums[0] / max(n, 1), "cls_loss": sums[1] / max(n, 1), "box_loss": sums[2] / max(n, 1),
+                "lr": lr, "steps": n}
+
+    def validate(self) -> dict[str, Any]:
+        return evaluate_model(self.ema.module, self.val_set, self.pre_spec, self.anchors, progress=self.progress)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``tcfg.epochs`` (continuing a resumed run); returns the last epoch's record."""
+        record: dict[str, Any] = {}
+        while self.epoch < self.tcfg.epochs:
+            t0 = time.time()
+            record = {"epoch": self.epoch + 1, **self.train_epoch()}
+            self.epoch += 1
+            if self.rank == 0:
+                last = self.epoch == self.tcfg.epochs
+                if self.val_set is not None and (self.epoch % self.tcfg.eval_every == 0 or last):
+                    metrics = self.validate()
+                    record.update(val_map=metrics["map"], val_map50=metrics["map50"])
+                    if metrics["map"] > self.best_map:
+                        self.best_map = metrics["map"]
+                        record["best"] = True
+                self.wall_time += time.time() - t0
+                record["epoch_time_s"] = round(time.time() - t0, 2)
+                record["wall_time_s"] = round(self.wall_time, 1)
+                self.history.append(record)
+                save_checkpoint(self.out / "last.pt", self._state())
+                if record.get("best") or (self.val_set is None and last):
+                    save_checkpoint(self.out / "best.pt", self._state())
+                with open(self.out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if self.progress:
+                    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
+                    tqdm.write(json.dumps(shown))
+            if self.world > 1:
+                dist.barrier()
+        return record

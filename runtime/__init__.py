@@ -1,0 +1,13 @@
+"""EfficientDet on-device runtime: numpy + OpenCV + one inference backend per artifact.
+
+Nothing here imports torch, TensorFlow or the training code; see README.md for usage.
+"""
+
+from .backends import BackendUnavailableError
+from .detector import Detector, Result
+from .manifest import MANIFEST_FORMAT, ManifestError, load_manifest, validate_manifest
+from .preprocess import ImageError
+
+__version__ = "0.1.0"
+__all__ = ["MANIFEST_FORMAT", "BackendUnavailableError", "Detector", "ImageError", "ManifestError", "Result",
+           "load_manifest", "validate_manifest"]

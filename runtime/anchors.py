@@ -1,0 +1,61 @@
+"""Anchor generator: levels 3-7, scales 2^(i/num_scales), (w, h) aspect factors, base size
+``anchor_scale * stride``; centres at ``stride/2 + k*stride``.
+
+Order matches the network output: level, row, column, then scale-major anchor-in-cell.
+Numpy only, so the runtime, training targets and export all use this one definition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def level_sizes(input_size: int, min_level: int, max_level: int) -> list[int]:
+    """Feature-map side per level with 'same' (ceil) stride-2 reductions."""
+    sizes, size = [], input_size
+    for level in range(1, max_level + 1):
+        size = -(-size // 2)
+        if level >= min_level:
+            sizes.append(size)
+    return sizes
+
+
+def generate_anchors(spec: dict[str, Any]) -> np.ndarray:
+    """``[A, 4]`` float32 xyxy anchors in input pixels for an ``anchors`` manifest block.
+
+    ``spec``: input_size, min_level, max_level, num_scales, anchor_scale, aspect_ratios.
+    """
+    input_size = int(spec["input_size"])
+    min_level, max_level = int(spec["min_level"]), int(spec["max_level"])
+    num_scales = int(spec["num_scales"])
+    aspects = [tuple(a) for a in spec["aspect_ratios"]]
+    out = []
+    for level, size in zip(range(min_level, max_level + 1), level_sizes(input_size, min_level, max_level)):
+        stride = 2 ** level
+        centres = np.arange(size, dtype=np.float64) * stride + stride / 2.0
+        cy, cx = np.meshgrid(centres, centres, indexing="ij")
+        wh = []
+        for s in range(num_scales):
+            base = float(spec["anchor_scale"]) * stride * 2.0 ** (s / num_scales)
+            for aw, ah in aspects:
+                wh.append((base * aw / 2.0, base * ah / 2.0))
+        half = np.asarray(wh)  # [k, 2]
+        cxk = cx[..., None]
+        cyk = cy[..., None]
+        boxes = np.stack([cxk - half[:, 0], cyk - half[:, 1], cxk + half[:, 0], cyk + half[:, 1]], axis=-1)
+        out.append(boxes.reshape(-1, 4))
+    return np.concatenate(out).astype(np.float32)
+
+
+def anchor_spec_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``anchors`` block from a model-config dict."""
+    return {
+        "input_size": int(config["input_size"]),
+        "min_level": int(config["min_level"]),
+        "max_level": int(config["max_level"]),
+        "num_scales": int(config["num_scales"]),
+        "anchor_scale": float(config["anchor_scale"]),
+        "aspect_ratios": [list(map(float, a)) for a in config["aspect_ratios"]],
+    }
