@@ -7,6 +7,7 @@ A checkpoint is a plain dict (``torch.load(weights_only=True)`` safe): ``format`
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,12 @@ class CheckpointError(ValueError):
     """Missing, unreadable or foreign checkpoint file."""
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temp file in the same folder and rename, so a crash never leaves half a file."""
     path = Path(path)
@@ -32,6 +39,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,6 +53,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     os.close(fd)
     try:
         torch.save({"format": FORMAT, **state}, tmp)
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -70,6 +79,22 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Keep only the config and the EMA weights in fp16 (half the bytes of one fp32 copy) plus provenance.
+
+    This is what gets committed as a reference model; ``load_model`` restores fp32 weights.
+    """
+    ck = load_checkpoint(src)
+    weights = ck.get("ema") or ck["model"]
+    slim = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    info = {"source_sha256": file_sha256(src), "epoch": ck.get("epoch"), "best_val_map": ck.get("best_map"),
+            "train_wall_time_s": ck.get("wall_time_s"), "history": ck.get("history"), "train": ck.get("train"),
+            **(provenance or {})}
+    save_checkpoint(dst, {"config": ck["config"], "model": slim, "provenance": json.dumps(info),
+                          "epoch": ck.get("epoch"), "wall_time_s": ck.get("wall_time_s")})
+    return info
 
 
 def load_model(path: str | Path, expect: ModelConfig | None = None,

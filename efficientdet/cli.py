@@ -91,6 +91,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slim(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from efficientdet.checkpoint import slim_checkpoint
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    info = slim_checkpoint(args.ckpt, args.out, {"source": str(args.ckpt), "git_commit": commit})
+    print(json.dumps({k: v for k, v in info.items() if k not in ("history",)}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m efficientdet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -132,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="also write the JSON here")
     e.add_argument("--threads", type=int, default=0)
     e.set_defaults(func=cmd_eval)
+    sl = sub.add_parser("slim", help="fp16 EMA-only copy of a checkpoint with its provenance (for committing)")
+    sl.add_argument("--ckpt", required=True)
+    sl.add_argument("--out", required=True)
+    sl.set_defaults(func=cmd_slim)
     return p
 
 

@@ -1,0 +1,101 @@
+"""Command line: ``python -m runtime detect MODEL IMAGE...`` and ``python -m runtime bench MODEL``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+
+from .backends import BackendUnavailableError
+from .bench import format_table, run_benchmark
+from .detector import Detector
+from .draw import draw_detections
+from .manifest import ManifestError
+from .preprocess import ImageError, read_image
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime", description="EfficientDet on-device runtime")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("detect", help="detect objects in image files")
+    d.add_argument("model", help="model file (.onnx, .xml or .tflite) with its manifest")
+    d.add_argument("images", nargs="+", help="image files")
+    d.add_argument("--json", action="store_true", help="print one JSON object per image per line")
+    d.add_argument("--out", type=Path, help="write each image with its boxes drawn into this folder")
+    d.add_argument("--threads", type=int, help="CPU threads (default: all available)")
+    d.add_argument("--score-threshold", type=float, help="override the manifest's score threshold")
+    d.add_argument("--edgetpu", action="store_true", help="run a *_edgetpu.tflite model on a Coral Edge TPU")
+    b = sub.add_parser("bench", help="time pre-processing, inference and post-processing")
+    b.add_argument("model", help="model file (.onnx, .xml or .tflite) with its manifest")
+    b.add_argument("--threads", type=int, help="CPU threads (default: all available)")
+    b.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    b.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    b.add_argument("--image", help="image to time on (default: a deterministic synthetic image)")
+    b.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    b.add_argument("--out", type=Path, help="also write the JSON results to this file")
+    return p
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _detect(args: argparse.Namespace) -> int:
+    det = Detector(args.model, threads=args.threads, score_threshold=args.score_threshold, edgetpu=args.edgetpu)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in args.images:
+        try:
+            image = read_image(path)
+        except ImageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        result = det(image)
+        if args.json:
+            print(json.dumps({"image": path, "detections": result.to_dicts()}), flush=True)
+        else:
+            print(f"{path}: {len(result)} detections")
+            for d in result.to_dicts():
+                print(f"  {d['label']:<16} {d['score']:.3f}  box {d['box']}")
+        if args.out:
+            target = args.out / Path(path).name
+            if not cv2.imwrite(str(target), draw_detections(image, result)):
+                print(f"error: cannot write {target}", file=sys.stderr)
+                failed += 1
+    return 1 if failed else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    image = read_image(args.image) if args.image else None
+    stats = run_benchmark(args.model, threads=args.threads, runs=args.runs, warmup=args.warmup, image=image)
+    if args.image:
+        stats["image"] = args.image
+    print(json.dumps(stats) if args.json else format_table(stats))
+    if args.out:
+        _write_json_atomic(args.out, stats)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _detect(args) if args.command == "detect" else _bench(args)
+    except (ManifestError, BackendUnavailableError, ImageError, FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

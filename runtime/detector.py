@@ -1,0 +1,162 @@
+"""``Detector``: one exported artifact -> boxes in the caller's image pixels.
+
+Everything the pipeline needs (input layout, quantization, anchors, class names, thresholds)
+comes from the manifest, checked against the artifact once at load time, so inference is
+just pre-process -> backend -> post-process with no guessing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .anchors import generate_anchors
+from .backends import Backend, open_backend
+from .manifest import (
+    INTEGER_DTYPES,
+    ManifestError,
+    check_against_backend,
+    check_artifact,
+    load_manifest,
+    validate_manifest,
+)
+from .postprocess import Detections, postprocess
+from .preprocess import ImageError, Letterbox, preprocess, quantize_input, read_image, to_layout
+
+
+@dataclass(frozen=True)
+class Result:
+    """Detections for one image: ``boxes [K,4]`` xyxy in original-image pixels, best score first."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """JSON-ready ``[{"box", "score", "class_id", "label"}]``."""
+        return [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 5), "class_id": int(cid),
+                 "label": label}
+                for box, score, cid, label in zip(self.boxes, self.scores, self.class_ids, self.labels)]
+
+
+def _dequantize(value: np.ndarray, quant: dict[str, Any] | None, field: str) -> np.ndarray:
+    if value.dtype.name in INTEGER_DTYPES:
+        if not quant:
+            raise ManifestError(f"manifest field '{field}.quantization' is needed to read {value.dtype} outputs")
+        return (value.astype(np.float32) - np.float32(quant["zero_point"])) * np.float32(quant["scale"])
+    return value.astype(np.float32, copy=False)
+
+
+class Detector:
+    """Load an ``.onnx``/``.xml``/``.tflite`` artifact and its manifest once; call it on images.
+
+    ``threads``: CPU threads for the backend (default: all this process may use).
+    ``score_threshold`` overrides the manifest's. ``edgetpu`` loads the Coral delegate (TFLite only).
+    ``backend_options`` go to the backend (e.g. ``{"allow_spinning": True}`` for onnxruntime).
+    """
+
+    def __init__(self, model_path: str | os.PathLike[str], threads: int | None = None,
+                 score_threshold: float | None = None, edgetpu: bool = False,
+                 backend_options: dict[str, Any] | None = None) -> None:
+        self.model_path = Path(model_path)
+        manifest = load_manifest(self.model_path)
+        validate_manifest(manifest)
+        check_artifact(manifest, self.model_path)
+        self.manifest = manifest
+        self.backend: Backend = open_backend(self.model_path, threads, precision=manifest["artifact"]["precision"],
+                                             inference_precision=manifest["inference_precision"], edgetpu=edgetpu,
+                                             options=backend_options)
+        check_against_backend(manifest, self.backend)
+        self.anchors = generate_anchors(manifest["anchors"])
+        self.class_names: list[str] = list(manifest["class_names"])
+        self.post_spec = dict(manifest["postprocess"])
+        if score_threshold is not None:
+            if not 0 <= score_threshold < 1:
+                raise ValueError(f"score_threshold must lie in [0, 1), got {score_threshold}")
+            self.post_spec["score_threshold"] = float(score_threshold)
+        self.input_spec = manifest["input"]
+        self.input_shape = tuple(self.input_spec["shape"])
+        self._output_quant = self._output_quantization()
+
+    def _output_quantization(self) -> dict[str, dict[str, Any] | None]:
+        """Manifest quantization first; the artifact's own parameters where the manifest has none."""
+        actual = {d[0]: d[3] for d in self.backend.output_details()}
+        outs = self.manifest["outputs"]
+        return {key: outs[key].get("quantization") or actual.get(outs[key]["name"]) for key in outs}
+
+    @property
+    def threads(self) -> int:
+        return int(getattr(self.backend, "threads", 0))
+
+    def preprocess_image(self, image: np.ndarray, color: str = "bgr") -> tuple[np.ndarray, Letterbox]:
+        """The artifact-ready input (layout, dtype, quantization per manifest) and the letterbox to undo."""
+        hwc, box = preprocess(image, self.manifest["preprocess"], input_color=color)
+        return self._to_input(hwc), box
+
+    def _to_input(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim == 3:
+            x = to_layout(x, self.input_spec["layout"])
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(f"input tensor shape {tuple(x.shape)} does not match the artifact's {self.input_shape} "
+                             f"({self.input_spec['layout']}); pass the HxWx3 output of runtime.preprocess or a "
+                             "tensor in the artifact's layout")
+        dtype = self.input_spec["dtype"]
+        if x.dtype.kind in "iub" and x.dtype.name != dtype:
+            raise ValueError(f"input tensor dtype {x.dtype} does not match the artifact's {dtype}; pass float32")
+        if dtype in INTEGER_DTYPES and x.dtype.name != dtype:
+            quant = self.input_spec["quantization"]
+            return quantize_input(x, quant["scale"], quant["zero_point"], dtype)
+        return np.ascontiguousarray(x, dtype=np.dtype(dtype))
+
+    def infer_raw(self, input_tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw network outputs ``(logits [A,C], deltas [A,4])`` as float32, dequantised where the artifact is integer.
+
+        ``input_tensor``: from :meth:`preprocess_image`, a float tensor in the artifact's layout (quantised
+        here if the artifact takes integers) or the ``HxWx3`` float output of ``runtime.preprocess``.
+        """
+        outputs = self.backend.run(self._to_input(np.asarray(input_tensor)))
+        names = self.manifest["outputs"]
+        logits = _dequantize(outputs[names["logits"]["name"]], self._output_quant["logits"], "outputs.logits")
+        deltas = _dequantize(outputs[names["box_regression"]["name"]], self._output_quant["box_regression"],
+                             "outputs.box_regression")
+        return logits.reshape(logits.shape[-2:]), deltas.reshape(deltas.shape[-2:])
+
+    def _result(self, dets: Detections, box: Letterbox) -> Result:
+        """Map to original pixels; drop boxes that lie wholly in the letterbox padding (empty once clipped)."""
+        boxes = box.to_original(dets.boxes)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        names = self.class_names
+        class_ids = dets.class_ids[keep]
+        labels = [names[c] if 0 <= c < len(names) else str(c) for c in class_ids.tolist()]
+        return Result(boxes[keep], dets.scores[keep], class_ids, labels)
+
+    def timed(self, image: np.ndarray, color: str = "bgr") -> tuple[Result, dict[str, float]]:
+        """Detect and report the milliseconds spent in pre-processing, inference and post-processing."""
+        t0 = time.perf_counter()
+        x, box = self.preprocess_image(image, color)
+        t1 = time.perf_counter()
+        logits, deltas = self.infer_raw(x)
+        t2 = time.perf_counter()
+        result = self._result(postprocess(logits, deltas, self.anchors, self.post_spec), box)
+        t3 = time.perf_counter()
+        return result, {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3, "post_ms": (t3 - t2) * 1e3}
+
+    def __call__(self, image: np.ndarray, color: str = "bgr") -> Result:
+        """Detections for a ``HxW``/``HxWxC`` image (BGR by default, as OpenCV reads it; ``color="rgb"`` else)."""
+        return self.timed(image, color)[0]
+
+    def detect_file(self, path: str | os.PathLike[str]) -> Result:
+        """Read an image file (raises :class:`ImageError` if unreadable) and detect."""
+        return self(read_image(str(path)))
+
+
+__all__ = ["Detector", "ImageError", "ManifestError", "Result"]

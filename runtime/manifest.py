@@ -1,0 +1,319 @@
+"""The manifest: the one contract between the exporter and the runtime.
+
+Every artifact carries a JSON manifest (a ``<artifact>.json`` sidecar, or embedded in ONNX
+``metadata_props`` / OpenVINO ``rt_info`` under ``efficientdet_manifest``) saying how to feed it,
+what its outputs mean and how to post-process them. The runtime trusts nothing else, so a
+wrong or stale manifest must fail loudly here, naming the field, instead of giving silently
+wrong boxes on a device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .anchors import generate_anchors
+
+MANIFEST_FORMAT = "efficientdet-manifest/1"
+METADATA_KEY = "efficientdet_manifest"
+
+TARGETS = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
+PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
+INPUT_DTYPES = ("float32", "uint8", "int8")
+OUTPUT_DTYPES = ("float32", "float16", "uint8", "int8")
+INTEGER_DTYPES = ("uint8", "int8")
+INFERENCE_PRECISIONS = ("f32", "f16", "bf16", None)
+REQUIRED = ("format", "model", "artifact", "input", "outputs", "preprocess", "anchors", "box_coding",
+            "postprocess", "class_names", "inference_precision", "source", "tools")
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, malformed, inconsistent, or does not describe the artifact beside it."""
+
+
+def sidecar_path(artifact_path: str | os.PathLike[str]) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``."""
+    p = Path(artifact_path)
+    return p.with_name(p.name + ".json")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_sidecar(artifact_path: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
+    """Write ``<artifact>.json`` atomically (temp file + ``os.replace``) so a reader never sees half a file."""
+    out = sidecar_path(artifact_path)
+    fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _parse(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"manifest in {where} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"manifest in {where} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _embedded_onnx(path: Path) -> str | None:
+    """Read ``metadata_props`` through onnxruntime (the runtime never depends on the ``onnx`` package)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+
+
+def _embedded_openvino(path: Path) -> str | None:
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    if not path.with_suffix(".bin").is_file():
+        raise FileNotFoundError(f"OpenVINO weights {path.with_suffix('.bin')} not found beside {path.name}")
+    model = ov.Core().read_model(str(path))
+    if not model.has_rt_info(METADATA_KEY):
+        return None
+    return str(model.get_rt_info(METADATA_KEY).astype(str))
+
+
+def load_manifest(artifact_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The artifact's manifest: the sidecar if present, else the copy embedded in an ONNX/OpenVINO file.
+
+    The result carries ``"_source"`` (``"sidecar"`` or ``"embedded"``) so hash checks know what to expect.
+    """
+    path = Path(artifact_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    side = sidecar_path(path)
+    if side.is_file():
+        manifest = _parse(side.read_text(), str(side))
+        manifest["_source"] = "sidecar"
+        return manifest
+    suffix = path.suffix.lower()
+    text = _embedded_onnx(path) if suffix == ".onnx" else _embedded_openvino(path) if suffix == ".xml" else None
+    if text is None:
+        raise ManifestError(f"no manifest for {path}: expected {side} beside it or embedded metadata")
+    manifest = _parse(text, f"{path} (embedded {METADATA_KEY})")
+    manifest["_source"] = "embedded"
+    return manifest
+
+
+def _get(manifest: dict[str, Any], field: str, types: type | tuple[type, ...]) -> Any:
+    node: Any = manifest
+    for part in field.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ManifestError(f"manifest field '{field}' is missing")
+        node = node[part]
+    if types is not object and (not isinstance(node, types) or (isinstance(node, bool) and bool not in _tup(types))):
+        names = "/".join(t.__name__ for t in _tup(types))
+        raise ManifestError(f"manifest field '{field}' must be {names}, got {type(node).__name__} {node!r}")
+    return node
+
+
+def _tup(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _one_of(manifest: dict[str, Any], field: str, allowed: Iterable[Any]) -> Any:
+    allowed = tuple(allowed)
+    value = _get(manifest, field, object)
+    if value not in allowed:
+        raise ManifestError(f"manifest field '{field}' must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _int_list(manifest: dict[str, Any], field: str, length: int | None = None) -> list[int]:
+    value = _get(manifest, field, list)
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in value) or (length and len(value) != length):
+        what = f"{length} integers" if length else "a list of integers"
+        raise ManifestError(f"manifest field '{field}' must be {what}, got {value!r}")
+    return value
+
+
+def _check_quant(manifest: dict[str, Any], field: str, dtype: str) -> None:
+    quant = _get(manifest, field, (dict, type(None)))
+    if quant is None:
+        if dtype in INTEGER_DTYPES:
+            raise ManifestError(f"manifest field '{field}' is null but the dtype is {dtype}: scale/zero_point needed")
+        return
+    scale = _get(manifest, f"{field}.scale", (int, float))
+    _get(manifest, f"{field}.zero_point", int)
+    if not scale > 0:
+        raise ManifestError(f"manifest field '{field}.scale' must be > 0, got {scale!r}")
+
+
+def _equal(field_a: str, a: Any, field_b: str, b: Any) -> None:
+    if a != b:
+        raise ManifestError(f"manifest field '{field_a}' ({a!r}) does not match '{field_b}' ({b!r})")
+
+
+def validate_manifest(manifest: dict[str, Any]) -> None:
+    """Check required fields, their types and that the fields agree with each other and with the anchors."""
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"manifest must be a JSON object, got {type(manifest).__name__}")
+    for key in REQUIRED:
+        if key not in manifest:
+            raise ManifestError(f"manifest field '{key}' is missing")
+    if manifest["format"] != MANIFEST_FORMAT:
+        raise ManifestError(f"manifest field 'format' must be {MANIFEST_FORMAT!r}, got {manifest['format']!r}")
+
+    num_classes = _get(manifest, "model.num_classes", int)
+    model_size = _get(manifest, "model.input_size", int)
+    names = _get(manifest, "class_names", list)
+    if any(not isinstance(n, str) for n in names):
+        raise ManifestError("manifest field 'class_names' must be a list of strings")
+    _equal("model.num_classes", num_classes, "class_names (count)", len(names))
+    model_names = manifest["model"].get("class_names")
+    if model_names:
+        _equal("model.class_names", list(model_names), "class_names", names)
+
+    _one_of(manifest, "artifact.target", TARGETS.values())
+    _one_of(manifest, "artifact.precision", PRECISIONS)
+    _get(manifest, "artifact.file", str)
+    _get(manifest, "artifact.sha256", (str, type(None)))
+
+    _get(manifest, "input.name", str)
+    layout = _one_of(manifest, "input.layout", ("nchw", "nhwc"))
+    in_dtype = _one_of(manifest, "input.dtype", INPUT_DTYPES)
+    shape = _int_list(manifest, "input.shape", 4)
+    _check_quant(manifest, "input.quantization", in_dtype)
+    channels, height, width = (shape[1], shape[2], shape[3]) if layout == "nchw" else (shape[3], shape[1], shape[2])
+    if shape[0] != 1 or channels != 3 or height != width:
+        expected = "[1, 3, S, S]" if layout == "nchw" else "[1, S, S, 3]"
+        raise ManifestError(f"manifest field 'input.shape' {shape} does not match 'input.layout' {layout!r} "
+                            f"(expected {expected})")
+
+    pre_size = _get(manifest, "preprocess.input_size", int)
+    anchor_size = _get(manifest, "anchors.input_size", int)
+    _equal("input.shape (spatial size)", height, "preprocess.input_size", pre_size)
+    _equal("anchors.input_size", anchor_size, "preprocess.input_size", pre_size)
+    _equal("model.input_size", model_size, "preprocess.input_size", pre_size)
+    _one_of(manifest, "preprocess.resize", ("letterbox",))
+    _one_of(manifest, "preprocess.color_order", ("rgb", "bgr"))
+    _one_of(manifest, "preprocess.interpolation", ("linear", "nearest", "area"))
+    for key in ("mean", "std"):
+        vals = _get(manifest, f"preprocess.{key}", list)
+        if len(vals) != 3 or any(not isinstance(v, (int, float)) for v in vals):
+            raise ManifestError(f"manifest field 'preprocess.{key}' must be 3 numbers, got {vals!r}")
+    if any(v <= 0 for v in manifest["preprocess"]["std"]):
+        raise ManifestError(f"manifest field 'preprocess.std' must be > 0, got {manifest['preprocess']['std']!r}")
+
+    _one_of(manifest, "box_coding.type", ("delta_xywh",))
+    order = manifest["box_coding"].get("order")
+    if order is not None and list(order) != ["dx", "dy", "dw", "dh"]:
+        raise ManifestError(f"manifest field 'box_coding.order' must be ['dx', 'dy', 'dw', 'dh'], got {order!r}")
+
+    thr = _get(manifest, "postprocess.score_threshold", (int, float))
+    iou = _get(manifest, "postprocess.iou_threshold", (int, float))
+    if not (0 <= thr < 1 and 0 < iou <= 1):
+        raise ManifestError(f"manifest fields 'postprocess.score_threshold' ({thr}) / 'postprocess.iou_threshold' "
+                            f"({iou}) must lie in [0, 1)")
+    for key in ("max_detections", "pre_nms_top_k"):
+        if _get(manifest, f"postprocess.{key}", int) < 1:
+            raise ManifestError(f"manifest field 'postprocess.{key}' must be >= 1")
+
+    _one_of(manifest, "inference_precision", INFERENCE_PRECISIONS)
+    _get(manifest, "source", dict)
+    _get(manifest, "tools", dict)
+
+    try:
+        num_anchors = int(generate_anchors(manifest["anchors"]).shape[0])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ManifestError(f"manifest field 'anchors' is malformed: {e!r}") from None
+    last_dims = (("logits", num_classes, "model.num_classes"), ("box_regression", 4, "4 (dx, dy, dw, dh)"))
+    for out, last, last_name in last_dims:
+        _get(manifest, f"outputs.{out}.name", str)
+        dtype = _one_of(manifest, f"outputs.{out}.dtype", OUTPUT_DTYPES)
+        _check_quant(manifest, f"outputs.{out}.quantization", dtype)
+        oshape = _int_list(manifest, f"outputs.{out}.shape", 3)
+        if oshape[0] != 1:
+            raise ManifestError(f"manifest field 'outputs.{out}.shape' {oshape} must have batch 1")
+        _equal(f"outputs.{out}.shape[1]", oshape[1], "anchors (count from generate_anchors)", num_anchors)
+        _equal(f"outputs.{out}.shape[2]", oshape[2], last_name, last)
+
+
+def _norm_shape(shape: Sequence[Any]) -> list[int | None]:
+    """Backend shapes may carry symbolic or -1 dims (dynamic batch); those match anything."""
+    return [d if isinstance(d, int) and d >= 0 else None for d in shape]
+
+
+def _shapes_match(expected: Sequence[int], actual: Sequence[Any]) -> bool:
+    got = _norm_shape(actual)
+    return len(got) == len(expected) and all(g is None or g == e for g, e in zip(got, expected))
+
+
+def check_artifact(manifest: dict[str, Any], artifact_path: str | os.PathLike[str]) -> None:
+    """The manifest describes this file: target matches the suffix and a sidecar's hashes match the bytes
+    (``artifact.sha256`` the file itself; ``artifact.weights_sha256``, if given, an OpenVINO IR's ``.bin``).
+
+    An embedded manifest cannot hold the hash of the file that contains it, so only sidecars are hashed.
+    """
+    path = Path(artifact_path)
+    target = TARGETS.get(path.suffix.lower())
+    _equal("artifact.target", manifest["artifact"]["target"], f"the file suffix {path.suffix!r}", target)
+    if manifest.get("_source") != "sidecar":
+        return
+    checks = [("artifact.sha256", manifest["artifact"].get("sha256"), path)]
+    if target == "openvino":
+        checks.append(("artifact.weights_sha256", manifest["artifact"].get("weights_sha256"), path.with_suffix(".bin")))
+    for field, expected, file in checks:
+        if expected and file.is_file() and file_sha256(file) != str(expected).lower():
+            raise ManifestError(f"manifest field '{field}' ({str(expected)[:12]}...) does not match {file.name}: "
+                                "the sidecar was written for another file; re-export it")
+
+
+def check_against_backend(manifest: dict[str, Any], backend: Any) -> None:
+    """The backend's real input/output names, shapes, dtypes (and integer quantization) agree with the manifest."""
+    inputs = list(backend.input_details())
+    if len(inputs) != 1:
+        raise ManifestError(f"manifest field 'input': the artifact has {len(inputs)} inputs, expected 1")
+    _check_tensor(manifest["input"], "input", inputs[0])
+    outputs = {d[0]: d for d in backend.output_details()}
+    for key in ("logits", "box_regression"):
+        spec = manifest["outputs"][key]
+        if spec["name"] not in outputs:
+            raise ManifestError(f"manifest field 'outputs.{key}.name' ({spec['name']!r}) is not an output of the "
+                                f"artifact; its outputs are {sorted(outputs)}")
+        _check_tensor(spec, f"outputs.{key}", outputs[spec["name"]])
+
+
+def _check_tensor(spec: dict[str, Any], field: str, detail: Sequence[Any]) -> None:
+    name, shape, dtype, quant = detail
+    if field == "input" and spec["name"] != name:
+        raise ManifestError(f"manifest field 'input.name' ({spec['name']!r}) does not match the artifact's "
+                            f"input {name!r}")
+    if not _shapes_match(spec["shape"], shape):
+        raise ManifestError(f"manifest field '{field}.shape' {spec['shape']} does not match the artifact's "
+                            f"{list(shape)}")
+    if spec["dtype"] != dtype:
+        raise ManifestError(f"manifest field '{field}.dtype' ({spec['dtype']!r}) does not match the artifact's "
+                            f"{dtype!r}")
+    mq = spec.get("quantization")
+    if mq and quant:
+        if abs(mq["scale"] - quant["scale"]) > 1e-5 * max(abs(quant["scale"]), 1e-12) or \
+                mq["zero_point"] != quant["zero_point"]:
+            raise ManifestError(f"manifest field '{field}.quantization' {mq} does not match the artifact's {quant}")

@@ -1,0 +1,164 @@
+"""Training, evaluation, checkpoints and the model CLI on tiny configs and the embedded dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from efficientdet.checkpoint import CheckpointError, load_checkpoint, load_model
+from efficientdet.data.loader import load_dataset
+from efficientdet.data.synthetic import generate_synthetic
+from efficientdet.model.config import ConfigMismatchError, make_config
+from efficientdet.train.batches import Augment, DetectionBatches, load_example
+from efficientdet.train.loss import detection_loss
+from efficientdet.train.targets import BACKGROUND, match_anchors
+from efficientdet.train.trainer import Trainer, TrainConfig, lr_at
+from runtime.anchors import anchor_spec_from_config, generate_anchors
+from runtime.box_coding import decode
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_synthetic(tmp_path_factory.mktemp("syn") / "data", num_train=8, num_val=4, image_size=128, seed=3)
+
+
+def _tiny_config(ds, size: int = 128):
+    return make_config("0", "lite", num_classes=len(ds.class_names), class_names=ds.class_names, input_size=size)
+
+
+def test_matching_encodes_targets_that_decode_back(tiny_data: Path) -> None:
+    ds = load_dataset(tiny_data, "train")
+    cfg = _tiny_config(ds)
+    anchors = generate_anchors(anchor_spec_from_config(cfg.to_dict()))
+    x, boxes, labels = load_example(ds.records[0], cfg.preprocess.to_dict())
+    cls, reg = match_anchors(anchors, boxes, labels)
+    pos = cls != BACKGROUND
+    assert pos.sum() >= len(boxes)  # every ground truth claims at least its best anchor
+    decoded = decode(reg[pos], anchors[pos])
+    # each positive decodes exactly onto one of the ground-truth boxes
+    err = np.abs(decoded[:, None, :] - boxes[None]).max(-1).min(1)
+    assert err.max() < 1e-3
+    assert set(cls[pos]) == set(labels)
+
+
+def test_augmented_boxes_stay_inside_input(tiny_data: Path) -> None:
+    ds = load_dataset(tiny_data, "train")
+    cfg = _tiny_config(ds)
+    data = DetectionBatches(ds, cfg.preprocess.to_dict(), anchor_spec_from_config(cfg.to_dict()),
+                            Augment(hflip=1.0, scale_range=(0.5, 1.5)))
+    for i in range(len(ds.records)):
+        rng = np.random.default_rng(i)
+        x, boxes, _ = load_example(ds.records[i], cfg.preprocess.to_dict(), data.augment, rng)
+        assert x.shape == (128, 128, 3)
+        assert (boxes >= 0).all() and (boxes <= 128).all()
+        assert ((boxes[:, 2:] - boxes[:, :2]) >= 2).all()
+
+
+def test_loss_is_zero_class_loss_free_for_perfect_background() -> None:
+    logits = torch.full((1, 10, 3), -20.0)
+    cls_t = torch.full((1, 10), BACKGROUND)
+    loss, cls_l, box_l = detection_loss(logits, torch.zeros(1, 10, 4), cls_t, torch.zeros(1, 10, 4))
+    assert loss.item() < 1e-6 and box_l.item() == 0.0
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
+    assert lrs[0] < lrs[9] == pytest.approx(1.0)
+    assert lrs[50] < lrs[10] and lrs[-1] < 0.05
+
+
+def test_tiny_training_loss_falls_and_overfit_map_is_sane(tiny_data: Path, tmp_path: Path) -> None:
+    ds = load_dataset(tiny_data, "train")
+    ds = dataclasses.replace(ds, records=ds.records[:4])
+    cfg = _tiny_config(ds)
+    tcfg = TrainConfig(epochs=60, batch_size=4, lr=1e-2, workers=0, warmup_epochs=3, eval_every=60,
+                       augment=Augment(hflip=0.0, scale_range=(1.0, 1.0)))
+    trainer = Trainer(cfg, ds, ds, tcfg, tmp_path / "run", progress=False)
+    last = trainer.fit()
+    first = trainer.history[0]["loss"]
+    assert last["loss"] < 0.3 * first, (first, last["loss"])
+    # evaluated on the very images it overfit: a sane, clearly non-zero mAP, never above 1
+    assert 0.3 < last["val_map50"] <= 1.0
+    assert 0.0 < last["val_map"] <= last["val_map50"]
+    for name in ("best.pt", "last.pt", "metrics.jsonl"):
+        assert (tmp_path / "run" / name).exists()
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(log) == 60 and log[-1]["epoch"] == 60
+
+
+def test_resume_continues_from_last_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    ds = load_dataset(tiny_data, "train")
+    cfg = _tiny_config(ds)
+    tcfg = TrainConfig(epochs=1, batch_size=4, workers=0, max_steps_per_epoch=1)
+    Trainer(cfg, ds, None, tcfg, tmp_path, progress=False).fit()
+    tcfg.epochs = 2
+    resumed = Trainer(cfg, ds, None, tcfg, tmp_path, resume=tmp_path / "last.pt", progress=False)
+    assert (resumed.epoch, resumed.step) == (1, 1)
+    resumed.fit()
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert (ck["epoch"], ck["step"]) == (2, 2)
+    assert ck["config"]["num_classes"] == len(ds.class_names)
+
+
+def test_checkpoint_for_wrong_config_names_both(tiny_data: Path, tmp_path: Path) -> None:
+    ds = load_dataset(tiny_data, "train")
+    cfg = _tiny_config(ds)
+    Trainer(cfg, ds, None, TrainConfig(epochs=1, batch_size=4, workers=0, max_steps_per_epoch=1), tmp_path,
+            progress=False).fit()
+    model, loaded = load_model(tmp_path / "last.pt")
+    assert loaded == cfg and not model.training
+    with pytest.raises(ConfigMismatchError, match="efficientdet-lite0.*efficientdet-d1|efficientdet-d1.*lite0"):
+        load_model(tmp_path / "last.pt", expect=make_config(1, num_classes=len(ds.class_names)))
+    with pytest.raises(ConfigMismatchError, match="num_classes"):
+        load_model(tmp_path / "last.pt", expect=make_config("0", "lite", num_classes=90))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          **kw)
+
+
+def test_summary_cli_prints_the_interface_fields() -> None:
+    res = _run(["-m", "efficientdet", "summary", "--phi", "0"])
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert set(out) >= {"params", "gmacs", "input_size", "anchors", "bifpn_width", "bifpn_depth", "head_depth"}
+    assert out["anchors"] == 49104 and out["input_size"] == 512
+
+
+def test_eval_cli_rejects_missing_checkpoint(tiny_data: Path) -> None:
+    res = _run(["-m", "efficientdet", "eval", "--ckpt", "nope.pt", "--data", str(tiny_data), "--split", "val"])
+    assert res.returncode == 2 and "checkpoint not found" in res.stderr
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_train_in_sync(tiny_data: Path, tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "efficientdet", "train",
+                          "--data", str(tiny_data), "--phi", "0", "--variant", "lite", "--input-size", "128",
+                          "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--workers", "0",
+                          "--val-split", "val", "--out", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["step"] == 2 and ck["epoch"] == 1
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and "val_map" in log[0]  # only rank 0 evaluates and writes
