@@ -19,7 +19,13 @@ BCCD ?= ../shared/datasets/bccd
 
 size_flag = $(if $(INPUT_SIZE),--input-size $(INPUT_SIZE),)
 
-.PHONY: help setup test lint summary train eval data bccd-train bccd-eval clean default-model-train
+TARGET ?= all
+PRECISION ?= fp32
+EXPORT_SPLIT ?= val
+# OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
+export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
+
+.PHONY: help setup test lint summary train eval export data bccd-train bccd-eval clean default-model-train bench-post
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -27,6 +33,8 @@ help:
 	@echo "make summary PHI=0 [VARIANT=d|lite] [NUM_CLASSES=90]"
 	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=] [OUT=runs/NAME] [INPUT_SIZE=]"
 	@echo "make eval CKPT=... DATA=... [SPLIT=test]"
+	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16 [CKPT=] [OUT=exports/NAME]"
+	@echo "make bench-post                 post-processing latency (results/postprocess-bench.md)"
 	@echo "make bccd-train / bccd-eval     the documented BCCD D0 run (results/bccd-d0-eval.json)"
 
 $(STAMP): requirements/lock.txt
@@ -53,19 +61,24 @@ train: $(STAMP)
 	$(PY) -m efficientdet train --data $(DATA) --phi $(PHI) --variant $(VARIANT) --epochs $(EPOCHS) \
 		--batch-size $(BATCH) --out $(OUT) $(size_flag)
 
+export: $(STAMP)
+	$(PY) -m convert --target $(TARGET) --precision $(PRECISION) --phi $(PHI) --variant $(VARIANT) \
+		$(if $(CKPT),--ckpt $(CKPT),) --data $(DATA) --split $(EXPORT_SPLIT) --out $(export_out)
+
 eval: $(STAMP)
 	@test -n "$(CKPT)" || { echo "error: CKPT=<checkpoint.pt> is required"; exit 2; }
 	$(PY) -m efficientdet eval --ckpt $(CKPT) --data $(DATA) --split $(SPLIT) --out $(dir $(CKPT))eval-$(SPLIT).json
 
 # The documented BCCD run (see results/bccd-d0-eval.md): D0 trained at 320 on 2 CPU cores, resumable.
 BCCD_OUT ?= runs/bccd-d0
-BCCD_EPOCHS ?= 45
+BCCD_EPOCHS ?= 30
 bccd-train: $(STAMP)
 	$(PY) -m efficientdet train --data $(BCCD) --phi 0 --input-size 320 --epochs $(BCCD_EPOCHS) --batch-size 8 \
 		--lr 4e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 2 --out $(BCCD_OUT)
 
 bccd-eval: $(STAMP)
 	$(PY) -m efficientdet eval --ckpt $(BCCD_OUT)/best.pt --data $(BCCD) --split test --out results/bccd-d0-eval.json
+	$(PY) -m efficientdet run-report --run $(BCCD_OUT) --eval results/bccd-d0-eval.json --out results/bccd-d0-eval.md
 
 clean:
 	rm -rf runs exports .pytest_cache
@@ -73,6 +86,9 @@ clean:
 # The project's default model: D0 trained on the embedded synthetic dataset, slimmed to fp16 EMA weights.
 DEFAULT_MODEL := models/default-d0.pt
 default-model-train: $(STAMP)
-	$(PY) -m efficientdet train --data data/synthetic --phi 0 --input-size 256 --epochs 24 --batch-size 8 \
+	$(PY) -m efficientdet train --data data/synthetic --phi 0 --input-size 256 --epochs 16 --batch-size 8 \
 		--lr 4e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 2 --out runs/default-d0
 	$(PY) -m efficientdet slim --ckpt runs/default-d0/best.pt --out $(DEFAULT_MODEL)
+
+bench-post: $(STAMP)
+	$(PY) -m benchmarks.postprocess

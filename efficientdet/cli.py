@@ -5,21 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-
-DEFAULT_DATA = "data/synthetic"
-
-
-def _resolve_data(path: str) -> str:
-    """The embedded default dataset is generated on first use; anything else is read as given."""
-    if path == DEFAULT_DATA and not (Path(path) / "annotations").is_dir():
-        from efficientdet.data.synthetic import generate_synthetic
-
-        print(f"generating the embedded default dataset in {path} ...", file=sys.stderr)
-        generate_synthetic(path)
-    return path
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -35,12 +24,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from efficientdet.data.loader import load_dataset
+    from efficientdet.data.synthetic import resolve_dataset
     from efficientdet.model.config import make_config
     from efficientdet.train.batches import Augment
     from efficientdet.train.trainer import TrainConfig, Trainer
 
     torch.set_num_threads(args.threads) if args.threads else None
-    data = _resolve_data(args.data)
+    data = resolve_dataset(args.data)
     train_set = load_dataset(data, args.train_split)
     val_set = load_dataset(data, args.val_split, class_names=train_set.class_names) if args.val_split else None
     cfg = make_config(args.phi, args.variant, len(train_set.class_names), train_set.class_names,
@@ -64,19 +54,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from efficientdet.checkpoint import file_sha256, load_model
+    from efficientdet.checkpoint import load_checkpoint, load_model
     from efficientdet.data.loader import load_dataset
+    from efficientdet.data.synthetic import resolve_dataset
     from efficientdet.evaluate import evaluate_model
     from runtime.anchors import anchor_spec_from_config, generate_anchors
+    from runtime.fileio import atomic_write_bytes, file_sha256
 
     torch.set_num_threads(args.threads) if args.threads else None
     model, cfg = load_model(args.ckpt)
-    dataset = load_dataset(_resolve_data(args.data), args.split, class_names=list(cfg.class_names) or None)
+    dataset = load_dataset(resolve_dataset(args.data), args.split, class_names=list(cfg.class_names) or None)
     t0 = time.time()
     metrics = evaluate_model(model, dataset, cfg.preprocess.to_dict(),
                              generate_anchors(anchor_spec_from_config(cfg.to_dict())))
-    from efficientdet.checkpoint import load_checkpoint
-
     ck = load_checkpoint(args.ckpt)
     result = {"model": cfg.name, "input_size": cfg.input_size, "data": str(args.data), "split": args.split,
               **metrics, "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt),
@@ -85,8 +75,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        from efficientdet.checkpoint import atomic_write_bytes
-
         atomic_write_bytes(args.out, (text + "\n").encode())
     return 0
 
@@ -102,6 +90,46 @@ def cmd_slim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_report(args: argparse.Namespace) -> int:
+    import platform
+
+    from efficientdet.train.curves import curve_table, plot_learning_curve, read_metrics
+    from runtime.fileio import atomic_write_bytes
+
+    records = read_metrics(Path(args.run) / "metrics.jsonl")
+    result = json.loads(Path(args.eval).read_text())
+    md = Path(args.out)
+    png = md.with_suffix(".png")
+    plot_learning_curve(records, png, f"{result['model']} at {result['input_size']} on {Path(result['data']).name}")
+    per_class = " · ".join(f"{k} {v:.3f}" for k, v in result["per_class_ap"].items())
+    lines = [
+        f"# {result['model']} on {Path(result['data']).name}: {result['split']} split",
+        "",
+        f"Produced by: `{args.command}`",
+        "",
+        "| metric | value |", "|---|---|",
+        f"| mAP@[.5:.95] | {result['map']:.3f} |",
+        f"| mAP@.5 | {result['map50']:.3f} |",
+        f"| per-class AP@[.5:.95] | {per_class} |",
+        f"| images | {result['num_images']} |",
+        f"| input size | {result['input_size']} |",
+        f"| epochs | {result['train_epochs']} |",
+        f"| train wall time | {result['train_wall_time_s'] / 60:.1f} min |",
+        f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, no GPU |",
+        f"| checkpoint sha256 | `{result['checkpoint_sha256'][:16]}...` |",
+        "",
+        f"![learning curve]({png.name})",
+        "",
+        "Validation (checkpoint selection) during training:",
+        "",
+        curve_table(records),
+        "",
+    ]
+    atomic_write_bytes(md, "\n".join(lines).encode())
+    print(f"wrote {md} and {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m efficientdet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -114,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_summary)
 
     t = sub.add_parser("train", help="train (or resume) a detector")
-    t.add_argument("--data", default=DEFAULT_DATA)
+    t.add_argument("--data", default="data/synthetic")
     t.add_argument("--phi", default="0")
     t.add_argument("--variant", default="d", choices=["d", "lite"])
     t.add_argument("--input-size", type=int, default=None, help="train at another input size (multiple of 32)")
@@ -138,11 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset split")
     e.add_argument("--ckpt", required=True)
-    e.add_argument("--data", default=DEFAULT_DATA)
+    e.add_argument("--data", default="data/synthetic")
     e.add_argument("--split", default="test")
     e.add_argument("--out", default=None, help="also write the JSON here")
     e.add_argument("--threads", type=int, default=0)
     e.set_defaults(func=cmd_eval)
+    r = sub.add_parser("run-report", help="Markdown + learning-curve PNG for a run and its eval JSON")
+    r.add_argument("--run", required=True, help="training output folder (metrics.jsonl)")
+    r.add_argument("--eval", required=True, help="JSON written by `eval --out`")
+    r.add_argument("--out", required=True, help="Markdown path; the PNG goes beside it")
+    r.add_argument("--command", default="make bccd-train && make bccd-eval", help="reproduction command to print")
+    r.set_defaults(func=cmd_run_report)
+
     sl = sub.add_parser("slim", help="fp16 EMA-only copy of a checkpoint with its provenance (for committing)")
     sl.add_argument("--ckpt", required=True)
     sl.add_argument("--out", required=True)

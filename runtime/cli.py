@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -15,6 +13,7 @@ from .backends import BackendUnavailableError
 from .bench import format_table, run_benchmark
 from .detector import Detector
 from .draw import draw_detections
+from .fileio import atomic_write_json
 from .manifest import ManifestError
 from .preprocess import ImageError, read_image
 
@@ -39,19 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the results as one JSON object")
     b.add_argument("--out", type=Path, help="also write the JSON results to this file")
     return p
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -88,7 +74,7 @@ def _bench(args: argparse.Namespace) -> int:
         stats["image"] = args.image
     print(json.dumps(stats) if args.json else format_table(stats))
     if args.out:
-        _write_json_atomic(args.out, stats)
+        atomic_write_json(args.out, stats)
     return 0
 
 

@@ -9,15 +9,14 @@ wrong boxes on a device.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .anchors import generate_anchors
+from .fileio import atomic_write_json, file_sha256
 
 MANIFEST_FORMAT = "efficientdet-manifest/1"
 METADATA_KEY = "efficientdet_manifest"
@@ -42,27 +41,9 @@ def sidecar_path(artifact_path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_sidecar(artifact_path: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
     """Write ``<artifact>.json`` atomically (temp file + ``os.replace``) so a reader never sees half a file."""
-    out = sidecar_path(artifact_path)
-    fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_json(sidecar_path(artifact_path), manifest)
 
 
 def _parse(text: str, where: str) -> dict[str, Any]:

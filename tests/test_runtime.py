@@ -366,7 +366,7 @@ def test_cli_bench_json(artifacts: dict[str, Any], tmp_path: Path, capsys: pytes
 
 
 def _run_python(code: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600,
                           env=env, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -400,7 +400,7 @@ def test_runtime_installs_and_runs_standalone(artifacts: dict[str, Any], tmp_pat
     site = tmp_path / "site"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                           "--no-index", "--disable-pip-version-check", "--target", str(site), str(src)],
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, timeout=600)
     assert pip.returncode == 0, pip.stderr[-3000:]
     assert (site / "runtime" / "backends" / "onnx_backend.py").is_file()
     assert not (site / "runtime" / "tests").exists()

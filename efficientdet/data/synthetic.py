@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -339,6 +340,18 @@ def generate_synthetic(out_dir: str | Path, num_train: int = 600, num_val: int =
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+DEFAULT_DIR = "data/synthetic"
+
+
+def resolve_dataset(path: str | Path) -> Path:
+    """``path`` as given, except that the embedded default dataset is generated on first use."""
+    path = Path(path)
+    if path == Path(DEFAULT_DIR) and not (path / "annotations").is_dir():
+        print(f"generating the embedded default dataset in {path} ...", file=sys.stderr)
+        generate_synthetic(path)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,7 @@
+"""``python -m convert`` entry point (see :mod:`convert.cli`)."""
+
+import sys
+
+from convert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,249 @@
+"""The parity gate: does an exported artifact behave like the FP32 PyTorch model it came from?
+
+The artifact runs through the runtime's :class:`runtime.detector.Detector` (its manifest, its backend,
+its pre-processing), the reference is the PyTorch model fed the *same* ``runtime.preprocess`` output
+(checked bit-for-bit for float inputs), and both go through the same ``runtime.postprocess`` and
+letterbox inversion. All artifacts are compared in one pass over the images, so no image or raw
+output is kept (a 90-class D0 at 512 has 4.4 M logits per image). Measured per raw output: max abs
+error, rel error (max abs err / max |reference|), SNR in dB and Pearson r (centred: class logits
+share a large prior-bias offset); on detections: the fraction of reference detections matched
+one-to-one by the artifact (same class, IoU >= threshold) and vice versa, with the deployment
+post-processing; on accuracy: COCO mAP@[.5:.95] (0-1 units) of both with the evaluation
+post-processing. Thresholds live in :mod:`convert.gates`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from efficientdet.data.records import DetectionDataset
+from efficientdet.evaluate import coco_metrics
+from runtime.anchors import generate_anchors
+from runtime.detector import Detector
+from runtime.postprocess import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, Detections, postprocess
+from runtime.preprocess import Letterbox, preprocess, read_image, to_layout
+
+from .gates import GateThresholds, check
+from .manifest_writer import Artifact
+
+OUTPUTS = ("logits", "box_regression")
+
+
+class ParityError(RuntimeError):
+    """The comparison itself could not be made (e.g. the runtime pre-processing differs from the reference's)."""
+
+
+class _Stats:
+    """Streaming error statistics for one output over all images (float64 sums)."""
+
+    def __init__(self) -> None:
+        self.max_abs_err = 0.0
+        self.max_ref = 0.0
+        self.n = 0
+        self.sums = np.zeros(6)  # x, y, xx, yy, xy, err^2 with x = reference, y = artifact
+
+    def add(self, ref: np.ndarray, out: np.ndarray) -> None:
+        x, y = ref.astype(np.float64).ravel(), out.astype(np.float64).ravel()
+        err = y - x
+        self.max_abs_err = max(self.max_abs_err, float(np.abs(err).max()) if err.size else 0.0)
+        self.max_ref = max(self.max_ref, float(np.abs(x).max()) if x.size else 0.0)
+        self.n += x.size
+        self.sums += [x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum(), (err * err).sum()]
+
+    def result(self) -> dict[str, float | None]:
+        sx, sy, sxx, syy, sxy, see = self.sums
+        n = max(self.n, 1)
+        cov = sxy - sx * sy / n
+        var_x, var_y = sxx - sx * sx / n, syy - sy * sy / n
+        pearson = float(cov / math.sqrt(var_x * var_y)) if var_x > 0 and var_y > 0 else None
+        return {
+            "max_abs_err": self.max_abs_err,
+            "rel_err": self.max_abs_err / self.max_ref if self.max_ref > 0 else self.max_abs_err,
+            "snr_db": float(10 * math.log10(sxx / see)) if see > 0 and sxx > 0 else None,  # None = exact
+            "pearson": pearson,
+        }
+
+
+@dataclass
+class Reference:
+    """The FP32 PyTorch model's detections and mAP on the evaluation images (no images or raw outputs kept)."""
+
+    dataset: DetectionDataset
+    letterboxes: list[Letterbox]
+    detections: list[Detections]  # deployment post-processing, network-input pixels (unclipped)
+    eval_detections: list[Detections]  # evaluation post-processing, original-image pixels
+    metrics: dict[str, Any]
+    post_spec: dict[str, Any]
+
+
+@dataclass
+class _Comparison:
+    """One artifact under test and the running totals of its comparison."""
+
+    artifact: Artifact
+    gate: GateThresholds
+    detector: Detector
+    stats: dict[str, _Stats] = dataclasses.field(default_factory=lambda: {n: _Stats() for n in OUTPUTS})
+    detections: list[Detections] = dataclasses.field(default_factory=list)  # original-image pixels
+    eval_detections: list[Detections] = dataclasses.field(default_factory=list)
+    matched: int = 0
+    num_ref: int = 0
+    num_out: int = 0
+
+
+def subset(dataset: DetectionDataset, max_images: int | None) -> DetectionDataset:
+    """The first ``max_images`` records (all when None), keeping everything else."""
+    if max_images is None or max_images >= len(dataset.records):
+        return dataset
+    return dataclasses.replace(dataset, records=list(dataset.records[:max_images]))
+
+
+def original_coords(dets: Detections, box: Letterbox) -> Detections:
+    """Detections mapped back (and clipped) to the original image, as the runtime returns them."""
+    return Detections(box.to_original(dets.boxes), dets.scores, dets.class_ids)
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes ``[N,4]`` x ``[M,4]``."""
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(br - tl, 0, None).prod(-1)
+    union = _area(a)[:, None] + _area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def match_count(ref: Detections, out: Detections, iou_threshold: float) -> int:
+    """One-to-one greedy matches (reference in score order, best IoU, same class).
+
+    Call it on unclipped boxes (network-input pixels): IoU is invariant to the letterbox's uniform scale
+    and shift, while clipping to the image collapses off-image boxes to zero area, where IoU is undefined.
+    """
+    if len(ref) == 0 or len(out) == 0:
+        return 0
+    iou = _iou(ref.boxes.astype(np.float64), out.boxes.astype(np.float64))
+    iou[ref.class_ids[:, None] != out.class_ids[None, :]] = -1.0
+    used = np.zeros(len(out), bool)
+    matched = 0
+    for i in np.argsort(-ref.scores, kind="stable"):
+        row = np.where(used, -1.0, iou[i])
+        j = int(row.argmax())
+        if row[j] >= iou_threshold:
+            used[j] = True
+            matched += 1
+    return matched
+
+
+def _open(artifact: Artifact, gate: GateThresholds, post: dict[str, Any], threads: int | None) -> _Comparison:
+    detector = Detector(artifact.path, threads=threads)
+    if detector.post_spec != post:
+        raise ParityError(f"{artifact.path.name} post-processes with {detector.post_spec}, the reference with "
+                          f"{post}: detections would not be comparable")
+    return _Comparison(artifact, gate, detector)
+
+
+def _step(c: _Comparison, image: np.ndarray, x_ref: np.ndarray, raw: tuple[np.ndarray, np.ndarray],
+          ref_dets: Detections, where: str) -> None:
+    d = c.detector
+    x, box = d.preprocess_image(image)
+    if d.input_spec["dtype"] == "float32" and not np.array_equal(x, to_layout(x_ref, d.input_spec["layout"])):
+        raise ParityError(f"the runtime's pre-processing for {c.artifact.path.name} differs from the reference's "
+                          f"on {where}")
+    logits, deltas = d.infer_raw(x)
+    for name, ref, out in zip(OUTPUTS, raw, (logits, deltas)):
+        if ref.shape != out.shape:
+            raise ParityError(f"{c.artifact.path.name}: {name} has shape {out.shape}, the reference {ref.shape}")
+        c.stats[name].add(ref, out)
+    det = postprocess(logits, deltas, d.anchors, d.post_spec)
+    c.detections.append(original_coords(det, box))
+    c.eval_detections.append(original_coords(postprocess(logits, deltas, d.anchors, EVAL_POSTPROCESS), box))
+    c.matched += match_count(ref_dets, det, c.gate.det_match_iou)
+    c.num_ref += len(ref_dets)
+    c.num_out += len(det)
+
+
+def _result(c: _Comparison, reference: Reference) -> dict[str, Any]:
+    per_output = {name: s.result() for name, s in c.stats.items()}
+    metrics = coco_metrics(reference.dataset, c.eval_detections)
+    snrs = [v["snr_db"] for v in per_output.values() if v["snr_db"] is not None]
+    pearsons = [v["pearson"] for v in per_output.values() if v["pearson"] is not None]
+    result = {
+        "outputs": per_output,
+        "max_abs_err": max(v["max_abs_err"] for v in per_output.values()),
+        "rel_err": max(v["rel_err"] for v in per_output.values()),
+        "snr_db": min(snrs) if snrs else None,
+        "pearson": min(pearsons) if pearsons else None,
+        "det_match": c.matched / c.num_ref if c.num_ref else 1.0,
+        "det_match_reverse": c.matched / c.num_out if c.num_out else 1.0,
+        "det_match_iou": c.gate.det_match_iou,
+        "num_detections_ref": c.num_ref,
+        "num_detections": c.num_out,
+        "map": metrics["map"],
+        "map_ref": reference.metrics["map"],
+        "map_delta": metrics["map"] - reference.metrics["map"],
+        "map50": metrics["map50"],
+        "map50_ref": reference.metrics["map50"],
+        "num_images": len(reference.dataset.records),
+        "backend_precision": str(getattr(c.detector.backend, "precision", "")),
+    }
+    if c.num_ref == 0:
+        result["warning"] = ("the reference model made no detections at the deployment threshold on these images, "
+                             "so detection matching is vacuous; raw-output and mAP checks still apply")
+    return result
+
+
+ParityOutcome = tuple[Reference, list[dict[str, Any]], list[list[Detections]]]
+
+
+def run_parity(model: torch.nn.Module, preprocess_spec: dict[str, Any], anchor_spec: dict[str, Any],
+               dataset: DetectionDataset, artifacts: list[tuple[Artifact, GateThresholds]],
+               threads: int | None = None, post_spec: dict[str, Any] | None = None) -> ParityOutcome:
+    """Compare every artifact with the FP32 PyTorch ``model`` on ``dataset`` in one pass over the images.
+
+    Returns the reference, one report entry per artifact (numbers + gate verdict) and, per artifact, its
+    per-image detections in original-image pixels (for the picture).
+    """
+    if not dataset.records:
+        raise ParityError(f"no evaluation images in {dataset.source} split {dataset.split!r}")
+    post = dict(post_spec or DEFAULT_POSTPROCESS)
+    anchors = generate_anchors(anchor_spec)
+    comparisons = [_open(a, g, post, threads) for a, g in artifacts]
+    model = model.eval()
+    boxes, dets, eval_dets = [], [], []
+    for rec in dataset.records:
+        image = read_image(rec.path)
+        x, box = preprocess(image, preprocess_spec)
+        with torch.no_grad():
+            logits, deltas = model(torch.from_numpy(to_layout(x, "nchw")))
+        raw = (logits[0].numpy(), deltas[0].numpy())
+        boxes.append(box)
+        dets.append(postprocess(*raw, anchors, post))
+        eval_dets.append(original_coords(postprocess(*raw, anchors, EVAL_POSTPROCESS), box))
+        for c in comparisons:
+            _step(c, image, x, raw, dets[-1], rec.path)
+    reference = Reference(dataset, boxes, dets, eval_dets, coco_metrics(dataset, eval_dets), post)
+    entries = []
+    for c in comparisons:
+        parity = _result(c, reference)
+        failures = check(parity, c.gate)
+        entries.append({
+            "target": c.artifact.target,
+            "precision": c.artifact.precision,
+            "path": str(Path(c.artifact.path)),
+            "manifest": str(Path(c.artifact.manifest_path)),
+            "size_bytes": c.artifact.size_bytes,
+            "sha256": c.artifact.sha256,
+            "parity": parity,
+            "gate": {"passed": not failures, "thresholds": c.gate.to_dict(), "failures": failures},
+        })
+    return reference, entries, [c.detections for c in comparisons]

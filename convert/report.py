@@ -1,0 +1,124 @@
+"""``report.json`` (machine-readable), ``report.md`` (a table for people) and ``parity.png`` (one picture).
+
+``parity.png`` shows the same evaluation image (the one with the most reference detections) as
+detected by the FP32 PyTorch reference and by every artifact, side by side, drawn with the runtime's
+own ``runtime.draw`` so it looks exactly like ``detect --out``. OpenCV only, no matplotlib.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from runtime.detector import Result
+from runtime.draw import draw_detections
+from runtime.fileio import atomic_write_bytes
+from runtime.postprocess import Detections
+
+PANEL_HEIGHT = 360
+PANELS_PER_ROW = 4
+TITLE_HEIGHT = 28
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: non-finite floats become null (the gate failures say what happened)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _panel(image: np.ndarray, dets: Detections, class_names: list[str], title: str) -> np.ndarray:
+    scale = PANEL_HEIGHT / image.shape[0]
+    resized = cv2.resize(image, (max(1, round(image.shape[1] * scale)), PANEL_HEIGHT), interpolation=cv2.INTER_LINEAR)
+    labels = [class_names[c] if 0 <= c < len(class_names) else str(c) for c in dets.class_ids.tolist()]
+    drawn = draw_detections(resized, Result(dets.boxes * scale, dets.scores, dets.class_ids, labels))
+    bar = np.full((TITLE_HEIGHT, drawn.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, f"{title}: {len(dets)} dets", (6, TITLE_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([bar, drawn])
+
+
+def parity_image(image: np.ndarray, reference: Detections, artifacts: list[tuple[str, Detections]],
+                 class_names: list[str]) -> np.ndarray:
+    """Reference and artifact detections on the same image, side by side (rows of up to 4 panels)."""
+    panels = [_panel(image, reference, class_names, "PyTorch fp32")]
+    panels += [_panel(image, dets, class_names, title) for title, dets in artifacts]
+    width = max(p.shape[1] for p in panels)
+    panels = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in panels]
+    blank = np.full_like(panels[0], 255)
+    rows = []
+    for start in range(0, len(panels), PANELS_PER_ROW):
+        row = panels[start:start + PANELS_PER_ROW]
+        if rows:
+            row += [blank] * (PANELS_PER_ROW - len(row))
+        rows.append(np.hstack(row))
+    return np.vstack(rows)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Export parity report: {report['model']}",
+        "",
+        f"- checkpoint: `{report['checkpoint']}` (sha256 `{(report['checkpoint_sha256'] or '')[:16]}…`)",
+        f"- evaluation data: `{report['data']}` split `{report['split']}`, {report['num_images']} images",
+        f"- reference mAP@[.5:.95] (FP32 PyTorch): {report['map_ref']:.4f} (0-1 units)",
+        "- rel err = max |artifact - reference| / max |reference| per raw output; det match = share of detections "
+        "matched one-to-one (same class, IoU ≥ threshold), reference→artifact / artifact→reference; "
+        "ΔmAP in mAP points (1 point = 0.01 in 0-1 units)",
+        "",
+        "| target | precision | size (MB) | rel err logits | rel err boxes | SNR dB (min) | Pearson (min) "
+        "| det match | det match rev | mAP | ΔmAP (points) | gate |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for a in report["artifacts"]:
+        p = a["parity"]
+        outs = p["outputs"]
+        verdict = "PASS" if a["gate"]["passed"] else "**FAIL**"
+        lines.append(
+            f"| {a['target']} | {a['precision']} | {a['size_bytes'] / 1e6:.2f} "
+            f"| {_fmt(outs['logits']['rel_err'], '.2e')} | {_fmt(outs['box_regression']['rel_err'], '.2e')} "
+            f"| {_fmt(p['snr_db'], '.1f')} "
+            f"| {_fmt(p['pearson'], '.6f')} | {p['det_match']:.2%} | {p['det_match_reverse']:.2%} "
+            f"| {_fmt(p['map'], '.4f')} | {_fmt(None if p['map_delta'] is None else p['map_delta'] * 100, '+.3f')} "
+            f"| {verdict} |")
+    failures = [(a, f) for a in report["artifacts"] for f in a["gate"]["failures"]]
+    if failures:
+        lines += ["", "## Gate failures", ""]
+        lines += [f"- {a['target']} {a['precision']} (`{a['path']}`): {f}" for a, f in failures]
+    lines += ["", "## Thresholds", "", "| precision | rel err max | det match min | IoU | |ΔmAP| max (points) |",
+              "|---|---:|---:|---:|---:|"]
+    for precision, g in report["gates"].items():
+        delta = None if g["map_delta_max"] is None else g["map_delta_max"] * 100
+        lines.append(f"| {precision} | {_fmt(g['rel_err_max'], 'g')} | {g['det_match_min']:.0%} "
+                     f"| {g['det_match_iou']} | {_fmt(delta, 'g')} |")
+    lines += ["", "![reference vs artifacts](parity.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: str | Path, report: dict[str, Any], image: np.ndarray | None = None) -> dict[str, Path]:
+    """Write report.json, report.md and (when ``image`` is given) parity.png into ``out_dir``, atomically."""
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
+    if image is not None:
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            raise RuntimeError("OpenCV could not encode parity.png")
+        paths["png"] = out_dir / "parity.png"
+        atomic_write_bytes(paths["png"], png.tobytes())
+    clean = _finite(report)
+    atomic_write_bytes(paths["json"], (json.dumps(clean, indent=2) + "\n").encode())
+    atomic_write_bytes(paths["md"], markdown(clean).encode())
+    return paths

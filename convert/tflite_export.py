@@ -1,0 +1,227 @@
+"""ONNX -> TFLite (NHWC float32 input), FP32 or FP16 weights.
+
+Route (measured, see the report): onnx2tf writes a TF SavedModel (``-osd``) from the FP32 ONNX; TF's
+own ``TFLiteConverter`` turns it into the .tflite. onnx2tf's own .tflite files were numerically
+identical, but the converter route gives the control later steps need (representative datasets for
+int8, ``supported_types=[tf.float16]``) and lets us re-sign the graph: the SavedModel's outputs are
+``output_0``/``output_1`` (onnx2tf's naming, order not promised), so each is identified by shape *and*
+by value against onnxruntime on a probe input, then exported under a ``serving_default`` signature whose
+outputs are literally ``logits`` and ``box_regression``. The runtime reads outputs by signature name,
+so nothing ever depends on tensor order (which onnx2tf changes between float and int8 files).
+
+onnx2tf runs in a subprocess whose working directory holds a local
+``calibration_image_sample_data_20x128x128x3_float32.npy``: offline, onnx2tf otherwise tries to
+download that file and crashes (TOOLCHAIN-FACTS). It is deterministic pseudo-image data used only for
+onnx2tf's internal output checks; it is NOT calibration data for int8 (pass ``-cind`` with real images).
+Before onnx2tf, non-integer nearest upsamples are rewritten as exact Gathers (:func:`onnx2tf_safe`).
+TensorFlow and onnx2tf are imported lazily (seconds to import, and only this target needs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from efficientdet.checkpoint import file_sha256
+from efficientdet.model.config import ModelConfig
+from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
+from runtime.fileio import atomic_write_bytes
+
+from .manifest_writer import (
+    Artifact,
+    build_manifest,
+    remove_stale_sidecar,
+    tensor_spec,
+    write_manifest,
+)
+from .onnx_export import probe_input, run_onnx
+
+ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+MAPPING_RTOL = 0.05  # SavedModel vs ONNX on a probe: identifies outputs, catches gross breakage; the gate is strict
+ONNX2TF_TIMEOUT_S = 3600
+
+
+class TfliteExportError(RuntimeError):
+    """onnx2tf or the TFLite converter failed, or the converted outputs cannot be identified."""
+
+
+def _quiet_env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+
+
+def onnx2tf_safe(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite nearest ``Resize`` nodes with a non-integer scale as two exact ``Gather`` ops.
+
+    A BiFPN upsamples P7 to P6 with ``ceil`` sizes, so inputs that are not multiples of 128 give
+    non-integer ratios (320 px: 3 -> 5). onnx2tf converts those with different rounding than ONNX's
+    ``asymmetric``/``floor`` (measured on a trained D0 at 320: 2-3 % max error on real images, 6-13 %
+    on noise). Gathering rows/columns ``floor(i * in / out)`` is that ONNX semantics exactly, and
+    onnx2tf converts Gather exactly. The rewrite is checked bit-exact with onnxruntime. Integer-ratio
+    resizes are left alone (they convert exactly).
+    """
+    shapes = _static_shapes(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes, changed = [], False
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        src, dst = shapes.get(node.input[0]), shapes.get(node.output[0]) if node.output else None
+        if node.op_type != "Resize" or attrs.get("mode", b"nearest") != b"nearest" or not src or not dst \
+                or len(src) != 4 or (dst[2] % src[2] == 0 and dst[3] % src[3] == 0):
+            nodes.append(node)
+            continue
+        if attrs.get("coordinate_transformation_mode", b"half_pixel") != b"asymmetric" or \
+                attrs.get("nearest_mode", b"round_prefer_floor") != b"floor":
+            raise TfliteExportError(f"Resize {node.name!r} uses {attrs}; only asymmetric/floor nearest is rewritten")
+        rows, cols = node.output[0] + "__rows", node.output[0] + "__cols"
+        out.graph.initializer.extend([
+            onnx.numpy_helper.from_array(np.arange(dst[2], dtype=np.int64) * src[2] // dst[2], rows),
+            onnx.numpy_helper.from_array(np.arange(dst[3], dtype=np.int64) * src[3] // dst[3], cols)])
+        nodes.append(onnx.helper.make_node("Gather", [node.input[0], rows], [node.output[0] + "__h"], axis=2,
+                                           name=node.name + "__gather_rows"))
+        nodes.append(onnx.helper.make_node("Gather", [node.output[0] + "__h", cols], [node.output[0]], axis=3,
+                                           name=node.name + "__gather_cols"))
+        changed = True
+    if not changed:
+        return model
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    used = {name for n in out.graph.node for name in n.input}
+    keep = [t for t in out.graph.initializer if t.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    onnx.checker.check_model(out)
+    size = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][2]
+    x = probe_input(size)
+    before, after = run_onnx(model, x), run_onnx(out, x)
+    if any(not np.array_equal(before[k], after[k]) for k in before):
+        raise TfliteExportError("rewriting Resize as Gather changed the model's outputs")
+    return out
+
+
+def onnx_to_saved_model(onnx_path: str | Path, work_dir: str | Path) -> Path:
+    """Run onnx2tf (subprocess, cwd ``work_dir``) on an :func:`onnx2tf_safe` copy; return the SavedModel dir."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    sample = np.random.default_rng(0).uniform(0.0, 1.0, (20, 128, 128, 3)).astype(np.float32)
+    np.save(work_dir / ONNX2TF_SAMPLE, sample)
+    saved = work_dir / "saved_model"
+    # onnx2tf rewrites its input file in place (its own onnxsim pass), so it only ever sees a copy.
+    local = work_dir / "model.onnx"
+    local.write_bytes(onnx2tf_safe(onnx.load(str(onnx_path))).SerializeToString(deterministic=True))
+    cmd = [sys.executable, "-m", "onnx2tf", "-i", local.name, "-o", str(saved), "-osd", "-n"]
+    try:
+        proc = subprocess.run(cmd, cwd=work_dir, env=_quiet_env(), capture_output=True, text=True,
+                              timeout=ONNX2TF_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        raise TfliteExportError(f"onnx2tf did not finish within {ONNX2TF_TIMEOUT_S} s") from e
+    if proc.returncode != 0 or not (saved / "saved_model.pb").is_file():
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise TfliteExportError(f"onnx2tf failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return saved
+
+
+def _import_tf() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def _identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple[str, dict[str, str]]:
+    """(SavedModel input key, {onnx output name: SavedModel output key}) matched by shape, then by value."""
+    tf = _import_tf()
+    inputs = signature.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise TfliteExportError(f"SavedModel has inputs {sorted(inputs)}, expected one image input")
+    in_key = next(iter(inputs))
+    got = {k: v.numpy() for k, v in signature(**{in_key: tf.constant(probe_input(input_size, layout="nhwc"))}).items()}
+    ref = run_onnx(onnx_path, probe_input(input_size, layout="nchw"))
+    mapping: dict[str, str] = {}
+    for name in OUTPUT_NAMES:
+        scale = float(np.abs(ref[name]).max()) or 1.0
+        errors = {k: float(np.abs(v - ref[name]).max()) / scale for k, v in got.items()
+                  if v.shape == ref[name].shape and k not in mapping.values()}
+        if not errors:
+            raise TfliteExportError(f"no SavedModel output has the shape of {name!r} {list(ref[name].shape)}; "
+                                    f"outputs: { {k: list(v.shape) for k, v in got.items()} }")
+        key = min(errors, key=errors.get)
+        if not errors[key] <= MAPPING_RTOL:
+            raise TfliteExportError(f"onnx2tf output {key!r} (closest to {name!r}) differs from onnxruntime by "
+                                    f"rel {errors[key]:.3g} > {MAPPING_RTOL:g}: the conversion is wrong")
+        mapping[name] = key
+    return in_key, mapping
+
+
+def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_size: int, precision: str) -> bytes:
+    """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``."""
+    tf = _import_tf()
+    loaded = tf.saved_model.load(str(saved_model))
+    signature = loaded.signatures["serving_default"]
+    in_key, mapping = _identify_outputs(signature, Path(onnx_path), input_size)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name=INPUT_NAME)])
+    def serve(images: Any) -> dict[str, Any]:
+        out = signature(**{in_key: images})
+        return {name: out[key] for name, key in mapping.items()}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], loaded)
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision != "fp32":
+        raise ValueError(f"TFLite export here supports fp32 and fp16, got {precision!r}")
+    return converter.convert()
+
+
+def _tflite_io(path: Path) -> tuple[dict, dict]:
+    """Input/output specs exactly as the runtime's TFLite backend names them (signature names)."""
+    from runtime.backends.tflite_backend import TfliteBackend
+
+    backend = TfliteBackend(path, 1)
+    (inp,) = backend.input_details()
+    outs = {o.name: o for o in backend.output_details()}
+    if inp.name != INPUT_NAME or sorted(outs) != sorted(OUTPUT_NAMES):
+        raise TfliteExportError(f"TFLite signature is {inp.name!r} -> {sorted(outs)}, expected {INPUT_NAME!r} -> "
+                                f"{sorted(OUTPUT_NAMES)}")
+    input_spec = tensor_spec(inp.name, inp.shape, inp.dtype, "nhwc")
+    return input_spec, {n: tensor_spec(n, outs[n].shape, outs[n].dtype) for n in OUTPUT_NAMES}
+
+
+def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Path, precision: str = "fp32",
+                  checkpoint: str | None = None, checkpoint_sha256: str | None = None,
+                  saved_model: str | Path | None = None) -> Artifact:
+    """Convert the FP32 ONNX to ``out_path`` (+ sidecar); pass ``saved_model`` to reuse one onnx2tf run."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.stem}.tflite."))
+    try:
+        saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
+        data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision)
+        tmp_file = tmp / out_path.name
+        tmp_file.write_bytes(data)
+        input_spec, outputs = _tflite_io(tmp_file)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    manifest = build_manifest(config, target="tflite", precision=precision, artifact_file=out_path.name,
+                              input_spec=input_spec, outputs=outputs, checkpoint=checkpoint,
+                              checkpoint_sha256=checkpoint_sha256)
+    remove_stale_sidecar(out_path)
+    atomic_write_bytes(out_path, data)
+    sha = file_sha256(out_path)
+    sidecar = write_manifest(out_path, manifest, sha)
+    return Artifact("tflite", precision, out_path, sidecar, sha, out_path.stat().st_size)
