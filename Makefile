@@ -76,8 +76,11 @@ bccd-train: $(STAMP)
 	$(PY) -m efficientdet train --data $(BCCD) --phi 0 --input-size 320 --epochs $(BCCD_EPOCHS) --batch-size 8 \
 		--lr 4e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 2 --out $(BCCD_OUT)
 
+# Slims the best checkpoint to the committed reference model (fp16 EMA weights), then evaluates that file.
+BCCD_MODEL ?= models/bccd-d0.pt
 bccd-eval: $(STAMP)
-	$(PY) -m efficientdet eval --ckpt $(BCCD_OUT)/best.pt --data $(BCCD) --split test --out results/bccd-d0-eval.json
+	$(PY) -m efficientdet slim --ckpt $(BCCD_OUT)/best.pt --out $(BCCD_MODEL)
+	$(PY) -m efficientdet eval --ckpt $(BCCD_MODEL) --data $(BCCD) --split test --out results/bccd-d0-eval.json
 	$(PY) -m efficientdet run-report --run $(BCCD_OUT) --eval results/bccd-d0-eval.json --out results/bccd-d0-eval.md
 
 clean:
@@ -86,7 +89,7 @@ clean:
 # The project's default model: D0 trained on the embedded synthetic dataset, slimmed to fp16 EMA weights.
 DEFAULT_MODEL := models/default-d0.pt
 default-model-train: $(STAMP)
-	$(PY) -m efficientdet train --data data/synthetic --phi 0 --input-size 256 --epochs 16 --batch-size 8 \
+	$(PY) -m efficientdet train --data data/synthetic --phi 0 --input-size 256 --epochs 12 --batch-size 8 \
 		--lr 4e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 2 --out runs/default-d0
 	$(PY) -m efficientdet slim --ckpt runs/default-d0/best.pt --out $(DEFAULT_MODEL)
 
