@@ -115,7 +115,7 @@ def onnx2tf_safe(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def onnx_to_saved_model(onnx_path: str | Path, work_dir: str | Path) -> Path:
     """Run onnx2tf (subprocess, cwd ``work_dir``) on an :func:`onnx2tf_safe` copy; return the SavedModel dir."""
-    work_dir = Path(work_dir)
+    work_dir = Path(work_dir).resolve()  # onnx2tf runs with cwd=work_dir: every path it gets must be absolute
     work_dir.mkdir(parents=True, exist_ok=True)
     sample = np.random.default_rng(0).uniform(0.0, 1.0, (20, 128, 128, 3)).astype(np.float32)
     np.save(work_dir / ONNX2TF_SAMPLE, sample)
