@@ -13,6 +13,7 @@ long run that is interrupted keeps what it finished.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import sys
@@ -45,6 +46,28 @@ class MatrixSpec:
     threads: int | None = None
 
 
+@dataclass(frozen=True)
+class Seconds:
+    """Wall-clock and CPU seconds (this process and its finished children, all threads): on a shared machine
+    the wall time measures the load as much as the work; the CPU time bounds what an idle machine would take."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    @staticmethod
+    def now() -> Seconds:
+        t = os.times()
+        return Seconds(time.perf_counter(), t.user + t.system + t.children_user + t.children_system)
+
+    def since(self) -> Seconds:
+        """Seconds elapsed from ``self`` (a :meth:`now`) until now."""
+        end = Seconds.now()
+        return Seconds(end.wall - self.wall, end.cpu - self.cpu)
+
+    def __add__(self, other: Seconds) -> Seconds:
+        return Seconds(self.wall + other.wall, self.cpu + other.cpu)
+
+
 def parse_variant(label: str) -> tuple[str, str]:
     """``"D3"`` -> ``("d", "3")``, ``"Lite3x"`` -> ``("lite", "3x")`` (case-insensitive)."""
     low = label.strip().lower()
@@ -62,7 +85,7 @@ def _error(e: BaseException) -> str:
 
 def _row(label: str, target: str, precision: str, params: int | None) -> dict[str, Any]:
     return {"variant": label, "target": target, "precision": precision, "params": params, "export_s": None,
-            "size_bytes": None, "rel_err_logits": None, "rel_err_boxes": None, "pearson": None,
+            "export_cpu_s": None, "size_bytes": None, "rel_err_logits": None, "rel_err_boxes": None, "pearson": None,
             "det_match": None, "det_match_reverse": None, "num_detections_ref": None, "passed": False,
             "failures": [], "error": None}
 
@@ -101,14 +124,14 @@ class _Variant:
         self.model, self.config = load_model(self.ckpt, expect=config)
         self.base = f"{self.config.name}-{self.config.input_size}"
         self.source = {"checkpoint": str(self.ckpt), "checkpoint_sha256": file_sha256(self.ckpt)}
-        self._shared: dict[str, tuple[Any, float] | Exception] = {}
+        self._shared: dict[str, tuple[Any, Seconds] | Exception] = {}
 
-    def _once(self, key: str, make: Callable[[], Any]) -> tuple[Any, float]:
+    def _once(self, key: str, make: Callable[[], Any]) -> tuple[Any, Seconds]:
         """A step several artifacts share, run once: its result and seconds, or its first error re-raised."""
         if key not in self._shared:
-            t0 = time.perf_counter()
+            t0 = Seconds.now()
             try:
-                self._shared[key] = (make(), time.perf_counter() - t0)
+                self._shared[key] = (make(), t0.since())
             except Exception as e:
                 self._shared[key] = e
         done = self._shared[key]
@@ -116,7 +139,7 @@ class _Variant:
             raise RuntimeError(f"{key} (shared by every artifact that needs it) failed: {_error(done)}") from done
         return done
 
-    def onnx_fp32(self) -> tuple[Any, float]:
+    def onnx_fp32(self) -> tuple[Any, Seconds]:
         """The FP32 ONNX artifact every target starts from, and its export seconds (charged to the onnx rows)."""
         from .onnx_export import fp32_model, write_onnx
 
@@ -124,7 +147,7 @@ class _Variant:
             fp32_model(self.model, self.config.input_size), self.config, self.work / f"{self.base}-fp32.onnx",
             "fp32", **self.source))
 
-    def export(self, target: str, precision: str) -> tuple[Any, float]:
+    def export(self, target: str, precision: str) -> tuple[Any, Seconds]:
         """Write one artifact; returns it and the seconds it took from the checkpoint's model (see the report)."""
         onnx_fp32, onnx_s = self.onnx_fp32()
         onnx_path = onnx_fp32.path
@@ -136,23 +159,23 @@ class _Variant:
 
             from .onnx_export import export_onnx
 
-            t0 = time.perf_counter()
+            t0 = Seconds.now()
             artifact = export_onnx(self.model, self.config, out.with_suffix(".onnx"), precision,
                                    fp32=onnx.load(str(onnx_path)), **self.source)
-            return artifact, onnx_s + time.perf_counter() - t0
+            return artifact, onnx_s + t0.since()
         if target == "openvino":
             from .openvino_export import export_openvino
 
-            t0 = time.perf_counter()
+            t0 = Seconds.now()
             artifact = export_openvino(onnx_path, self.config, out.with_suffix(".xml"), precision, **self.source)
-            return artifact, time.perf_counter() - t0
+            return artifact, t0.since()
         from .tflite_export import export_tflite, onnx_to_saved_model
 
         saved, saved_s = self._once("onnx2tf SavedModel", lambda: onnx_to_saved_model(onnx_path, self.work / "onnx2tf"))
-        t0 = time.perf_counter()
+        t0 = Seconds.now()
         artifact = export_tflite(onnx_path, self.config, out.with_suffix(".tflite"), precision, saved_model=saved,
                                  **self.source)
-        return artifact, saved_s + time.perf_counter() - t0
+        return artifact, saved_s + t0.since()
 
     def parity(self, artifacts: list[Any]) -> list[dict[str, Any]]:
         """The gate's comparison for all ``artifacts`` in one pass (one reference forward per image)."""
@@ -199,7 +222,7 @@ def _gate(v: _Variant, exported: list[tuple[dict[str, Any], Any]]) -> None:
 def run_variant(label: str, spec: MatrixSpec, data: Path, work: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """All (target, precision) rows of one variant and its timings; errors are caught per artifact (or per
     variant, when the model cannot even be built), so the matrix goes on."""
-    t_start = time.perf_counter()
+    t_start = Seconds.now()
     rows = [_row(label, t, p, None) for t in spec.targets for p in spec.precisions]
     try:
         v = _Variant(label, spec, data, work)
@@ -207,23 +230,31 @@ def run_variant(label: str, spec: MatrixSpec, data: Path, work: Path) -> tuple[l
         for row in rows:
             row["error"] = "setup: " + _error(e)
         traceback.print_exc()
-        return rows, {"total_s": round(time.perf_counter() - t_start, 1)}
-    timing = {"setup_s": time.perf_counter() - t_start}
+        return rows, _timing(total=t_start.since())
+    setup = t_start.since()
     exported = []
     for row in rows:
         row["params"] = v.params
         try:
-            artifact, row["export_s"] = v.export(row["target"], row["precision"])
+            artifact, took = v.export(row["target"], row["precision"])
+            row["export_s"], row["export_cpu_s"] = round(took.wall, 2), round(took.cpu, 2)
             row["size_bytes"] = artifact.size_bytes
             exported.append((row, artifact))
         except Exception as e:
             row["error"] = _error(e)
             traceback.print_exc()
-    t0 = time.perf_counter()
+    t0 = Seconds.now()
     if exported:
         _gate(v, exported)
-    timing.update(parity_s=time.perf_counter() - t0, total_s=time.perf_counter() - t_start)
-    return rows, {k: round(t, 1) for k, t in timing.items()}
+    return rows, _timing(setup=setup, parity=t0.since(), total=t_start.since())
+
+
+def _timing(**parts: Seconds) -> dict[str, float]:
+    """``{"setup_s": wall, "setup_cpu_s": cpu, ...}`` rounded for the report."""
+    out = {}
+    for name, took in parts.items():
+        out[f"{name}_s"], out[f"{name}_cpu_s"] = round(took.wall, 1), round(took.cpu, 1)
+    return out
 
 
 def run_matrix(spec: MatrixSpec, work: Path | None = None, out: Path | None = None,
@@ -237,7 +268,7 @@ def run_matrix(spec: MatrixSpec, work: Path | None = None, out: Path | None = No
 
     for label in spec.variants:
         parse_variant(label)
-    t_start = time.time()
+    t_start = Seconds.now()
     result: dict[str, Any] = {"command": command, "spec": asdict(spec), "machine": machine_info(),
                               "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "rows": [], "timings": {}}
     with tempfile.TemporaryDirectory(dir=work, prefix="convert-matrix-") as tmp:
@@ -250,7 +281,7 @@ def run_matrix(spec: MatrixSpec, work: Path | None = None, out: Path | None = No
             rows, result["timings"][label] = run_variant(label, spec, data, vwork)
             result["rows"] += rows
             shutil.rmtree(vwork, ignore_errors=True)
-            result["total_s"] = round(time.time() - t_start, 1)
+            result.update(_timing(total=t_start.since()))
             if out is not None:
                 write_results(out, result)
     return result

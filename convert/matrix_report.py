@@ -66,15 +66,37 @@ def _one_line(row: dict[str, Any]) -> str:
     return " … ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else "unknown"
 
 
+NOTES = (
+    "*export s (CPU s)*: wall seconds, and in brackets CPU seconds of this process and its children over all "
+    "threads (on a loaded machine the wall time measures the load as much as the work; the CPU time is about what "
+    "an idle machine needs at most). onnx = PyTorch -> FP32 ONNX (dynamo + onnxsim, numerically checked; fp16 adds "
+    "its conversion); openvino and tflite start from that ONNX, and tflite includes the onnx2tf SavedModel step its "
+    "precisions share. *ref dets*: detections of the PyTorch reference at the deployment threshold over all gate "
+    "images; *det match*: the share of those matched by the artifact / the reverse."
+)
+
+
+def _seconds(t: dict[str, Any], key: str) -> str:
+    return f"{_fmt(t.get(f'{key}_s'), '.1f')} ({_fmt(t.get(f'{key}_cpu_s'), '.0f')})"
+
+
+def _table_row(r: dict[str, Any]) -> str:
+    params = "–" if r["params"] is None else f"{r['params'] / 1e6:.2f} M"
+    match = "–" if r["det_match"] is None else f"{r['det_match']:.0%}/{r['det_match_reverse']:.0%}"
+    cells = [r["variant"], params, r["target"], r["precision"], _seconds(r, "export"), _size(r["size_bytes"]),
+             _fmt(r["rel_err_logits"], ".1e"), _fmt(r["rel_err_boxes"], ".1e"), _fmt(r["num_detections_ref"], "d"),
+             match, _status(r)]
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """A table per variant x target x precision, then every failure in full."""
-    spec, m = result["spec"], result["machine"]
-    rows = result["rows"]
+    """A table per variant x target x precision, the per-variant timings, then every failure."""
+    spec, m, rows = result["spec"], result["machine"], result["rows"]
     passed = sum(r["passed"] for r in rows)
     lines = [
         "# Conversion matrix: every EfficientDet variant through every exporter and the parity gate", "",
-        f"Produced by `{result['command']}` (started {result['started']}, total {result.get('total_s', 0):.0f} s).",
-        "",
+        f"Produced by `{result['command']}` (started {result['started']}; total {_seconds(result, 'total')} s "
+        "wall (CPU)).", "",
         f"Models: seeded random, image-dependent weights (`tests.conftest.detector_like_model_for`, seed "
         f"{spec['seed']}), {spec['num_classes']} classes, input {spec['size']}x{spec['size']}; gate on "
         f"{spec['num_images']} synthetic images with the thresholds of `convert/gates.py`.", "",
@@ -82,30 +104,18 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['python']}; load average at start {m['load_avg_at_start']}, nice {m['nice']}. Tools: "
         + ", ".join(f"{k} {v}" for k, v in m["tools"].items()) + ".", "",
         f"**{passed}/{len(rows)} passed.**", "",
-        "| variant | params | target | precision | export s | size | rel_err logits | rel_err boxes | ref dets "
-        "| det match | gate |",
+        "| variant | params | target | precision | export s (CPU s) | size | rel_err logits | rel_err boxes "
+        "| ref dets | det match | gate |",
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+        *(_table_row(r) for r in rows), "", NOTES, "",
+        "| variant | setup s (CPU s) | parity s, all targets (CPU s) | total s (CPU s) |", "|---|---:|---:|---:|",
+        *(f"| {label} | {_seconds(t, 'setup')} | {_seconds(t, 'parity')} | {_seconds(t, 'total')} |"
+          for label, t in result["timings"].items()),
     ]
-    for r in rows:
-        params = "–" if r["params"] is None else f"{r['params'] / 1e6:.2f} M"
-        match = "–" if r["det_match"] is None else f"{r['det_match']:.0%}/{r['det_match_reverse']:.0%}"
-        lines.append(f"| {r['variant']} | {params} | {r['target']} | {r['precision']} | {_fmt(r['export_s'], '.1f')} "
-                     f"| {_size(r['size_bytes'])} | {_fmt(r['rel_err_logits'], '.1e')} "
-                     f"| {_fmt(r['rel_err_boxes'], '.1e')} | {_fmt(r['num_detections_ref'], 'd')} | {match} "
-                     f"| {_status(r)} |")
-    lines += ["", "*export s*: onnx = PyTorch -> FP32 ONNX (dynamo + onnxsim, numerically checked; fp16 adds the "
-              "conversion); openvino and tflite start from that ONNX, and tflite includes the onnx2tf SavedModel step "
-              "its precisions share. *ref dets*: detections of the PyTorch reference at the deployment threshold "
-              "(over all gate images); *det match*: of those matched by the artifact / the reverse.", "",
-              "| variant | setup s | parity s (all targets) | total s |", "|---|---:|---:|---:|"]
-    for label, t in result["timings"].items():
-        lines.append(f"| {label} | {_fmt(t.get('setup_s'), '.1f')} | {_fmt(t.get('parity_s'), '.1f')} "
-                     f"| {_fmt(t.get('total_s'), '.1f')} |")
     bad = [r for r in rows if not r["passed"]]
     if bad:
-        lines += ["", "## Failures", ""]
-        for r in bad:
-            lines.append(f"- {r['variant']} {r['target']} {r['precision']}: `{_one_line(r)}`")
+        lines += ["", "## Failures", "", *(f"- {r['variant']} {r['target']} {r['precision']}: `{_one_line(r)}`"
+                                           for r in bad)]
     return "\n".join(lines) + "\n"
 
 

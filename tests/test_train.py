@@ -20,7 +20,7 @@ from efficientdet.model.config import ConfigMismatchError, make_config
 from efficientdet.train.batches import Augment, DetectionBatches, load_example
 from efficientdet.train.loss import detection_loss
 from efficientdet.train.targets import BACKGROUND, match_anchors
-from efficientdet.train.trainer import Trainer, TrainConfig, lr_at
+from efficientdet.train.trainer import TrainConfig, Trainer, lr_at
 from runtime.anchors import anchor_spec_from_config, generate_anchors
 from runtime.box_coding import decode
 
