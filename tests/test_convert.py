@@ -33,8 +33,8 @@ from efficientdet.model.detector import EfficientDet
 from efficientdet.train.batches import DetectionBatches
 from runtime.anchors import anchor_spec_from_config
 from runtime.manifest import METADATA_KEY, check_artifact, load_manifest, validate_manifest
-from runtime.postprocess import Detections, logit
-from tests.conftest import ROOT, randomize_bn
+from runtime.postprocess import Detections
+from tests.conftest import ROOT, detector_like_model_for
 
 CONFIG = make_config("0", "lite", num_classes=len(CLASS_NAMES), class_names=CLASS_NAMES, input_size=160)
 SCORE_THRESHOLD = 0.3  # runtime.postprocess.DEFAULT_POSTPROCESS, what the gate's detection matching uses
@@ -42,25 +42,7 @@ SCORE_THRESHOLD = 0.3  # runtime.postprocess.DEFAULT_POSTPROCESS, what the gate'
 
 def detector_like_model(images: torch.Tensor, seed: int = 0) -> EfficientDet:
     """A random but well-conditioned, image-dependent EfficientDet with a few confident detections per image."""
-    torch.manual_seed(seed)
-    model = EfficientDet(CONFIG)
-    g = torch.Generator().manual_seed(seed + 1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.weight.data.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
-    randomize_bn(model, seed).eval()
-    with torch.no_grad():
-        logits, boxes = model(images)
-        cls = model.class_net.predict.pointwise
-        pre = (logits - cls.bias[0]) * (1.5 / (logits - cls.bias[0]).std())
-        cls.weight.mul_(1.5 / (logits - cls.bias[0]).std())
-        top = torch.sort(pre.flatten(), descending=True).values[: 20 * len(images)].numpy()
-        k = 3 * len(images) + int(np.argmax(top[3 * len(images):-1] - top[3 * len(images) + 1:]))
-        cls.bias.fill_(logit(SCORE_THRESHOLD) - float(top[k] + top[k + 1]) / 2)  # threshold mid-way in a gap
-        box = model.box_net.predict.pointwise
-        box.weight.mul_(0.1 / boxes.std())  # deltas of a trained model are of this order
-        box.bias.zero_()
-    return model
+    return detector_like_model_for(CONFIG, images, seed, SCORE_THRESHOLD)
 
 
 @pytest.fixture(scope="module")
