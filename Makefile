@@ -25,7 +25,7 @@ EXPORT_SPLIT ?= val
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test lint summary train eval export data bccd-train bccd-eval clean default-model-train bench-post
+.PHONY: help setup test lint summary train eval export data bccd-train bccd-eval clean default-model-train bench-post convert-matrix
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -34,6 +34,7 @@ help:
 	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=] [OUT=runs/NAME] [INPUT_SIZE=]"
 	@echo "make eval CKPT=... DATA=... [SPLIT=test]"
 	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16 [CKPT=] [OUT=exports/NAME]"
+	@echo "make convert-matrix [INPUT_SIZE=128] [PRECISION=fp32|fp16|all]  every variant through every exporter + gate"
 	@echo "make bench-post                 post-processing latency (results/postprocess-bench.md)"
 	@echo "make bccd-train / bccd-eval     the documented BCCD D0 run (results/bccd-d0-eval.json)"
 
@@ -95,3 +96,6 @@ default-model-train: $(STAMP)
 
 bench-post: $(STAMP)
 	$(PY) -m benchmarks.postprocess
+
+convert-matrix: $(STAMP)
+	$(PY) -m convert.matrix --size $(or $(INPUT_SIZE),128) --precision $(PRECISION)
