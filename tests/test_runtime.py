@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 
+from convert.manifest_writer import build_manifest
 from efficientdet.model.config import make_config
 from efficientdet.model.detector import EfficientDet
 from runtime import BackendUnavailableError, Detector, ImageError, ManifestError, load_manifest, validate_manifest
-from runtime.anchors import anchor_spec_from_config, generate_anchors
-from runtime.box_coding import BOX_CODING
+from runtime.anchors import generate_anchors
 from runtime.cli import main as cli_main
-from runtime.manifest import MANIFEST_FORMAT, METADATA_KEY, file_sha256, sidecar_path, write_sidecar
+from runtime.manifest import METADATA_KEY, file_sha256, sidecar_path, write_sidecar
 from runtime.postprocess import DEFAULT_POSTPROCESS, postprocess
 from tests.conftest import ROOT, randomize_bn
 
@@ -38,23 +38,10 @@ FORBIDDEN = ("torch", "tensorflow", "onnx", "onnxscript", "tf_keras", "keras", "
 
 def make_manifest(config: Any, target: str, file: Path, input_spec: dict[str, Any],
                   outputs: dict[str, dict[str, Any]], precision: str = "fp32") -> dict[str, Any]:
-    """A manifest as the exporter writes it (the exporter in convert/ owns the real one)."""
-    cfg = config.to_dict()
-    return {
-        "format": MANIFEST_FORMAT,
-        "model": cfg,
-        "artifact": {"target": target, "precision": precision, "file": file.name, "sha256": file_sha256(file)},
-        "input": input_spec,
-        "outputs": outputs,
-        "preprocess": config.preprocess.to_dict(),
-        "anchors": anchor_spec_from_config(cfg),
-        "box_coding": dict(BOX_CODING),
-        "postprocess": dict(DEFAULT_POSTPROCESS),
-        "class_names": list(config.class_names),
-        "inference_precision": "f32" if target == "openvino" else None,
-        "source": {"checkpoint": None, "checkpoint_sha256": None},
-        "tools": {"numpy": np.__version__},
-    }
+    """The exporter's own manifest for a test-made artifact."""
+    return build_manifest(config, target=target, precision=precision, artifact_file=file.name,
+                          input_spec=input_spec, outputs=outputs, sha256=file_sha256(file),
+                          inference_precision="f32" if target == "openvino" else None)
 
 
 def float_io(config: Any, layout: str = "nchw") -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
