@@ -20,12 +20,20 @@ BCCD ?= ../shared/datasets/bccd
 size_flag = $(if $(INPUT_SIZE),--input-size $(INPUT_SIZE),)
 
 TARGET ?= all
-PRECISION ?= fp32
+# TFLite is the edge target: it defaults to full-integer int8; the others to fp32.
+PRECISION ?= $(if $(filter tflite,$(TARGET)),int8,fp32)
 EXPORT_SPLIT ?= val
+QAT ?=
+CALIB ?=
+CALIB_METHOD ?=
+IO_DTYPE ?= int8
+FLOAT_LAYERS ?= 0
+N ?= 200
+EDGETPU_MIN ?= 0.95
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test lint summary train eval export data bccd-train bccd-eval clean default-model-train bench-post convert-matrix
+.PHONY: help setup test lint summary train eval export calib edgetpu data bccd-train bccd-eval clean default-model-train bench-post convert-matrix bccd-int8
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -33,10 +41,15 @@ help:
 	@echo "make summary PHI=0 [VARIANT=d|lite] [NUM_CLASSES=90]"
 	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=] [OUT=runs/NAME] [INPUT_SIZE=]"
 	@echo "make eval CKPT=... DATA=... [SPLIT=test]"
-	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16 [CKPT=] [OUT=exports/NAME]"
+	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16|int8|all [CKPT=] [OUT=exports/NAME]"
+	@echo "     int8: [QAT=1] [CALIB=folder] [CALIB_METHOD=onnx=percentile] [IO_DTYPE=int8|uint8] [FLOAT_LAYERS=K]"
+	@echo "     (TARGET=tflite defaults to PRECISION=int8)"
+	@echo "make calib DATA=<dataset> [N=200] [CKPT=] [OUT=calib_data/sets/NAME]   int8 calibration set"
+	@echo "make edgetpu PHI=0 [CKPT=] [EDGETPU_MIN=0.95]   uint8 TFLite, op check, edgetpu_compiler where installed"
 	@echo "make convert-matrix [INPUT_SIZE=128] [PRECISION=fp32|fp16|all]  every variant through every exporter + gate"
 	@echo "make bench-post                 post-processing latency (results/postprocess-bench.md)"
 	@echo "make bccd-train / bccd-eval     the documented BCCD D0 run (results/bccd-d0-eval.json)"
+	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
 
 $(STAMP): requirements/lock.txt
 	@command -v $(PYTHON_SYS) >/dev/null || { echo "error: $(PYTHON_SYS) not found (Python 3.11 is required)"; exit 1; }
@@ -62,9 +75,25 @@ train: $(STAMP)
 	$(PY) -m efficientdet train --data $(DATA) --phi $(PHI) --variant $(VARIANT) --epochs $(EPOCHS) \
 		--batch-size $(BATCH) --out $(OUT) $(size_flag)
 
+int8_flags = $(if $(CALIB),--calib $(CALIB),) $(foreach m,$(CALIB_METHOD),--calib-method $(m)) \
+	--io-dtype $(IO_DTYPE) --float-layers $(FLOAT_LAYERS) $(if $(filter 1,$(QAT)),--qat,)
+
 export: $(STAMP)
 	$(PY) -m convert --target $(TARGET) --precision $(PRECISION) --phi $(PHI) --variant $(VARIANT) \
-		$(if $(CKPT),--ckpt $(CKPT),) --data $(DATA) --split $(EXPORT_SPLIT) --out $(export_out)
+		$(if $(CKPT),--ckpt $(CKPT),) --data $(DATA) --split $(EXPORT_SPLIT) --out $(export_out) $(int8_flags)
+
+calib: $(STAMP)
+	$(PY) -m calib_data --data $(DATA) --n $(N) $(if $(CKPT),--ckpt $(CKPT),) \
+		$(if $(filter command line environment,$(origin OUT)),--out $(OUT),)
+
+# Edge TPU: a uint8-I/O full-int8 TFLite, checked op by op here, compiled where edgetpu_compiler exists.
+edgetpu_dir = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI)-edgetpu)
+edgetpu: $(STAMP)
+	$(PY) -m convert --target tflite --precision int8 --io-dtype uint8 --phi $(PHI) --variant $(VARIANT) \
+		$(if $(CKPT),--ckpt $(CKPT),) $(if $(CALIB),--calib $(CALIB),) --data $(DATA) --split $(EXPORT_SPLIT) \
+		--out $(edgetpu_dir)
+	$(PY) -m convert.edgetpu check $(edgetpu_dir)/*-int8.tflite
+	$(PY) -m convert.edgetpu compile $(edgetpu_dir)/*-int8.tflite --min-tpu-fraction $(EDGETPU_MIN)
 
 eval: $(STAMP)
 	@test -n "$(CKPT)" || { echo "error: CKPT=<checkpoint.pt> is required"; exit 2; }
@@ -83,6 +112,16 @@ bccd-eval: $(STAMP)
 	$(PY) -m efficientdet slim --ckpt $(BCCD_OUT)/best.pt --out $(BCCD_MODEL)
 	$(PY) -m efficientdet eval --ckpt $(BCCD_MODEL) --data $(BCCD) --split test --out results/bccd-d0-eval.json
 	$(PY) -m efficientdet run-report --run $(BCCD_OUT) --eval results/bccd-d0-eval.json --out results/bccd-d0-eval.md
+
+# int8 on the BCCD reference checkpoint: every target, post-training and QAT, gated on the test split,
+# then latency through the runtime -> results/bccd-d0-int8.{json,md}. Exits with the gate's status.
+BCCD_INT8_OUT ?= exports/bccd-d0-int8
+BCCD_QAT_EPOCHS ?= 4
+bccd-int8: $(STAMP)
+	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_MODEL) \
+		--data $(BCCD) --split test --max-images 0 --out $(BCCD_INT8_OUT); rc=$$?; \
+	$(PY) -m benchmarks.int8_results --report $(BCCD_INT8_OUT)/report.json --out results/bccd-d0-int8 \
+		--command "make bccd-int8" && exit $$rc
 
 clean:
 	rm -rf runs exports .pytest_cache

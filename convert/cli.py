@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 TARGETS = ("onnx", "openvino", "tflite")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MODEL = Path("models/default-d0.pt")  # the project's default model (Makefile: default-model-train)
 
 
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="all", choices=[*TARGETS, "all"])
-    p.add_argument("--precision", default="fp32", choices=[*PRECISIONS, "all"])
+    p.add_argument("--precision", default=None, help=f"one of {', '.join(PRECISIONS)}, a comma-separated list, "
+                   "or all (default: int8 for --target tflite, the edge default; fp32 otherwise)")
     p.add_argument("--phi", default="0", help="compound-scaling PHI the checkpoint must have (default 0)")
     p.add_argument("--variant", default="d", choices=["d", "lite"])
     p.add_argument("--num-classes", type=int, default=None, help="class count the checkpoint must have "
@@ -40,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=100, help="evaluation images for the gate (0 = all)")
     p.add_argument("--out", default=None, help="output folder (default exports/<variant><phi>)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the artifacts during the gate")
+    p.add_argument("--calib", default=None, help="calibration set folder for int8 (default: built on first use "
+                   "from the training split of --data, see `make calib`)")
+    p.add_argument("--calib-method", action="append", default=[], metavar="TARGET=METHOD",
+                   help="int8 calibration method per target: onnx=minmax|percentile|entropy, "
+                   "openvino=mixed|performance|minmax|quantile (tflite: minmax only)")
+    p.add_argument("--io-dtype", default="int8", choices=["int8", "uint8"], help="TFLite int8 input/output type "
+                   "(uint8 for the Edge TPU)")
+    p.add_argument("--float-layers", type=int, default=0, metavar="K",
+                   help="int8 mixed precision: keep the K layers that lose most when quantized alone in float "
+                   "(ONNX and OpenVINO; TFLite and Edge TPU builds stay fully integer)")
+    p.add_argument("--qat", action="store_true", help="with int8: also fine-tune with fake quantization (QAT) and "
+                   "write int8-qat artifacts beside the post-training ones")
+    p.add_argument("--qat-epochs", type=float, default=2.0, help="QAT fine-tuning epochs over the training split")
+    p.add_argument("--qat-lr", type=float, default=2e-4)
     p.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE",
                    help="override a gate threshold for this run, e.g. rel_err_max=1e-6 (recorded in the report)")
     return p
@@ -80,6 +95,54 @@ def parse_gate_overrides(items: list[str]) -> dict[str, Any]:
         except ValueError:
             raise UsageError(f"--gate {key}: {value!r} is not a number") from None
     return out
+
+
+def parse_methods(items: list[str]) -> dict[str, str]:
+    from quantize.onnx_int8 import METHODS as ONNX_METHODS
+    from quantize.openvino_int8 import METHODS as OPENVINO_METHODS
+
+    from .int8_export import DEFAULT_METHODS
+
+    known = {"onnx": ONNX_METHODS, "openvino": OPENVINO_METHODS, "tflite": ("minmax",)}
+    methods = dict(DEFAULT_METHODS)
+    for item in items:
+        target, sep, method = item.partition("=")
+        if not sep or target not in known or method not in known[target]:
+            raise UsageError(f"--calib-method expects TARGET=METHOD with {known}, got {item!r}")
+        methods[target] = method
+    return methods
+
+
+def _int8_options(args: argparse.Namespace, config: Any, dataset: Any) -> Any:
+    """The calibration set (checked against the model's preprocessing and the evaluation images) and methods."""
+    from calib_data.store import default_set, load_calibration_set
+
+    from .int8_export import Int8Options
+
+    spec = config.preprocess.to_dict()
+    if args.calib:
+        calib = load_calibration_set(args.calib)
+        calib.check_preprocess(spec)
+    else:
+        from efficientdet.data.synthetic import resolve_dataset
+
+        calib = default_set(resolve_dataset(args.data), spec)
+    calib.check_disjoint(dataset)
+    _log(f"calibration set {calib.path}: {len(calib)} images of {calib.manifest['source']} "
+         f"[{calib.manifest['split']}]")
+    return Int8Options(calib, parse_methods(args.calib_method), args.io_dtype, fallback=args.float_layers)
+
+
+def _qat_inputs(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
+    """The training split QAT fine-tunes on (of --data) and its schedule."""
+    from efficientdet.data.loader import load_dataset
+    from efficientdet.data.synthetic import resolve_dataset
+    from quantize.qat import QatConfig
+
+    if args.qat_epochs <= 0 or args.qat_lr <= 0:
+        raise UsageError("--qat-epochs and --qat-lr must be > 0")
+    train = load_dataset(resolve_dataset(args.data), "train", class_names=list(config.class_names) or None)
+    return train, QatConfig(epochs=args.qat_epochs, lr=args.qat_lr)
 
 
 def _resolve_checkpoint(args: argparse.Namespace) -> Path:
@@ -127,11 +190,13 @@ def _dataset(args: argparse.Namespace, config: Any) -> Any:
 
 
 def _export_all(model: Any, config: Any, targets: list[str], precisions: list[str], out: Path, ckpt: Path,
-                ckpt_sha: str) -> list[Any]:
+                ckpt_sha: str, int8: Any = None, qat: tuple[Any, Any] | None = None) -> tuple[list[Any], Any]:
+    """Every requested artifact, and the FP32 ONNX they came from."""
     from .onnx_export import export_onnx, fp32_model, write_onnx
 
     base = f"{config.name}-{config.input_size}"
     source = {"checkpoint": str(ckpt), "checkpoint_sha256": ckpt_sha}
+    floats = [p for p in precisions if p in ("fp32", "fp16")]
     artifacts = []
     _log("exporting FP32 ONNX (torch dynamo exporter + onnxsim, numerically checked)")
     proto = fp32_model(model, config.input_size)
@@ -139,29 +204,46 @@ def _export_all(model: Any, config: Any, targets: list[str], precisions: list[st
     with tempfile.TemporaryDirectory(dir=out, prefix=".convert-") as tmp:
         onnx_fp32 = out / f"{base}-fp32.onnx"
         if "onnx" in targets:
-            for precision in precisions:
+            for precision in floats:
                 _log(f"writing onnx {precision}")
                 artifacts.append(export_onnx(model, config, out / f"{base}-{precision}.onnx", precision, fp32=proto,
                                              **source))
-        if "onnx" not in targets or "fp32" not in precisions:
+        if "onnx" not in targets or "fp32" not in floats:
             onnx_fp32 = write_onnx(proto, config, Path(tmp) / f"{base}-fp32.onnx", "fp32", **source).path
         if "openvino" in targets:
             from .openvino_export import export_openvino
 
-            for precision in precisions:
+            for precision in floats:
                 _log(f"converting openvino {precision}")
                 artifacts.append(export_openvino(onnx_fp32, config, out / f"{base}-{precision}.xml", precision,
                                                  **source))
-        if "tflite" in targets:
-            from .tflite_export import export_tflite, onnx_to_saved_model
+        saved: list[Path] = []
 
-            _log("converting ONNX -> TF SavedModel (onnx2tf)")
-            saved = onnx_to_saved_model(onnx_fp32, Path(tmp) / "onnx2tf")
-            for precision in precisions:
+        def saved_model() -> Path:
+            from .tflite_export import onnx_to_saved_model
+
+            if not saved:
+                _log("converting ONNX -> TF SavedModel (onnx2tf)")
+                saved.append(onnx_to_saved_model(onnx_fp32, Path(tmp) / "onnx2tf"))
+            return saved[0]
+
+        if "tflite" in targets:
+            from .tflite_export import export_tflite
+
+            for precision in floats:
                 _log(f"converting tflite {precision}")
                 artifacts.append(export_tflite(onnx_fp32, config, out / f"{base}-{precision}.tflite", precision,
-                                               saved_model=saved, **source))
-    return artifacts
+                                               saved_model=saved_model(), **source))
+        if "int8" in precisions:
+            from .int8_export import export_int8
+
+            artifacts += export_int8(targets, config, out, base, proto, onnx_fp32, saved_model, int8, source, _log)
+        if qat is not None:
+            from .qat_export import export_qat
+
+            train_set, qcfg = qat
+            artifacts += export_qat(model, config, targets, out, base, train_set, int8, qcfg, source, _log, Path(tmp))
+    return artifacts, proto
 
 
 def _log(message: str) -> None:
@@ -173,7 +255,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-images must be >= 0")
     overrides = parse_gate_overrides(args.gate)
     targets = list(TARGETS) if args.target == "all" else [args.target]
-    precisions = list(PRECISIONS) if args.precision == "all" else [args.precision]
+    precision = args.precision or ("int8" if args.target == "tflite" else "fp32")
+    precisions = list(PRECISIONS) if precision == "all" else precision.split(",")
+    if not precisions or any(p not in PRECISIONS for p in precisions):
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, a comma-separated list of them, "
+                         f"or all; got {precision!r}")
     ckpt = _resolve_checkpoint(args)
     out = Path(args.out) if args.out else Path("exports") / f"{args.variant}{args.phi}"
     check_writable(out)
@@ -186,13 +272,19 @@ def run(args: argparse.Namespace) -> int:
     from .parity import original_coords, run_parity
     from .report import parity_image, write_report
 
+    if args.qat and "int8" not in precisions:
+        raise UsageError("--qat (QAT=1) needs --precision int8 or all")
+    if "int8" in precisions:
+        parse_methods(args.calib_method)  # bad methods fail before the slow work
     model, config = _load(args, ckpt)
     dataset = _dataset(args, config)
-    gates = {p: gate_for(p).tightened(**overrides) for p in precisions}
+    int8 = _int8_options(args, config, dataset) if "int8" in precisions else None
+    qat = _qat_inputs(args, config) if args.qat else None
+    gates = {p: gate_for(p).tightened(**overrides) for p in precisions + (["int8-qat"] if args.qat else [])}
     t0 = time.time()
     ckpt_sha = file_sha256(ckpt)
     _log(f"model {config.name} at {config.input_size} on {len(dataset.records)} images of {args.data}")
-    artifacts = _export_all(model, config, targets, precisions, out, ckpt, ckpt_sha)
+    artifacts, fp32_onnx = _export_all(model, config, targets, precisions, out, ckpt, ckpt_sha, int8, qat)
     _log("parity gate: " + ", ".join(f"{a.target} {a.precision}" for a in artifacts))
     reference, entries, detections = run_parity(
         model, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()), dataset,
@@ -208,6 +300,16 @@ def run(args: argparse.Namespace) -> int:
         "map_ref": reference.metrics["map"], "gates": {p: g.to_dict() for p, g in gates.items()},
         "gate_overrides": overrides, "artifacts": entries, "wall_time_s": round(time.time() - t0, 1),
     }
+    if int8 is not None and (int8.sensitivity is not None or any(
+            not e["gate"]["passed"] for e in entries if e["precision"].startswith("int8"))):
+        worst = int8.measure_sensitivity(fp32_onnx, _log)
+        report["sensitivity"] = {"method": "each layer quantized alone (int8 weight per-channel + uint8 input), "
+                                           "SNR of the raw outputs vs FP32 on calibration images",
+                                 "layers": [s.to_dict() for s in worst]}
+        for e in entries:
+            if e["precision"].startswith("int8") and not e["gate"]["passed"]:
+                e["gate"]["failures"].append("most sensitive layers: " + ", ".join(
+                    f"{s.node} ({s.worst_snr_db:.1f} dB)" for s in worst[:5]))
     paths = write_report(out, report, image)
     return _summarise(entries, paths)
 

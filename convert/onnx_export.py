@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -167,14 +168,16 @@ def _io_specs(model: onnx.ModelProto) -> tuple[dict, dict]:
 
 
 def write_onnx(proto: onnx.ModelProto, config: ModelConfig, out_path: str | Path, precision: str,
-               checkpoint: str | None = None, checkpoint_sha256: str | None = None) -> Artifact:
+               checkpoint: str | None = None, checkpoint_sha256: str | None = None,
+               quantization: dict[str, Any] | None = None) -> Artifact:
     """Embed the manifest, write the model atomically, then its sidecar (with the file's real sha256)."""
     out_path = Path(out_path)
     check_static(proto)
     input_spec, outputs = _io_specs(proto)
     manifest = build_manifest(config, target="onnx", precision=precision, artifact_file=out_path.name,
                               input_spec=input_spec, outputs=outputs, checkpoint=checkpoint,
-                              checkpoint_sha256=checkpoint_sha256)
+                              checkpoint_sha256=checkpoint_sha256,
+                              extra_artifact={"quantization": quantization} if quantization else None)
     final = onnx.ModelProto()
     final.CopyFrom(proto)
     del final.metadata_props[:]

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -56,13 +57,28 @@ def _without_metadata(onnx_path: str | Path, tmp: Path) -> Path:
     return path
 
 
-def export_openvino(onnx_path: str | Path, config: ModelConfig, out_path: str | Path, precision: str = "fp32",
-                    checkpoint: str | None = None, checkpoint_sha256: str | None = None) -> Artifact:
-    """Convert the FP32 ONNX at ``onnx_path`` to ``out_path`` (``.xml``; ``.bin`` beside it) + sidecar."""
+def convert_onnx(onnx_path: str | Path) -> Any:
+    """``openvino.convert_model`` of an ONNX file, without its metadata (see :func:`_without_metadata`)."""
     import openvino as ov
 
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"OpenVINO export supports fp32 and fp16, got {precision!r}")
+    with tempfile.TemporaryDirectory(prefix="ov-convert-") as tmp:
+        return ov.convert_model(str(_without_metadata(onnx_path, Path(tmp))))
+
+
+def export_openvino(onnx_path: str | Path, config: ModelConfig, out_path: str | Path, precision: str = "fp32",
+                    checkpoint: str | None = None, checkpoint_sha256: str | None = None, model: Any = None,
+                    quantization: dict[str, Any] | None = None) -> Artifact:
+    """Convert the FP32 ONNX at ``onnx_path`` to ``out_path`` (``.xml``; ``.bin`` beside it) + sidecar.
+
+    int8 precisions write ``model`` (an int8 ``openvino.Model`` from NNCF or a QDQ ONNX via :func:`convert_onnx`);
+    ``quantization`` (how) goes into the manifest.
+    """
+    import openvino as ov
+
+    if precision not in ("fp32", "fp16", "int8", "int8-qat"):
+        raise ValueError(f"OpenVINO export supports fp32, fp16, int8 and int8-qat, got {precision!r}")
+    if precision.startswith("int8") and model is None:
+        raise ValueError("OpenVINO int8 export writes a quantized model: pass model=")
     out_path = Path(out_path)
     if out_path.suffix != ".xml":
         raise ValueError(f"OpenVINO IR path must end in .xml, got {out_path}")
@@ -70,7 +86,8 @@ def export_openvino(onnx_path: str | Path, config: ModelConfig, out_path: str | 
     bin_path = out_path.with_suffix(".bin")
     tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.stem}.ov."))
     try:
-        model = ov.convert_model(str(_without_metadata(onnx_path, tmp)))
+        if model is None:
+            model = convert_onnx(onnx_path)
         inputs = {p.get_any_name(): p for p in model.inputs}
         outputs = {p.get_any_name(): p for p in model.outputs}
         if INPUT_NAME not in inputs or any(n not in outputs for n in OUTPUT_NAMES):
@@ -81,7 +98,7 @@ def export_openvino(onnx_path: str | Path, config: ModelConfig, out_path: str | 
             input_spec=_port_spec(inputs[INPUT_NAME], "nchw"),
             outputs={n: _port_spec(outputs[n]) for n in OUTPUT_NAMES},
             inference_precision="f32", checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,
-            extra_artifact={"weights_file": bin_path.name})
+            extra_artifact={"weights_file": bin_path.name, **({"quantization": quantization} if quantization else {})})
         # The .bin hash goes into the embedded copy too: the .bin does not contain the .xml, so it is not circular.
         tmp_xml, tmp_bin = tmp / out_path.name, tmp / bin_path.name
         ov.save_model(model, str(tmp_xml), compress_to_fp16=(precision == "fp16"))

@@ -243,6 +243,7 @@ def run_parity(model: torch.nn.Module, preprocess_spec: dict[str, Any], anchor_s
             "manifest": str(Path(c.artifact.manifest_path)),
             "size_bytes": c.artifact.size_bytes,
             "sha256": c.artifact.sha256,
+            "quantization": c.detector.manifest["artifact"].get("quantization"),
             "parity": parity,
             "gate": {"passed": not failures, "thresholds": c.gate.to_dict(), "failures": failures},
         })

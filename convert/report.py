@@ -98,6 +98,21 @@ def markdown(report: dict[str, Any]) -> str:
     if failures:
         lines += ["", "## Gate failures", ""]
         lines += [f"- {a['target']} {a['precision']} (`{a['path']}`): {f}" for a, f in failures]
+    quantized = [a for a in report["artifacts"] if a.get("quantization")]
+    if quantized:
+        lines += ["", "## Quantization", "", "| target | precision | tool | method | ranges | calibration | "
+                  "layers in float |", "|---|---|---|---|---|---|---|"]
+        for a in quantized:
+            q = a["quantization"]
+            cal = q["calibration"]
+            lines.append(f"| {a['target']} | {a['precision']} | {q['tool']} | {q['method']} "
+                         f"| {q.get('ranges', 'calibrated')} | {cal['count']} images of {cal['source']} "
+                         f"[{cal['split']}] | {len(q['float_layers']) or 'none'} |")
+    if report.get("sensitivity"):
+        layers = report["sensitivity"]["layers"]
+        lines += ["", "## Most sensitive layers", "", report["sensitivity"]["method"] + ".", "",
+                  "| layer | op | worst output SNR (dB) |", "|---|---|---:|"]
+        lines += [f"| `{s['node']}` | {s['op_type']} | {s['worst_snr_db']:.1f} |" for s in layers[:10]]
     lines += ["", "## Thresholds", "", "| precision | rel err max | det match min | IoU | |ΔmAP| max (points) |",
               "|---|---:|---:|---:|---:|"]
     for precision, g in report["gates"].items():

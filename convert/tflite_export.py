@@ -1,4 +1,4 @@
-"""ONNX -> TFLite (NHWC float32 input), FP32 or FP16 weights.
+"""ONNX -> TFLite (NHWC input): FP32, FP16 weights, or fully integer int8 (see :mod:`quantize.tflite_int8`).
 
 Route (measured, see the report): onnx2tf writes a TF SavedModel (``-osd``) from the FP32 ONNX; TF's
 own ``TFLiteConverter`` turns it into the .tflite. onnx2tf's own .tflite files were numerically
@@ -30,9 +30,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from calib_data import CalibrationSet
 from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
+from quantize.tflite_int8 import configure_full_int8
 from runtime.fileio import atomic_write_bytes
 
 from .manifest_writer import (
@@ -167,8 +169,12 @@ def _identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple
     return in_key, mapping
 
 
-def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_size: int, precision: str) -> bytes:
-    """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``."""
+def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_size: int, precision: str,
+                          calib: CalibrationSet | None = None, io_dtype: str = "int8") -> bytes:
+    """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``.
+
+    ``int8``/``int8-qat``: fully integer, calibrated on ``calib``, ``io_dtype`` (int8|uint8) inputs and outputs.
+    """
     tf = _import_tf()
     loaded = tf.saved_model.load(str(saved_model))
     signature = loaded.signatures["serving_default"]
@@ -183,8 +189,12 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+    elif precision in ("int8", "int8-qat"):
+        if calib is None:
+            raise ValueError("TFLite int8 export needs a calibration set")
+        configure_full_int8(converter, tf, calib, io_dtype)
     elif precision != "fp32":
-        raise ValueError(f"TFLite export here supports fp32 and fp16, got {precision!r}")
+        raise ValueError(f"TFLite export supports fp32, fp16, int8 and int8-qat, got {precision!r}")
     return converter.convert()
 
 
@@ -198,20 +208,25 @@ def _tflite_io(path: Path) -> tuple[dict, dict]:
     if inp.name != INPUT_NAME or sorted(outs) != sorted(OUTPUT_NAMES):
         raise TfliteExportError(f"TFLite signature is {inp.name!r} -> {sorted(outs)}, expected {INPUT_NAME!r} -> "
                                 f"{sorted(OUTPUT_NAMES)}")
-    input_spec = tensor_spec(inp.name, inp.shape, inp.dtype, "nhwc")
-    return input_spec, {n: tensor_spec(n, outs[n].shape, outs[n].dtype) for n in OUTPUT_NAMES}
+    input_spec = tensor_spec(inp.name, inp.shape, inp.dtype, "nhwc", inp.quant)
+    return input_spec, {n: tensor_spec(n, outs[n].shape, outs[n].dtype, quantization=outs[n].quant)
+                        for n in OUTPUT_NAMES}
 
 
 def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Path, precision: str = "fp32",
                   checkpoint: str | None = None, checkpoint_sha256: str | None = None,
-                  saved_model: str | Path | None = None) -> Artifact:
-    """Convert the FP32 ONNX to ``out_path`` (+ sidecar); pass ``saved_model`` to reuse one onnx2tf run."""
+                  saved_model: str | Path | None = None, calib: CalibrationSet | None = None,
+                  io_dtype: str = "int8", quantization: dict[str, Any] | None = None) -> Artifact:
+    """Convert the FP32 ONNX to ``out_path`` (+ sidecar); pass ``saved_model`` to reuse one onnx2tf run.
+
+    int8 precisions need ``calib``; ``quantization`` (how it was quantized) goes into the manifest.
+    """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.stem}.tflite."))
     try:
         saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
-        data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision)
+        data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype)
         tmp_file = tmp / out_path.name
         tmp_file.write_bytes(data)
         input_spec, outputs = _tflite_io(tmp_file)
@@ -219,7 +234,8 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
         shutil.rmtree(tmp, ignore_errors=True)
     manifest = build_manifest(config, target="tflite", precision=precision, artifact_file=out_path.name,
                               input_spec=input_spec, outputs=outputs, checkpoint=checkpoint,
-                              checkpoint_sha256=checkpoint_sha256)
+                              checkpoint_sha256=checkpoint_sha256,
+                              extra_artifact={"quantization": quantization} if quantization else None)
     remove_stale_sidecar(out_path)
     atomic_write_bytes(out_path, data)
     sha = file_sha256(out_path)

@@ -1,8 +1,9 @@
 """The one post-processing path: raw logits and box deltas -> final detections.
 
 Cost is dominated by touching the full ``[A, C]`` logits array (TOOLCHAIN-FACTS), so the score
-threshold is applied to logits (no sigmoid over the whole array), first on the per-anchor max
-to shrink the candidate set, then top-k, decoding and class-aware NMS only on survivors.
+threshold is applied to logits (no sigmoid over the whole array) in one flat pass; only when
+more than ``pre_nms_top_k`` scores pass (an untrained or badly calibrated model) does it fall
+back to ranking anchors by their max logit. Decoding and class-aware NMS see survivors only.
 NMS is OpenCV's ``NMSBoxesBatched`` (well kept, C++, class-aware).
 """
 
@@ -39,43 +40,64 @@ def logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def postprocess(logits: np.ndarray, deltas: np.ndarray, anchors: np.ndarray, spec: dict[str, Any],
-                anchor_max: np.ndarray | None = None) -> Detections:
+def postprocess(logits: np.ndarray, deltas: np.ndarray, anchors: np.ndarray, spec: dict[str, Any]) -> Detections:
     """Detections in network-input pixels for one image.
 
     ``logits [A,C]`` raw class logits, ``deltas [A,4]``; ``spec`` is the manifest's
     ``postprocess`` block (score_threshold, iou_threshold, max_detections, pre_nms_top_k).
-    ``anchor_max`` (``[A]``, the per-anchor max logit) may be given when the graph computes it.
     """
     if logits.ndim != 2 or deltas.shape != (logits.shape[0], 4) or anchors.shape != deltas.shape:
         raise ValueError(f"shape mismatch: logits {logits.shape}, deltas {deltas.shape}, anchors {anchors.shape}")
     t = logit(spec["score_threshold"])
     top_k = int(spec.get("pre_nms_top_k", 5000))
-    amax = logits.max(axis=1) if anchor_max is None else anchor_max.reshape(-1)
+    num_classes = logits.shape[1]
+    flat_logits = logits.reshape(-1)
+    mask = flat_logits > t
+    if np.count_nonzero(mask) <= top_k:
+        flat = np.flatnonzero(mask)
+        idx, cls = np.divmod(flat, num_classes)
+        return _decode_nms(flat_logits[flat], idx, cls, deltas, anchors, spec)
+    amax = logits.max(axis=1)
     cand = np.flatnonzero(amax > t)
     if cand.size == 0:
         return Detections.empty()
     if cand.size > top_k:
         cand = cand[np.argpartition(-amax[cand], top_k - 1)[:top_k]]
     sub = logits[cand]
-    if sub.shape[1] == 1:
+    if num_classes == 1:
         rows, cls = np.arange(cand.size), np.zeros(cand.size, np.int64)
     else:
         rows, cls = np.nonzero(sub > t)
-    vals = sub[rows, cls].astype(np.float32)
+    vals = sub[rows, cls]
     if vals.size > top_k:
         keep = np.argpartition(-vals, top_k - 1)[:top_k]
         rows, cls, vals = rows[keep], cls[keep], vals[keep]
-    idx = cand[rows]
+    return _decode_nms(vals, cand[rows], cls, deltas, anchors, spec)
+
+
+def _decode_nms(vals: np.ndarray, idx: np.ndarray, cls: np.ndarray, deltas: np.ndarray, anchors: np.ndarray,
+                spec: dict[str, Any]) -> Detections:
+    """Decode the candidates (``vals`` logits at anchors ``idx`` of classes ``cls``) and run class-aware NMS."""
+    if idx.size == 0:
+        return Detections.empty()
+    vals = vals.astype(np.float32)
     boxes = decode(deltas[idx], anchors[idx])
     scores = 1.0 / (1.0 + np.exp(-vals))
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    keep = cv2.dnn.NMSBoxesBatched(xywh, scores, cls.astype(np.int32), float(spec["score_threshold"]),
-                                   float(spec["iou_threshold"]), top_k=int(spec["max_detections"]))
-    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    max_det, cls32 = int(spec["max_detections"]), cls.astype(np.int32)
+    # Greedy NMS over the top-k scores keeps exactly the full result's boxes among those k, so
+    # growing k until max_detections survive is exact and avoids O(n^2) work on thousands of boxes.
+    k = 4 * max_det
+    while True:
+        keep = cv2.dnn.NMSBoxesBatched(xywh, scores, cls32, float(spec["score_threshold"]),
+                                       float(spec["iou_threshold"]), top_k=k if k < len(scores) else 0)
+        keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+        if keep.size >= max_det or k >= len(scores):
+            break
+        k *= 4
     if keep.size == 0:
         return Detections.empty()
-    order = keep[np.argsort(-scores[keep], kind="stable")][: int(spec["max_detections"])]
+    order = keep[np.argsort(-scores[keep], kind="stable")][:max_det]
     return Detections(boxes[order].astype(np.float32), scores[order].astype(np.float32), cls[order].astype(np.int64))
 
 

@@ -66,7 +66,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def exported(workspace: dict) -> dict:
     out = workspace["root"] / "out"
-    proc = _run_cli("--target", "all", "--precision", "all", "--variant", "lite", "--phi", "0",
+    proc = _run_cli("--target", "all", "--precision", "fp32,fp16", "--variant", "lite", "--phi", "0",
                     "--ckpt", str(workspace["ckpt"]), "--data", str(workspace["data"]), "--split", "val",
                     "--out", str(out))
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None

@@ -125,6 +125,10 @@ def test_export_form_is_exact(fusion: str) -> None:
         assert (a - b).abs().max() / a.abs().max() < 1e-5
     # each level got its own conv copies in the export form
     assert len(exported.class_net.levels) == 5
+    again = exported.export_form()  # idempotent (QAT re-exports a fine-tuned export form)
+    assert again is not exported
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(exp, again(x)))
 
 
 def test_config_roundtrip_and_mismatch_message() -> None:

@@ -40,10 +40,12 @@ class EfficientDet(nn.Module):
         return self.class_net(feats), self.box_net(feats)
 
     def export_form(self) -> EfficientDet:
-        """An eval-mode copy whose heads are per-level with BN folded (exact; for quantizers/export)."""
+        """An eval-mode copy whose heads are per-level with BN folded (exact; for quantizers/export).
+        Idempotent: the export form of an export form is a copy of it."""
         model = copy.deepcopy(self).eval()
-        model.class_net = self.class_net.unshared()
-        model.box_net = self.box_net.unshared()
+        if hasattr(self.class_net, "unshared"):
+            model.class_net = self.class_net.unshared()
+            model.box_net = self.box_net.unshared()
         return model.eval()
 
 

@@ -1,0 +1,99 @@
+"""Turn an int8 export's ``report.json`` into the committed results: accuracy per target x {post-training, QAT}
+plus int8 latency measured here through the runtime (``results/bccd-d0-int8.{json,md}``).
+
+Latency: ``runtime.Detector.timed`` on the evaluation images, median and p90 of ``--runs`` calls after a
+warm-up, every artifact in this one process (ratios hold on a noisy machine; absolute numbers do not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.detector import Detector
+from runtime.fileio import atomic_write_bytes
+from runtime.preprocess import read_image
+
+
+def latency(path: str, images: list[np.ndarray], threads: int, runs: int) -> dict[str, float]:
+    det = Detector(path, threads=threads)
+    for image in images[:3]:
+        det.timed(image)
+    totals, parts = [], {"pre_ms": [], "infer_ms": [], "post_ms": []}
+    for i in range(runs):
+        t0 = time.perf_counter()
+        _, ms = det.timed(images[i % len(images)])
+        totals.append((time.perf_counter() - t0) * 1e3)
+        for k in parts:
+            parts[k].append(ms[k])
+    out = {k: round(float(np.median(v)), 2) for k, v in parts.items()}
+    out.update(total_ms=round(float(np.median(totals)), 2), p90_ms=round(float(np.percentile(totals, 90)), 2),
+               threads=threads, runs=runs)
+    return out
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    rows = ["| target | precision | mAP@[.5:.95] | mAP@.5 | ΔmAP (points) | det match | size (MB) "
+            "| median ms (p90) | gate |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    ref = report["artifacts"][0]["parity"]
+    rows.append(f"| PyTorch | fp32 (reference) | {ref['map_ref']:.4f} | {ref['map50_ref']:.4f} | — | — | — | — | — |")
+    for a in sorted(report["artifacts"], key=lambda a: (a["target"], a["precision"])):
+        p, lat = a["parity"], a.get("latency", {})
+        rows.append(f"| {a['target']} | {a['precision']} | {p['map']:.4f} | {p['map50']:.4f} "
+                    f"| {p['map_delta'] * 100:+.2f} | {p['det_match']:.1%} | {a['size_bytes'] / 1e6:.2f} "
+                    f"| {lat.get('total_ms', '—')} ({lat.get('p90_ms', '—')}) "
+                    f"| {'PASS' if a['gate']['passed'] else 'FAIL'} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--report", required=True, help="report.json of `python -m convert --precision int8 [--qat]`")
+    p.add_argument("--out", required=True, help="results path without suffix (writes .json and .md)")
+    p.add_argument("--command", required=True, help="the command that produced the report (printed in the .md)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=50)
+    args = p.parse_args(argv)
+    report = json.loads(Path(args.report).read_text())
+    from efficientdet.data.loader import load_dataset
+
+    records = load_dataset(report["data"], report["split"], verify_images=False).records
+    images = [read_image(r.path) for r in records[:10]]
+    for a in report["artifacts"]:
+        a["latency"] = latency(a["path"], images, args.threads, args.runs)
+        print(f"{a['target']:8s} {a['precision']:8s} {a['latency']}")
+    report["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                         "load_average": [round(x, 2) for x in os.getloadavg()]}
+    report["command"] = args.command
+    out = Path(args.out)
+    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(report, indent=2) + "\n").encode())
+    n = report["num_images"]
+    md = [f"# int8 on {report['model']} ({report['input_size']} px): post-training vs QAT, per target", "",
+          f"Checkpoint `{report['checkpoint']}`; evaluation: `{report['data']}` split `{report['split']}`, {n} images "
+          "(COCO mAP via pycocotools, evaluation post-processing). ΔmAP against the FP32 PyTorch model on the same "
+          "images; det match = share of FP32 detections (deployment threshold) matched by the artifact, same "
+          "class, IoU ≥ 0.5. Latency: end to end through the runtime (pre + infer + post), "
+          f"{args.threads} threads, {args.runs} runs, on {platform.machine()} with {os.cpu_count()} cores, "
+          "all artifacts in one process.", "", *table(report), "",
+          "Reproduce:", "", "```bash", args.command, "```", ""]
+    q = [a for a in report["artifacts"] if a.get("quantization")]
+    if q:
+        md += ["How each artifact was quantized:", ""]
+        md += [f"- {a['target']} {a['precision']}: {a['quantization']['tool']}, method "
+               f"`{a['quantization']['method']}`, ranges {a['quantization'].get('ranges', 'calibrated')}, "
+               f"{a['quantization']['calibration']['count']} calibration images" for a in q]
+        md.append("")
+    atomic_write_bytes(out.with_suffix(".md"), "\n".join(md).encode())
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""``python -m calib_data``: build a calibration set (``make calib``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .store import DEFAULT_ROOT, CalibrationError, build_calibration_set
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m calib_data", description="Build an int8 calibration set: a seeded, "
+                                "class- and size-stratified sample of a training split, pre-processed for a model.")
+    p.add_argument("--data", default="data/synthetic", help="dataset (COCO / VOC / YOLO folder)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=int, default=200, help="images to sample (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt", default="models/default-d0.pt", help="model whose preprocessing the set must match")
+    p.add_argument("--input-size", type=int, default=None, help="override the checkpoint's input size")
+    p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_ROOT}/<data>-<size>)")
+    args = p.parse_args(argv)
+    from efficientdet.checkpoint import load_checkpoint
+    from efficientdet.data.loader import load_dataset
+    from efficientdet.data.synthetic import resolve_dataset
+    from efficientdet.model.config import ModelConfig
+
+    try:
+        config = ModelConfig.from_dict(load_checkpoint(args.ckpt)["config"])
+        spec = config.preprocess.to_dict()
+        if args.input_size:
+            spec["input_size"] = args.input_size
+        data = resolve_dataset(args.data)
+        dataset = load_dataset(data, args.split, verify_images=True, class_names=list(config.class_names) or None)
+        out = Path(args.out) if args.out else DEFAULT_ROOT / f"{Path(args.data).name}-{spec['input_size']}"
+        cset = build_calibration_set(dataset, spec, out, n=args.n, seed=args.seed, source=str(args.data))
+    except (CalibrationError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    classes = sorted({c for img in cset.manifest["images"] for c in img["classes"]})
+    print(f"wrote {cset.path}: {len(cset)} images of {args.data} [{args.split}] at {spec['input_size']} px, "
+          f"classes present {classes} of {len(dataset.class_names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

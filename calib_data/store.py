@@ -1,0 +1,166 @@
+"""Write and read calibration sets, and refuse the ones that would calibrate the wrong thing.
+
+Refused, with the reason: an empty set; a set built from an evaluation split (its images would then be
+scored by the accuracy gate they were calibrated on); a set whose images overlap the evaluation images
+(checked by file content hash, so a copy under another name is caught too); a set whose preprocessing
+differs from the model's (size, colour order, mean/std, resize or interpolation) — calibrating on other
+inputs than the device sees gives wrong ranges without any error; an array whose hash no longer matches.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from efficientdet.data.records import DetectionDataset
+from runtime.fileio import file_sha256
+from runtime.preprocess import preprocess, read_image
+
+from .sample import stratified_sample
+
+FORMAT = "efficientdet-calibration-set/1"
+DEFAULT_ROOT = Path("calib_data/sets")
+EVAL_SPLITS = frozenset({"val", "valid", "validation", "test", "testdev", "test-dev", "minival", "eval"})
+
+
+class CalibrationError(ValueError):
+    """The calibration set cannot be built or must not be used for this model/evaluation."""
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """A loaded set: ``images`` is ``[N, S, S, 3]`` float32 NHWC (memory-mapped), ``manifest`` its metadata."""
+
+    path: Path
+    images: np.ndarray
+    manifest: dict[str, Any]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def nchw(self, i: int) -> np.ndarray:
+        """Image ``i`` as a ``[1, 3, S, S]`` batch (ONNX / OpenVINO layout)."""
+        return np.ascontiguousarray(self.images[i].transpose(2, 0, 1)[None])
+
+    def nhwc(self, i: int) -> np.ndarray:
+        """Image ``i`` as a ``[1, S, S, 3]`` batch (TFLite layout)."""
+        return np.ascontiguousarray(self.images[i][None])
+
+    def check_preprocess(self, spec: dict[str, Any]) -> None:
+        """Refuse unless the set was pre-processed exactly as ``spec`` (the model's manifest block) says."""
+        mine = self.manifest["preprocess"]
+        diffs = [f"{k}: set {mine.get(k)!r} vs model {spec.get(k)!r}" for k in sorted(set(mine) | set(spec))
+                 if _norm(mine.get(k)) != _norm(spec.get(k))]
+        if diffs:
+            raise CalibrationError(f"calibration set {self.path} was pre-processed differently from the model ("
+                                   + "; ".join(diffs) + "); rebuild it with `make calib` for this model")
+
+    def check_disjoint(self, evaluation: DetectionDataset) -> None:
+        """Refuse if any calibration image is also an evaluation image (by content hash)."""
+        mine = {img["sha256"] for img in self.manifest["images"]}
+        clash = [r.path for r in evaluation.records if file_sha256(r.path) in mine]
+        if clash:
+            raise CalibrationError(f"calibration set {self.path} contains {len(clash)} image(s) of the evaluation "
+                                   f"split {evaluation.split!r} (e.g. {clash[0]}); calibrate on training images only")
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [round(float(v), 6) for v in value]
+    return value
+
+
+def build_calibration_set(dataset: DetectionDataset, preprocess_spec: dict[str, Any], out: str | Path,
+                          n: int = 200, seed: int = 0, source: str | None = None) -> CalibrationSet:
+    """Sample ``n`` images of ``dataset`` (a training split), pre-process them and write the set to ``out``."""
+    if dataset.split.lower() in EVAL_SPLITS:
+        raise CalibrationError(f"refusing to calibrate on the {dataset.split!r} split: it is an evaluation split; "
+                               "use the training split (calibration images must not be scored by the gate)")
+    if not dataset.records:
+        raise CalibrationError(f"dataset {dataset.source} split {dataset.split!r} has no usable images: "
+                               "a calibration set cannot be empty")
+    records = stratified_sample(dataset.records, n, seed)
+    size = int(preprocess_spec["input_size"])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp.chmod(0o755)
+    try:
+        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32,
+                                           shape=(len(records), size, size, 3))
+        entries = []
+        for i, rec in enumerate(tqdm(records, desc="calibration images", unit="img", leave=False)):
+            images[i], _ = preprocess(read_image(rec.path), preprocess_spec)
+            entries.append({"image_id": rec.image_id, "file": str(rec.path), "sha256": file_sha256(rec.path),
+                            "width": rec.width, "height": rec.height,
+                            "classes": sorted(set(int(c) for c in rec.labels.tolist()))})
+        images.flush()
+        del images
+        manifest = {
+            "format": FORMAT, "source": source or dataset.source, "split": dataset.split, "seed": seed,
+            "requested": n, "count": len(records), "class_names": list(dataset.class_names),
+            "preprocess": dict(preprocess_spec), "layout": "nhwc", "dtype": "float32",
+            "images_sha256": file_sha256(tmp / "images.npy"), "images": entries,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_calibration_set(out, verify=False)
+
+
+def load_calibration_set(path: str | Path, verify: bool = True) -> CalibrationSet:
+    """Open a set written by :func:`build_calibration_set`; ``verify`` re-hashes the array."""
+    path = Path(path)
+    man_path, arr_path = path / "manifest.json", path / "images.npy"
+    if not man_path.is_file() or not arr_path.is_file():
+        raise CalibrationError(f"{path} is not a calibration set (needs manifest.json and images.npy); "
+                               "build one with `make calib DATA=<dataset> OUT=<folder>`")
+    try:
+        manifest = json.loads(man_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CalibrationError(f"{man_path} is not valid JSON: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise CalibrationError(f"{man_path} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if str(manifest.get("split", "")).lower() in EVAL_SPLITS:
+        raise CalibrationError(f"calibration set {path} was drawn from the evaluation split "
+                               f"{manifest['split']!r}; rebuild it from the training split")
+    if verify and file_sha256(arr_path) != manifest.get("images_sha256"):
+        raise CalibrationError(f"{arr_path} does not match the hash in its manifest (changed or truncated); "
+                               "rebuild the set")
+    images = np.load(arr_path, mmap_mode="r")
+    size = int(manifest["preprocess"]["input_size"])
+    if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.float32:
+        raise CalibrationError(f"{arr_path} holds {images.dtype} {images.shape}, "
+                               f"expected float32 [N, {size}, {size}, 3]")
+    if images.shape[0] == 0:
+        raise CalibrationError(f"calibration set {path} is empty")
+    return CalibrationSet(path, images, manifest)
+
+
+def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200, seed: int = 0,
+                root: str | Path = DEFAULT_ROOT) -> CalibrationSet:
+    """The set for ``data``'s training split at this preprocessing, built on first use (so every command
+    works on a fresh machine) and rebuilt if it was made for another preprocessing."""
+    from efficientdet.data.loader import load_dataset
+
+    path = Path(root) / f"{Path(data).name}-{preprocess_spec['input_size']}"
+    if path.is_dir():
+        existing = load_calibration_set(path)
+        try:
+            existing.check_preprocess(preprocess_spec)
+            return existing
+        except CalibrationError:
+            pass
+    dataset = load_dataset(data, "train", verify_images=False)
+    return build_calibration_set(dataset, preprocess_spec, path, n=n, seed=seed, source=str(data))

@@ -1,0 +1,80 @@
+"""QAT int8 artifacts (precision ``int8-qat``) for every target from one fine-tuned model.
+
+ONNX and OpenVINO take the QAT model's own Q/DQ graph, so the ranges QAT learned are the ranges
+they run. TFLite cannot: onnx2tf converts a QDQ ONNX into a wrong model without an error
+(TOOLCHAIN-FACTS) and the TFLite converter has no way to import ranges, so the TFLite artifact is
+the QAT-fine-tuned *weights* calibrated again by the converter (min-max on the same calibration
+set). Its manifest says so (``ranges: "recalibrated"``) and the report's QAT-vs-PTQ comparison shows
+what that costs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from efficientdet.data.records import DetectionDataset
+from efficientdet.model.config import ModelConfig
+from quantize.qat import QatConfig, calibrate, finetune, finetuned_float_model, prepare, to_qdq_onnx
+
+from .int8_export import Int8Options
+from .manifest_writer import Artifact
+
+QAT_TOOL = "torchao PT2E QAT (X86InductorQuantizer) -> torch.onnx dynamo QDQ"
+
+
+def export_qat(model: Any, config: ModelConfig, targets: list[str], out: Path, base: str, train_set: DetectionDataset,
+               opts: Int8Options, qcfg: QatConfig, source: dict[str, Any], log: Callable[[str], None],
+               work_dir: Path) -> list[Artifact]:
+    """Fine-tune with fake quantization, then write ``<base>-int8-qat.<ext>`` for each target."""
+    from .onnx_export import check_static, fp32_model, write_onnx
+
+    t0 = time.time()
+    log(f"QAT: preparing {config.name} (torchao PT2E, fake quantization) and calibrating ranges on "
+        f"{min(qcfg.calib_images, len(opts.calib))} images")
+    qat = prepare(model, config.input_size)
+    calibrate(qat, opts.calib, qcfg.calib_images)
+    log(f"QAT: fine-tuning {qcfg.epochs:g} epochs on {len(train_set.records)} images of {train_set.source} "
+        f"[{train_set.split}] at lr {qcfg.lr:g}")
+    history = finetune(qat, train_set, config, qcfg)
+    tuned = finetuned_float_model(qat, model) if "tflite" in targets else None
+    qdq = to_qdq_onnx(qat, config.input_size)
+    check_static(qdq)
+    info = {"qat": {**qcfg.to_dict(), "train_split": train_set.split, "train_images": len(train_set.records),
+                    "history": history, "wall_time_s": round(time.time() - t0, 1)}}
+    artifacts = []
+    qdq_path = work_dir / f"{base}-int8-qat-qdq.onnx"
+    onnx.save(qdq, str(qdq_path))
+    if "onnx" in targets:
+        artifacts.append(write_onnx(qdq, config, out / f"{base}-int8-qat.onnx", "int8-qat",
+                                    quantization={**opts.describe("onnx"), "tool": QAT_TOOL, "method": "qat",
+                                                  "ranges": "learned by QAT", **info}, **source))
+    if "openvino" in targets:
+        from .openvino_export import convert_onnx, export_openvino
+
+        log("QAT: converting the QDQ ONNX to OpenVINO IR (FakeQuantize keeps the learned ranges)")
+        artifacts.append(export_openvino(qdq_path, config, out / f"{base}-int8-qat.xml", "int8-qat",
+                                         model=convert_onnx(qdq_path),
+                                         quantization={**opts.describe("openvino"), "tool": QAT_TOOL + " -> openvino",
+                                                       "method": "qat", "ranges": "learned by QAT", **info},
+                                         **source))
+    if "tflite" in targets:
+        from .tflite_export import export_tflite, onnx_to_saved_model
+
+        log("QAT: TFLite from the fine-tuned weights, ranges recalibrated by the converter")
+        with tempfile.TemporaryDirectory(dir=work_dir, prefix="qat-tflite-") as tmp:
+            fpath = Path(tmp) / f"{base}-qat-float.onnx"
+            onnx.save(fp32_model(tuned, config.input_size), str(fpath))
+            saved = onnx_to_saved_model(fpath, Path(tmp) / "onnx2tf")
+            artifacts.append(export_tflite(
+                fpath, config, out / f"{base}-int8-qat.tflite", "int8-qat", saved_model=saved, calib=opts.calib,
+                io_dtype=opts.io_dtype,
+                quantization={**opts.describe("tflite", io_dtype=opts.io_dtype), "method": "qat weights + minmax",
+                              "ranges": "recalibrated: the TFLite converter cannot import QAT ranges and onnx2tf "
+                                        "converts QDQ ONNX wrongly", **info}, **source))
+    return artifacts

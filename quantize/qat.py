@@ -1,0 +1,183 @@
+"""Quantization-aware fine-tuning with torchao's PT2E flow, and the QAT model's exports.
+
+Why PT2E from torchao: torch 2.13 removed PT2E from ``torch.ao`` and deprecated eager/FX QAT (whose
+models did not export to ONNX here); PT2E's converted model exports with the dynamo exporter as a
+QDQ ONNX that onnxruntime and OpenVINO execute in int8 with the learned ranges (TOOLCHAIN-FACTS).
+Two measured traps are designed around: the model is exported with a batch >= 2 and a dynamic batch
+dimension, and from ``export_form()`` (each head level its own conv with BN folded; shared convs with
+per-level BN broke ``convert_pt2e``).
+
+Scheme: torchao's x86 quantizer in QAT mode — weights int8 per-channel symmetric, activations uint8
+per-tensor affine: the scheme onnxruntime (U8S8), NNCF (MIXED) and full-integer TFLite use, so what QAT
+learns is what the targets run. Schedule: ranges are first calibrated on the calibration set (QAT
+starts from post-training ranges, not from scratch), then a short fine-tune at a low learning rate;
+BatchNorm statistics are frozen (BN switched to inference behaviour) after ``bn_freeze`` of the
+steps and fake-quant observers after ``observer_freeze``, so the last steps train weights against
+fixed ranges, as the artifacts will run them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm import tqdm
+
+from calib_data import CalibrationSet
+from efficientdet.data.records import DetectionDataset
+from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
+from efficientdet.train.batches import Augment, DetectionBatches
+from efficientdet.train.loss import detection_loss
+from efficientdet.train.trainer import lr_at
+from runtime.anchors import anchor_spec_from_config
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    """The short fine-tuning schedule (defaults sized for a 2-core CPU)."""
+
+    epochs: float = 2.0
+    lr: float = 2e-4
+    batch_size: int = 8
+    weight_decay: float = 1e-5
+    bn_freeze: float = 0.5  # fraction of the steps after which BN statistics are frozen
+    observer_freeze: float = 0.75  # fraction of the steps after which ranges are frozen
+    calib_images: int = 64
+    clip_norm: float = 10.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pt2e() -> Any:
+    import torchao.quantization.pt2e as pt2e
+
+    return pt2e
+
+
+def prepare(model: torch.nn.Module, input_size: int) -> torch.fx.GraphModule:
+    """The model's export form, exported with a dynamic batch and prepared with fake quantization."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    form = model.export_form() if hasattr(model, "export_form") else model
+    form.train()
+    example = torch.randn(2, 3, input_size, input_size)
+    batch = torch.export.Dim("batch", min=1, max=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = torch.export.export(form, (example,), dynamic_shapes={INPUT_NAME: {0: batch}})
+        quantizer = X86InductorQuantizer()
+        quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+        return prepare_qat_pt2e(exported.module(), quantizer)
+
+
+@torch.no_grad()
+def calibrate(qat: torch.fx.GraphModule, calib: CalibrationSet, count: int, batch: int = 8) -> None:
+    """Initialise the fake-quant ranges from the calibration set (BN in inference mode, observers on)."""
+    pt2e = _pt2e()
+    pt2e.move_exported_model_to_eval(qat)
+    n = min(count, len(calib))
+    for start in range(0, n, batch):
+        x = np.stack([calib.nchw(i)[0] for i in range(start, min(start + batch, n))])
+        qat(torch.from_numpy(x))
+    pt2e.move_exported_model_to_train(qat)
+
+
+def finetune(qat: torch.fx.GraphModule, train_set: DetectionDataset, config: Any, cfg: QatConfig,
+             progress: bool = True) -> list[dict[str, Any]]:
+    """Fine-tune ``qat`` in place on ``train_set``; returns one record per epoch (loss, steps, what froze)."""
+    pt2e = _pt2e()
+    from torchao.quantization.pt2e.fake_quantize import disable_observer
+
+    pre = config.preprocess.to_dict()
+    data = DetectionBatches(train_set, pre, anchor_spec_from_config(config.to_dict()), Augment(), cfg.seed)
+    loader = DataLoader(data, batch_size=cfg.batch_size, drop_last=True, num_workers=1, persistent_workers=True,
+                        sampler=RandomSampler(data, generator=torch.Generator().manual_seed(cfg.seed)))
+    if len(loader) == 0:
+        raise ValueError(f"QAT needs at least {cfg.batch_size} training images, the split has {len(data)}")
+    total = max(1, math.ceil(cfg.epochs * len(loader)))
+    decay, no_decay = [], []
+    for p in qat.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    bn_step, obs_step = int(cfg.bn_freeze * total), int(cfg.observer_freeze * total)
+    step, epoch, history = 0, 0, []
+    bar = tqdm(total=total, desc="QAT fine-tune", unit="step", disable=not progress)
+    while step < total:
+        data.set_epoch(epoch)
+        sums, n = np.zeros(3), 0
+        for images, cls_t, box_t, _ in loader:
+            if step >= total:
+                break
+            if step == bn_step:
+                pt2e.move_exported_model_to_eval(qat)  # BN uses (and keeps) its running statistics from here on
+            if step == obs_step:
+                qat.apply(disable_observer)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, max(1, total // 10), cfg.lr)
+            logits, boxes = qat(images)
+            loss, cls_l, box_l = detection_loss(logits, boxes, cls_t, box_t)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"QAT loss became {loss.item()} at step {step}; lower --qat-lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(qat.parameters(), cfg.clip_norm)
+            opt.step()
+            step += 1
+            n += 1
+            sums += (loss.item(), cls_l.item(), box_l.item())
+            bar.set_postfix(loss=f"{sums[0] / n:.3f}")
+            bar.update()
+        epoch += 1
+        history.append({"epoch": epoch, "steps": n, "loss": sums[0] / max(n, 1), "cls_loss": sums[1] / max(n, 1),
+                        "box_loss": sums[2] / max(n, 1), "bn_frozen": step > bn_step,
+                        "observers_frozen": step > obs_step})
+    bar.close()
+    pt2e.move_exported_model_to_eval(qat)
+    return history
+
+
+def _export(module: torch.nn.Module, input_size: int) -> onnx.ModelProto:
+    x = torch.zeros(1, 3, input_size, input_size)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (x,), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                                    opset_version=18, dynamo=True, external_data=False, verbose=False)
+    return program.model_proto
+
+
+def to_qdq_onnx(qat: torch.fx.GraphModule, input_size: int) -> onnx.ModelProto:
+    """The converted (Q/DQ) model as a static batch-1 ONNX: the learned ranges and weights, for onnxruntime
+    and OpenVINO (int8 weights + DequantizeLinear). Not simplified: folding would turn them back into floats."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    _pt2e().move_exported_model_to_eval(qat)
+    return _export(convert_pt2e(qat), input_size)
+
+
+def finetuned_float_model(qat: torch.fx.GraphModule, model: torch.nn.Module) -> torch.nn.Module:
+    """``model``'s export form carrying the QAT-fine-tuned weights and BN statistics, without fake quantization:
+    for converters that cannot take QDQ (onnx2tf converts a QDQ ONNX wrongly, TOOLCHAIN-FACTS). The
+    prepared graph keeps the module's parameter names, so the weights map back one to one."""
+    form = model.export_form() if hasattr(model, "export_form") else model
+    tuned = qat.state_dict()
+    wanted = form.state_dict()
+    missing = [k for k in wanted if k not in tuned or tuned[k].shape != wanted[k].shape]
+    if missing:
+        raise RuntimeError(f"QAT model lacks {len(missing)} of the float model's tensors (e.g. {missing[:3]})")
+    form.load_state_dict({k: tuned[k].detach().clone() for k in wanted})
+    return form.eval()

@@ -1,0 +1,87 @@
+"""Calibration sets: stratified, deterministic, pre-processed by the runtime, and refused when unusable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calib_data import CalibrationError, build_calibration_set, load_calibration_set
+from calib_data.sample import stratified_sample
+from efficientdet.data.loader import load_dataset
+from efficientdet.data.synthetic import generate_synthetic
+from efficientdet.model.config import make_config
+from runtime.preprocess import preprocess, read_image
+
+SPEC = make_config(0, "lite", num_classes=6, input_size=128).preprocess.to_dict()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_synthetic(tmp_path_factory.mktemp("synth"), num_train=40, num_val=6, image_size=160, seed=3)
+
+
+def test_sample_is_seeded_and_covers_every_class(data: Path) -> None:
+    train = load_dataset(data, "train")
+    a = stratified_sample(train.records, 12, seed=1)
+    b = stratified_sample(train.records, 12, seed=1)
+    c = stratified_sample(train.records, 12, seed=2)
+    assert [r.image_id for r in a] == [r.image_id for r in b]
+    assert [r.image_id for r in a] != [r.image_id for r in c]
+    assert len({r.image_id for r in a}) == 12
+    present = {int(c) for r in train.records for c in r.labels}
+    dominant = {int(np.bincount(r.labels).argmax()) for r in a if r.labels.size}
+    assert dominant == present  # every class that dominates some image is represented
+    assert len(stratified_sample(train.records, 1000)) == len(train.records)
+
+
+def test_build_stores_runtime_preprocessing(data: Path, tmp_path: Path) -> None:
+    train = load_dataset(data, "train")
+    cset = build_calibration_set(train, SPEC, tmp_path / "set", n=8, seed=0)
+    assert cset.images.shape == (8, 128, 128, 3) and cset.images.dtype == np.float32
+    first = cset.manifest["images"][0]
+    expected, _ = preprocess(read_image(first["file"]), SPEC)
+    np.testing.assert_array_equal(cset.images[0], expected)
+    assert cset.nchw(0).shape == (1, 3, 128, 128) and cset.nhwc(0).shape == (1, 128, 128, 3)
+    again = load_calibration_set(tmp_path / "set")
+    assert again.manifest["images_sha256"] == cset.manifest["images_sha256"]
+    assert not list(tmp_path.glob(".set.*")), "temporary folder left behind"
+
+
+def test_refuses_evaluation_split_and_empty_sets(data: Path, tmp_path: Path) -> None:
+    val = load_dataset(data, "val")
+    with pytest.raises(CalibrationError, match="evaluation split"):
+        build_calibration_set(val, SPEC, tmp_path / "v", n=4)
+    train = load_dataset(data, "train")
+    train.records = []
+    with pytest.raises(CalibrationError, match="cannot be empty"):
+        build_calibration_set(train, SPEC, tmp_path / "e", n=4)
+    assert not (tmp_path / "v").exists() and not (tmp_path / "e").exists()
+    with pytest.raises(CalibrationError, match="not a calibration set"):
+        load_calibration_set(tmp_path)
+
+
+def test_refuses_other_preprocessing_tampering_and_overlap(data: Path, tmp_path: Path) -> None:
+    train = load_dataset(data, "train")
+    cset = build_calibration_set(train, SPEC, tmp_path / "set", n=6)
+    with pytest.raises(CalibrationError, match="input_size: set 128 vs model 256"):
+        cset.check_preprocess({**SPEC, "input_size": 256})
+    with pytest.raises(CalibrationError, match="color_order"):
+        cset.check_preprocess({**SPEC, "color_order": "bgr"})
+    cset.check_preprocess(dict(SPEC))
+    cset.check_disjoint(load_dataset(data, "val"))
+    overlapping = load_dataset(data, "train")
+    with pytest.raises(CalibrationError, match="evaluation split"):
+        cset.check_disjoint(overlapping)
+    arr = np.load(tmp_path / "set" / "images.npy")
+    arr[0] += 1
+    np.save(tmp_path / "set" / "images.npy", arr)
+    with pytest.raises(CalibrationError, match="does not match the hash"):
+        load_calibration_set(tmp_path / "set")
+    manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    manifest["split"] = "val"
+    (tmp_path / "set" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CalibrationError, match="drawn from the evaluation split"):
+        load_calibration_set(tmp_path / "set", verify=False)

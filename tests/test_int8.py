@@ -1,0 +1,168 @@
+"""int8 end to end on the project's trained default D0 (256 px): calibrate on a handful of training images,
+export to all three targets, then check what each file really is and that the accuracy gate bites.
+
+The default model is used (not a random one) because a random detector emits the prior bias everywhere
+and every int8 artifact would "match" it; its export is the product's main path anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from calib_data import build_calibration_set, load_calibration_set
+from convert.cli import main as convert_main
+from efficientdet.checkpoint import load_checkpoint
+from efficientdet.data.loader import load_dataset
+from efficientdet.data.synthetic import resolve_dataset
+from efficientdet.model.config import ModelConfig
+from tests.conftest import ROOT
+
+DEFAULT = ROOT / "models" / "default-d0.pt"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DEFAULT.is_file(), reason="default model not built")]
+
+
+@pytest.fixture(scope="module")
+def data() -> Path:
+    return resolve_dataset(ROOT / "data" / "synthetic")
+
+
+@pytest.fixture(scope="module")
+def calib(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = ModelConfig.from_dict(load_checkpoint(DEFAULT)["config"])
+    out = tmp_path_factory.mktemp("calib") / "set"
+    build_calibration_set(load_dataset(data, "train"), config.preprocess.to_dict(), out, n=16)
+    return out
+
+
+def _convert(out: Path, data: Path, *args: str) -> int:
+    return convert_main(["--ckpt", str(DEFAULT), "--data", str(data), "--max-images", "12", "--threads", "1",
+                         "--out", str(out), *args])
+
+
+@pytest.fixture(scope="module")
+def exported(calib: Path, data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Post-training int8 for every target, plus a QAT run of a few steps (enough to exercise every QAT
+    path; a QAT that short is not expected to pass its gate, so the command's status is not asserted)."""
+    out = tmp_path_factory.mktemp("int8")
+    code = _convert(out, data, "--target", "all", "--precision", "int8", "--calib", str(calib),
+                    "--qat", "--qat-epochs", "0.03")
+    report = json.loads((out / "report.json").read_text())
+    return {"code": code, "out": out, "report": report,
+            "by_target": {a["target"]: a for a in report["artifacts"] if a["precision"] == "int8"},
+            "qat": {a["target"]: a for a in report["artifacts"] if a["precision"] == "int8-qat"}}
+
+
+def test_post_training_int8_passes_the_gate(exported: dict[str, Any], calib: Path) -> None:
+    assert set(exported["by_target"]) == {"onnx", "openvino", "tflite"}
+    sha = load_calibration_set(calib).manifest["images_sha256"]
+    for a in exported["by_target"].values():
+        assert a["gate"]["passed"], (a["target"], a["gate"]["failures"])
+        assert a["parity"]["det_match"] >= 0.9 and abs(a["parity"]["map_delta"]) <= 0.01
+        manifest = json.loads(Path(a["manifest"]).read_text())
+        q = manifest["artifact"]["quantization"]
+        assert q["calibration"]["images_sha256"] == sha and q["calibration"]["count"] == 16
+    fp32_size = 15_000_000
+    assert all(a["size_bytes"] < 0.6 * fp32_size for a in exported["by_target"].values())
+
+
+def test_qat_artifacts_for_every_target(exported: dict[str, Any]) -> None:
+    from convert.edgetpu import check_tflite
+
+    qat = exported["qat"]
+    assert set(qat) == {"onnx", "openvino", "tflite"}
+    for target, a in qat.items():
+        q = json.loads(Path(a["manifest"]).read_text())["artifact"]["quantization"]
+        assert q["qat"]["history"] and q["qat"]["history"][0]["steps"] >= 2
+        assert q["ranges"] == "learned by QAT" if target != "tflite" else q["ranges"].startswith("recalibrated")
+        assert a["parity"]["det_match"] > 0.5  # a working detector, if not yet a gated one
+    ops = Counter(n.op_type for n in onnx.load(qat["onnx"]["path"]).graph.node)
+    assert ops["DequantizeLinear"] > 100 and ops["QuantizeLinear"] > 50
+    assert check_tflite(qat["tflite"]["path"]).float_tensors == []
+    assert _int8_conv_share(qat["openvino"]["path"]) > 0.8
+
+
+def test_tflite_is_fully_integer(exported: dict[str, Any]) -> None:
+    from convert.edgetpu import check_tflite
+
+    report = check_tflite(exported["by_target"]["tflite"]["path"])
+    assert report.float_tensors == [], report.float_tensors[:5]
+    assert set(report.io.values()) == {"int8"}
+    assert "QUANTIZE" not in report.op_counts and "DEQUANTIZE" not in report.op_counts
+    assert report.op_counts["CONV_2D"] > 50
+
+
+def test_onnx_has_qdq_around_every_conv(exported: dict[str, Any]) -> None:
+    model = onnx.load(exported["by_target"]["onnx"]["path"])
+    ops = Counter(n.op_type for n in model.graph.node)
+    assert ops["QuantizeLinear"] > 50 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert all(producers.get(n.input[0]) == "DequantizeLinear" and producers.get(n.input[1]) == "DequantizeLinear"
+               for n in convs)
+
+
+def _int8_conv_share(path: str) -> float:
+    """Share of the compiled model's convolutions that OpenVINO's CPU plugin executes in u8/i8."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ops = compiled.get_runtime_model().get_ops()
+    precisions = Counter(op.get_rt_info()["runtimePrecision"].astype(str) for op in ops
+                         if op.get_rt_info()["layerType"].astype(str) == "Convolution")
+    assert precisions, "no convolutions in the runtime model"
+    return (precisions.get("u8", 0) + precisions.get("i8", 0)) / sum(precisions.values())
+
+
+def test_openvino_runs_convolutions_in_int8(exported: dict[str, Any]) -> None:
+    # NNCF leaves the squeeze-excitation 1x1 convs (on pooled vectors) in float: 32 of 214 for D0
+    assert _int8_conv_share(exported["by_target"]["openvino"]["path"]) > 0.8
+
+
+def test_runtime_detects_with_int8_tflite(exported: dict[str, Any], data: Path) -> None:
+    from runtime.detector import Detector
+
+    det = Detector(exported["by_target"]["tflite"]["path"], threads=1)
+    assert det.input_spec["dtype"] == "int8" and det.input_spec["quantization"]["scale"] > 0
+    val = load_dataset(data, "val")
+    found = sum(len(det.detect_file(r.path)) for r in val.records[:4])
+    assert found > 0
+
+
+def test_gate_fails_on_constant_image_calibration(calib: Path, data: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    manifest = json.loads((calib / "manifest.json").read_text())
+    np.save(broken / "images.npy", np.zeros((8, *np.load(calib / "images.npy", mmap_mode="r").shape[1:]), np.float32))
+    from runtime.fileio import file_sha256
+
+    manifest.update(count=8, images=manifest["images"][:8], images_sha256=file_sha256(broken / "images.npy"))
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    code = _convert(out, data, "--target", "onnx", "--precision", "int8", "--calib", str(broken),
+                    "--calib-method", "onnx=minmax")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "GATE FAILED: onnx int8" in err and "most sensitive layers:" in err
+    report = json.loads((out / "report.json").read_text())
+    layers = report["sensitivity"]["layers"]
+    assert layers and layers[0]["worst_snr_db"] <= layers[-1]["worst_snr_db"]
+
+
+def test_calibration_on_evaluation_images_is_refused(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = ModelConfig.from_dict(load_checkpoint(DEFAULT)["config"])
+    val_as_train = load_dataset(data, "val")
+    val_as_train.split = "train"  # a set built from eval images under another split name
+    build_calibration_set(val_as_train, config.preprocess.to_dict(), tmp_path / "leak", n=4)
+    code = _convert(tmp_path / "out", data, "--target", "onnx", "--precision", "int8", "--calib",
+                    str(tmp_path / "leak"))
+    assert code == 2
+    assert "contains" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
