@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         md += ["How each artifact was quantized:", ""]
         md += [f"- {a['target']} {a['precision']}: {a['quantization']['tool']}, method "
                f"`{a['quantization']['method']}`, ranges {a['quantization'].get('ranges', 'calibrated')}, "
-               f"{a['quantization']['calibration']['count']} calibration images" for a in q]
+               f"{a['quantization']['calibration'].get('images_used', a['quantization']['calibration']['count'])} "
+               "calibration images" + (f", then {a['quantization']['qat']['epochs']:g} QAT epochs"
+                                       if a["quantization"].get("qat") else "") for a in q]
         md.append("")
     atomic_write_bytes(out.with_suffix(".md"), "\n".join(md).encode())
     print("\n".join(md))

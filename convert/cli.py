@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="all", choices=[*TARGETS, "all"])
-    p.add_argument("--precision", default=None, help=f"one of {', '.join(PRECISIONS)}, a comma-separated list, "
-                   "or all (default: int8 for --target tflite, the edge default; fp32 otherwise)")
+    p.add_argument("--precision", default="fp32", help=f"one of {', '.join(PRECISIONS)}, a comma-separated list, "
+                   "or all (default fp32)")
     p.add_argument("--phi", default="0", help="compound-scaling PHI the checkpoint must have (default 0)")
     p.add_argument("--variant", default="d", choices=["d", "lite"])
     p.add_argument("--num-classes", type=int, default=None, help="class count the checkpoint must have "
@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-images must be >= 0")
     overrides = parse_gate_overrides(args.gate)
     targets = list(TARGETS) if args.target == "all" else [args.target]
-    precision = args.precision or ("int8" if args.target == "tflite" else "fp32")
+    precision = args.precision
     precisions = list(PRECISIONS) if precision == "all" else precision.split(",")
     if not precisions or any(p not in PRECISIONS for p in precisions):
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, a comma-separated list of them, "

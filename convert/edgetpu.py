@@ -136,6 +136,21 @@ def parse_compiler_log(text: str, model: str = "") -> CompileReport:
     return CompileReport(model, out.group(1) if out else None, counts["Edge TPU"], counts["CPU"], rows, text)
 
 
+def write_compiled_manifest(source: Path, compiled: Path) -> Path:
+    """The source TFLite's manifest, re-pointed at the compiled file (its name and hash), so the runtime's
+    ``Detector(compiled, edgetpu=True)`` finds and checks it like any artifact."""
+    import json
+
+    from runtime.fileio import file_sha256
+    from runtime.manifest import sidecar_path
+
+    from .manifest_writer import write_manifest
+
+    manifest = json.loads(sidecar_path(source).read_text())
+    manifest["artifact"].update(file=compiled.name, edgetpu_compiled_from=source.name)
+    return write_manifest(compiled, manifest, file_sha256(compiled))
+
+
 def run_compiler(model: str | Path, out_dir: str | Path, min_tpu_fraction: float) -> CompileReport:
     """Compile with ``edgetpu_compiler -s`` into ``out_dir`` and enforce the TPU share."""
     exe = shutil.which("edgetpu_compiler")
@@ -149,6 +164,10 @@ def run_compiler(model: str | Path, out_dir: str | Path, min_tpu_fraction: float
     if proc.returncode != 0:
         raise EdgeTpuError(f"edgetpu_compiler failed (exit {proc.returncode}):\n{text[-2000:]}")
     report = parse_compiler_log(text, str(model))
+    compiled = Path(out_dir) / f"{Path(model).stem}_edgetpu.tflite"
+    if compiled.is_file():
+        write_compiled_manifest(Path(model), compiled)
+        report.output = str(compiled)
     if report.tpu_fraction < min_tpu_fraction:
         cpu = [r for r in report.operators if "Mapped to Edge TPU" not in r["status"]]
         raise EdgeTpuError(f"only {report.tpu_ops}/{report.tpu_ops + report.cpu_ops} ops "

@@ -51,10 +51,13 @@ class Int8Options:
 
     def describe(self, target: str, **extra: Any) -> dict[str, Any]:
         """The manifest's ``artifact.quantization`` block for ``target``."""
+        from quantize.onnx_int8 import images_used
+
         c = self.calib
+        used = images_used(self.methods[target], len(c)) if target == "onnx" else len(c)
         return {"tool": TOOLS[target], "method": self.methods[target], "scheme": SCHEME,
                 "calibration": {"path": str(c.path), "images_sha256": c.manifest["images_sha256"], "count": len(c),
-                                "source": c.manifest["source"], "split": c.manifest["split"]},
+                                "images_used": used, "source": c.manifest["source"], "split": c.manifest["split"]},
                 "float_layers": list(self.float_layers.get(target, [])), **extra}
 
 
@@ -72,7 +75,7 @@ def export_int8(targets: list[str], config: ModelConfig, out: Path, base: str, f
 
         from .onnx_export import write_onnx
 
-        log(f"quantizing onnx int8 ({opts.methods['onnx']}, {len(opts.calib)} calibration images)")
+        log(f"quantizing onnx int8 with onnxruntime ({opts.methods['onnx']})")
         proto = quantize_onnx(fp32, opts.calib, opts.methods["onnx"], exclude=opts.float_layers.get("onnx", ()))
         artifacts.append(write_onnx(proto, config, out / f"{base}-int8.onnx", "int8",
                                     quantization=opts.describe("onnx"), **source))

@@ -47,22 +47,25 @@ def export_qat(model: Any, config: ModelConfig, targets: list[str], out: Path, b
     check_static(qdq)
     info = {"qat": {**qcfg.to_dict(), "train_split": train_set.split, "train_images": len(train_set.records),
                     "history": history, "wall_time_s": round(time.time() - t0, 1)}}
+    def learned(target: str) -> dict[str, Any]:
+        block = opts.describe(target)
+        block["calibration"]["images_used"] = min(qcfg.calib_images, len(opts.calib))  # initial ranges
+        return {**block, "tool": QAT_TOOL + (" -> openvino" if target == "openvino" else ""), "method": "qat",
+                "ranges": "learned by QAT", **info}
+
     artifacts = []
     qdq_path = work_dir / f"{base}-int8-qat-qdq.onnx"
     onnx.save(qdq, str(qdq_path))
     if "onnx" in targets:
         artifacts.append(write_onnx(qdq, config, out / f"{base}-int8-qat.onnx", "int8-qat",
-                                    quantization={**opts.describe("onnx"), "tool": QAT_TOOL, "method": "qat",
-                                                  "ranges": "learned by QAT", **info}, **source))
+                                    quantization=learned("onnx"), **source))
     if "openvino" in targets:
         from .openvino_export import convert_onnx, export_openvino
 
         log("QAT: converting the QDQ ONNX to OpenVINO IR (FakeQuantize keeps the learned ranges)")
         artifacts.append(export_openvino(qdq_path, config, out / f"{base}-int8-qat.xml", "int8-qat",
                                          model=convert_onnx(qdq_path),
-                                         quantization={**opts.describe("openvino"), "tool": QAT_TOOL + " -> openvino",
-                                                       "method": "qat", "ranges": "learned by QAT", **info},
-                                         **source))
+                                         quantization=learned("openvino"), **source))
     if "tflite" in targets:
         from .tflite_export import export_tflite, onnx_to_saved_model
 

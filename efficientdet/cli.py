@@ -122,6 +122,7 @@ def cmd_run_report(args: argparse.Namespace) -> int:
         "",
         "Validation (checkpoint selection) during training:",
         "",
+        *([args.note, ""] if args.note else []),
         curve_table(records),
         "",
     ]
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eval", required=True, help="JSON written by `eval --out`")
     r.add_argument("--out", required=True, help="Markdown path; the PNG goes beside it")
     r.add_argument("--command", default="make bccd-train && make bccd-eval", help="reproduction command to print")
+    r.add_argument("--note", default=None, help="a paragraph printed above the validation table")
     r.set_defaults(func=cmd_run_report)
 
     sl = sub.add_parser("slim", help="fp16 EMA-only copy of a checkpoint with its provenance (for committing)")

@@ -27,7 +27,7 @@ METHODS = ("minmax", "ema-minmax", "percentile", "entropy")
 HISTOGRAM_IMAGES = 64  # percentile/entropy: onnxruntime bins every activation in numpy (~6 s per image for D0)
 
 
-class _Reader:
+class CalibrationReader:
     """onnxruntime's CalibrationDataReader over a calibration set (NCHW batches of one), in ranges.
 
     onnxruntime keeps every intermediate tensor of every image it is given at once (the histogram
@@ -53,6 +53,12 @@ class _Reader:
 CHUNK = 8
 
 
+def images_used(method: str, available: int) -> int:
+    """How many calibration images ``method`` uses: histogram methods are capped; onnxruntime wants equal chunks."""
+    count = min(available, HISTOGRAM_IMAGES) if method in ("percentile", "entropy") else available
+    return count - count % CHUNK if count > CHUNK else count
+
+
 def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "percentile",
                   exclude: Iterable[str] = ()) -> onnx.ModelProto:
     """A QDQ model of ``fp32``; ``exclude`` names nodes to keep in float (mixed-precision fallback)."""
@@ -63,9 +69,7 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
                  "entropy": CalibrationMethod.Entropy}
     if method not in calibrate:
         raise ValueError(f"ONNX calibration method must be one of {METHODS}, got {method!r}")
-    cap = HISTOGRAM_IMAGES if method in ("percentile", "entropy") else len(calib)
-    count = min(len(calib), cap)
-    count -= count % CHUNK if count > CHUNK else 0  # onnxruntime wants equal chunks
+    count = images_used(method, len(calib))
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": False,
                              "CalibStridedMinMax": min(CHUNK, count)}
     if method == "percentile":
@@ -77,7 +81,7 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
         src.write_bytes(fp32.SerializeToString())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_static(str(src), str(dst), _Reader(calib, fp32.graph.input[0].name, count),
+            quantize_static(str(src), str(dst), CalibrationReader(calib, fp32.graph.input[0].name, count),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
                             calibrate_method=calibrate[method], extra_options=extra)

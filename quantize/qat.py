@@ -101,6 +101,7 @@ def finetune(qat: torch.fx.GraphModule, train_set: DetectionDataset, config: Any
     pt2e = _pt2e()
     from torchao.quantization.pt2e.fake_quantize import disable_observer
 
+    torch.manual_seed(cfg.seed)  # drop-path is random in training mode
     pre = config.preprocess.to_dict()
     data = DetectionBatches(train_set, pre, anchor_spec_from_config(config.to_dict()), Augment(), cfg.seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, drop_last=True, num_workers=1, persistent_workers=True,

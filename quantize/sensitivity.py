@@ -49,14 +49,14 @@ def activation_ranges(model: onnx.ModelProto, calib: CalibrationSet, count: int)
     """Min/max of every node input over ``count`` calibration images (onnxruntime's MinMax calibrator)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    from .onnx_int8 import _Reader
+    from .onnx_int8 import CalibrationReader
 
     with tempfile.TemporaryDirectory(prefix="sensitivity-") as tmp:
         path = Path(tmp) / "fp32.onnx"
         path.write_bytes(model.SerializeToString())
         calibrator = create_calibrator(path, list(OP_TYPES), augmented_model_path=str(Path(tmp) / "aug.onnx"),
                                        calibrate_method=CalibrationMethod.MinMax)
-        calibrator.collect_data(_Reader(calib, model.graph.input[0].name, min(count, len(calib))))
+        calibrator.collect_data(CalibrationReader(calib, model.graph.input[0].name, min(count, len(calib))))
         data = calibrator.compute_data()
         return {name: (float(np.min(d.range_value[0])), float(np.max(d.range_value[1]))) for name, d in data.items()}
 
