@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", required=True, help="report.json of `python -m convert --precision int8 [--qat]`")
     p.add_argument("--out", required=True, help="results path without suffix (writes .json and .md)")
     p.add_argument("--command", required=True, help="the command that produced the report (printed in the .md)")
+    p.add_argument("--note", default=None, help="a paragraph printed under the table")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=50)
     args = p.parse_args(argv)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
           "images; det match = share of FP32 detections (deployment threshold) matched by the artifact, same "
           "class, IoU ≥ 0.5. Latency: end to end through the runtime (pre + infer + post), "
           f"{args.threads} threads, {args.runs} runs, on {platform.machine()} with {os.cpu_count()} cores, "
-          "all artifacts in one process.", "", *table(report), "",
+          "all artifacts in one process.", "", *table(report), "", *([args.note, ""] if args.note else []),
           "Reproduce:", "", "```bash", args.command, "```", ""]
     q = [a for a in report["artifacts"] if a.get("quantization")]
     if q:

@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None, help="calibration set folder for int8 (default: built on first use "
                    "from the training split of --data, see `make calib`)")
     p.add_argument("--calib-method", action="append", default=[], metavar="TARGET=METHOD",
-                   help="int8 calibration method per target: onnx=minmax|percentile|entropy, "
-                   "openvino=mixed|performance|minmax|quantile (tflite: minmax only)")
+                   help="int8 calibration method per target: onnx=minmax|ema-minmax|percentile|entropy "
+                   "(default percentile), openvino=mixed|performance|minmax|quantile (default mixed); "
+                   "tflite: minmax only")
     p.add_argument("--io-dtype", default="int8", choices=["int8", "uint8"], help="TFLite int8 input/output type "
                    "(uint8 for the Edge TPU)")
     p.add_argument("--float-layers", type=int, default=0, metavar="K",

@@ -53,6 +53,36 @@ class CalibrationReader:
 CHUNK = 8
 
 
+def _unshare_initializers(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
+    """Give ``nodes`` their own copies of initializers they share with other nodes.
+
+    The exporter stores one initializer for identical weights (e.g. the per-level copies of a head's
+    prediction conv), and onnxruntime quantizes a shared initializer once for all its consumers, so a
+    node excluded from quantization would still read int8 weights through the shared DequantizeLinear.
+    """
+    if not nodes:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name: t for t in out.graph.initializer}
+    users: dict[str, int] = {}
+    for node in out.graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    wanted = set(nodes)
+    for node in out.graph.node:
+        if node.name not in wanted:
+            continue
+        for k, name in enumerate(node.input):
+            if name in inits and users[name] > 1:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}__float_{node.name}"
+                out.graph.initializer.append(copy)
+                node.input[k] = copy.name
+    return out
+
+
 def images_used(method: str, available: int) -> int:
     """How many calibration images ``method`` uses: histogram methods are capped; onnxruntime wants equal chunks."""
     count = min(available, HISTOGRAM_IMAGES) if method in ("percentile", "entropy") else available
@@ -76,9 +106,10 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
         extra["CalibPercentile"] = 99.999
     if method == "ema-minmax":
         extra["CalibMovingAverage"] = True
+    exclude = list(exclude)
     with tempfile.TemporaryDirectory(prefix="onnx-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32.SerializeToString())
+        src.write_bytes(_unshare_initializers(fp32, exclude).SerializeToString())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_static(str(src), str(dst), CalibrationReader(calib, fp32.graph.input[0].name, count),

@@ -175,13 +175,21 @@ def test_gate_fails_on_constant_image_calibration(calib: Path, data: Path, tmp_p
     (broken / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
     code = _convert(out, data, "--target", "onnx", "--precision", "int8", "--calib", str(broken),
-                    "--calib-method", "onnx=minmax")
+                    "--calib-method", "onnx=minmax", "--float-layers", "2")
     err = capsys.readouterr().err
     assert code == 1
     assert "GATE FAILED: onnx int8" in err and "most sensitive layers:" in err
     report = json.loads((out / "report.json").read_text())
     layers = report["sensitivity"]["layers"]
     assert layers and layers[0]["worst_snr_db"] <= layers[-1]["worst_snr_db"]
+    # the float fallback kept the two most sensitive layers out of int8, and the manifest says which
+    (entry,) = report["artifacts"]
+    kept = json.loads(Path(entry["manifest"]).read_text())["artifact"]["quantization"]["float_layers"]
+    assert kept == [layers[0]["node"], layers[1]["node"]]
+    model = onnx.load(entry["path"])
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    for node in (n for n in model.graph.node if n.name in kept):
+        assert producers.get(node.input[1]) != "DequantizeLinear"  # float weight
 
 
 def test_calibration_on_evaluation_images_is_refused(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
