@@ -5,7 +5,10 @@ models did not export to ONNX here); PT2E's converted model exports with the dyn
 QDQ ONNX that onnxruntime and OpenVINO execute in int8 with the learned ranges (TOOLCHAIN-FACTS).
 Two measured traps are designed around: the model is exported with a batch >= 2 and a dynamic batch
 dimension, and from ``export_form()`` (each head level its own conv with BN folded; shared convs with
-per-level BN broke ``convert_pt2e``).
+per-level BN broke ``convert_pt2e``). Stochastic depth is switched off first: the graph is traced in
+training mode, and ``move_exported_model_to_eval`` only rewrites dropout and BatchNorm, so a traced
+drop-path would stay in the converted model as random ops (measured: 9 RandomUniformLike nodes in
+the exported ONNX, making the QAT artifacts' outputs random).
 
 Scheme: torchao's x86 quantizer in QAT mode — weights int8 per-channel symmetric, activations uint8
 per-tensor affine: the scheme onnxruntime (U8S8), NNCF (MIXED) and full-integer TFLite use, so what QAT
@@ -33,6 +36,7 @@ from tqdm import tqdm
 from calib_data import CalibrationSet
 from efficientdet.data.records import DetectionDataset
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
+from efficientdet.model.layers import DropPath
 from efficientdet.train.batches import Augment, DetectionBatches
 from efficientdet.train.loss import detection_loss
 from efficientdet.train.trainer import lr_at
@@ -72,6 +76,9 @@ def prepare(model: torch.nn.Module, input_size: int) -> torch.fx.GraphModule:
     )
 
     form = model.export_form() if hasattr(model, "export_form") else model
+    for module in form.modules():
+        if isinstance(module, DropPath):
+            module.rate = 0.0  # traced in training mode it would become random ops that stay in every export
     form.train()
     example = torch.randn(2, 3, input_size, input_size)
     batch = torch.export.Dim("batch", min=1, max=256)

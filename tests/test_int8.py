@@ -110,6 +110,7 @@ def test_qat_artifacts_for_every_target(exported: dict[str, Any]) -> None:
         assert a["parity"]["det_match"] > 0.5  # a working detector, if not yet a gated one
     ops = Counter(n.op_type for n in onnx.load(qat["onnx"]["path"]).graph.node)
     assert ops["DequantizeLinear"] > 100 and ops["QuantizeLinear"] > 50
+    assert not [op for op in ops if op.startswith("Random")]  # no traced stochastic depth
     assert check_tflite(qat["tflite"]["path"]).float_tensors == []
     assert _int8_conv_share(qat["openvino"]["path"]) > 0.8
 
