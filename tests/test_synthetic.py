@@ -94,3 +94,19 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([str(tmp_path / "cli"), "--train", "2", "--val", "1", "--size", "64", "--seed", "5"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
     assert json.loads((tmp_path / "cli" / STAMP).read_text())["params"]["seed"] == 5
+
+
+def test_default_dataset_is_generated_on_first_use_by_any_spelling(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean checkout has no data/synthetic: whether a caller names it relative to the working
+    directory or absolute under the project root, the first use generates it (CI hit the absolute form)."""
+    from efficientdet.data import synthetic
+
+    monkeypatch.setattr(synthetic, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(synthetic, "generate_synthetic",
+                        lambda path: generate_synthetic(path, num_train=2, num_val=1, image_size=64))
+    absolute = tmp_path / "data" / "synthetic"
+    assert synthetic.resolve_dataset(absolute) == absolute
+    assert len(load_dataset(absolute, "train").records) == 2
+    elsewhere = tmp_path / "other" / "data" / "synthetic"
+    assert synthetic.resolve_dataset(elsewhere) == elsewhere and not elsewhere.exists()

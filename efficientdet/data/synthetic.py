@@ -343,12 +343,14 @@ def generate_synthetic(out_dir: str | Path, num_train: int = 600, num_val: int =
 
 
 DEFAULT_DIR = "data/synthetic"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve_dataset(path: str | Path) -> Path:
     """``path`` as given, except that the embedded default dataset is generated on first use."""
     path = Path(path)
-    if path == Path(DEFAULT_DIR) and not (path / "annotations").is_dir():
+    defaults = {Path(DEFAULT_DIR).resolve(), (PROJECT_ROOT / DEFAULT_DIR).resolve()}
+    if path.resolve() in defaults and not (path / "annotations").is_dir():
         print(f"generating the embedded default dataset in {path} ...", file=sys.stderr)
         generate_synthetic(path)
     return path
