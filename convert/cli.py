@@ -28,13 +28,15 @@ class UsageError(ValueError):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="all", choices=[*TARGETS, "all"])
+    p.add_argument("--target", default="all", help=f"one of {', '.join(TARGETS)}, a comma-separated list, or all")
     p.add_argument("--precision", default="fp32", help=f"one of {', '.join(PRECISIONS)}, a comma-separated list, "
                    "or all (default fp32)")
     p.add_argument("--phi", default="0", help="compound-scaling PHI the checkpoint must have (default 0)")
     p.add_argument("--variant", default="d", choices=["d", "lite"])
     p.add_argument("--num-classes", type=int, default=None, help="class count the checkpoint must have "
                    "(default: whatever it has)")
+    p.add_argument("--input-size", type=int, default=None, help="export at this square input size, a multiple of "
+                   "128 (default: the checkpoint's; the network is fully convolutional, anchors follow the size)")
     p.add_argument("--ckpt", default=None, help="checkpoint (default models/default-<variant><phi>.pt)")
     p.add_argument("--data", default="data/synthetic", help="evaluation dataset for the parity gate")
     p.add_argument("--split", default="val")
@@ -169,7 +171,10 @@ def _load(args: argparse.Namespace, ckpt: Path) -> tuple[Any, Any]:
 
     stored = ModelConfig.from_dict(load_checkpoint(ckpt)["config"])
     expect = make_config(args.phi, args.variant, num_classes=args.num_classes or stored.num_classes)
-    return load_model(ckpt, expect=expect)
+    model, config = load_model(ckpt, expect=expect)
+    if args.input_size and args.input_size != config.input_size:
+        config = config.replace(input_size=args.input_size)
+    return model, config
 
 
 def _dataset(args: argparse.Namespace, config: Any) -> Any:
@@ -254,8 +259,13 @@ def _log(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_images is not None and args.max_images < 0:
         raise UsageError("--max-images must be >= 0")
+    if args.input_size is not None and (args.input_size < 128 or args.input_size % 128):
+        raise UsageError(f"--input-size must be a positive multiple of 128 (the P7 stride), got {args.input_size}")
     overrides = parse_gate_overrides(args.gate)
-    targets = list(TARGETS) if args.target == "all" else [args.target]
+    targets = list(TARGETS) if args.target == "all" else args.target.split(",")
+    if not targets or any(t not in TARGETS for t in targets):
+        raise UsageError(f"--target must be one of {', '.join(TARGETS)}, a comma-separated list of them, or all; "
+                         f"got {args.target!r}")
     precision = args.precision
     precisions = list(PRECISIONS) if precision == "all" else precision.split(",")
     if not precisions or any(p not in PRECISIONS for p in precisions):

@@ -1,18 +1,36 @@
-"""Latency benchmark of the whole pipeline on the device itself (no dataset needed)."""
+"""Latency benchmark of the whole pipeline on the device itself (no dataset, no toolchain needed).
+
+One result row has the same fields wherever it was measured (``make bench`` on the build machine,
+``python -m runtime bench`` on a Raspberry Pi or a Coral board), and a results file is
+``{"schema", "machine", "versions", "rows": [...]}`` either way, so ``make report DEVICE_RESULTS=...``
+merges device files beside the build machine's rows; accuracy is joined later by the artifact's sha256.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
 import resource
+import socket
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .detector import Detector
+
+RESULTS_SCHEMA = "efficientdet-bench/1"
+ROW_FIELDS = ("name", "target", "precision", "threads", "pre_ms", "infer_ms", "post_ms", "total_ms", "p90_ms",
+              "fps", "size_bytes", "rss_mb", "load_ms", "map")
+VERSION_PACKAGES = ("numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "openvino", "ai-edge-litert",
+                    "tflite-runtime", "tensorflow", "torch")
+
+
+class Timed(Protocol):
+    def timed(self, image: np.ndarray) -> tuple[Any, dict[str, float]]: ...
 
 
 def synthetic_image(height: int = 480, width: int = 640) -> np.ndarray:
@@ -42,33 +60,73 @@ def peak_rss_mb() -> float:
 
 def machine_info() -> dict[str, Any]:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "host": socket.gethostname()}
+
+
+def package_versions(packages: tuple[str, ...] = VERSION_PACKAGES) -> dict[str, str]:
+    """Installed versions of the runtime's possible backends, without importing them."""
+    found = {}
+    for name in packages:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def time_calls(det: Timed, image: np.ndarray, runs: int, warmup: int) -> np.ndarray:
+    """``[runs, 3]`` pre/infer/post milliseconds of ``runs`` calls after ``warmup`` untimed ones."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    for _ in range(warmup):
+        det.timed(image)
+    return np.asarray([[t["pre_ms"], t["infer_ms"], t["post_ms"]] for t in (det.timed(image)[1] for _ in range(runs))])
+
+
+def summarize(samples: np.ndarray) -> dict[str, Any]:
+    """Median per stage and end to end, p90s, and single-stream throughput from ``[N, 3]`` stage times."""
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1, 3)
+    totals = samples.sum(axis=1)
+    med = np.median(samples, axis=0)
+    p90 = np.percentile(samples, 90, axis=0)
+    return {"pre_ms": float(med[0]), "infer_ms": float(med[1]), "post_ms": float(med[2]),
+            "total_ms": float(np.median(totals)), "p90_ms": float(np.percentile(totals, 90)),
+            "stage_p90_ms": dict(zip(("pre", "infer", "post"), map(float, p90))),
+            "fps": float(1e3 * len(totals) / totals.sum()), "runs": int(len(totals))}
+
+
+def artifact_row(det: Detector, name: str | None = None) -> dict[str, Any]:
+    """The fields of a result row that describe the artifact rather than its timing."""
+    art = det.manifest["artifact"]
+    return {"name": name or f"{art['target']}-{art['precision']}", "target": art["target"],
+            "precision": art["precision"], "backend": det.backend.name,
+            "inference_precision": det.backend.precision, "threads": det.threads, "model": str(det.model_path),
+            "sha256": art.get("sha256"), "size_bytes": artifact_size(det.model_path),
+            "input_size": det.manifest["input"]["shape"], "map": None}
 
 
 def run_benchmark(model: str | os.PathLike[str], threads: int | None = None, runs: int = 50, warmup: int = 5,
-                  image: np.ndarray | None = None) -> dict[str, Any]:
-    """Median pre/infer/post/total milliseconds (and total p90) over ``runs`` timed calls after ``warmup``."""
+                  image: np.ndarray | None = None, name: str | None = None, edgetpu: bool = False,
+                  device: str | None = None) -> dict[str, Any]:
+    """One result row: medians of ``runs`` calls after ``warmup``, load time and this process's peak RSS."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     t0 = time.perf_counter()
-    det = Detector(model, threads=threads)
+    det = Detector(model, threads=threads, edgetpu=edgetpu)
     load_ms = (time.perf_counter() - t0) * 1e3
-    img = synthetic_image() if image is None else image
-    for _ in range(warmup):
-        det.timed(img)
-    rows = []
-    for _ in range(runs):
-        _, t = det.timed(img)
-        rows.append((t["pre_ms"], t["infer_ms"], t["post_ms"], t["pre_ms"] + t["infer_ms"] + t["post_ms"]))
-    arr = np.asarray(rows)
-    med = np.median(arr, axis=0)
-    p90 = np.percentile(arr, 90, axis=0)
-    return {"model": str(model), "backend": det.backend.name, "precision": det.manifest["artifact"]["precision"],
-            "inference_precision": det.backend.precision, "threads": det.threads, "runs": runs, "warmup": warmup,
-            "pre_ms": float(med[0]), "infer_ms": float(med[1]), "post_ms": float(med[2]), "total_ms": float(med[3]),
-            "p90_ms": float(p90[3]), "stage_p90_ms": dict(zip(("pre", "infer", "post"), map(float, p90[:3]))),
-            "size_bytes": artifact_size(Path(model)),
-            "load_ms": load_ms, "rss_mb": peak_rss_mb(), "machine": machine_info()}
+    samples = time_calls(det, synthetic_image() if image is None else image, runs, warmup)
+    row = artifact_row(det, name)
+    if edgetpu:
+        row["target"] = "edgetpu"
+    row.update(summarize(samples), warmup=warmup, load_ms=load_ms, rss_mb=peak_rss_mb(),
+               device=device or machine_info()["host"], machine=machine_info())
+    return row
+
+
+def results_document(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """The results-file format shared by ``make bench`` and ``python -m runtime bench --out``."""
+    return {"schema": RESULTS_SCHEMA, "machine": machine_info(), "versions": package_versions(), **extra,
+            "rows": rows}
 
 
 def format_table(stats: dict[str, Any]) -> str:
@@ -80,6 +138,6 @@ def format_table(stats: dict[str, Any]) -> str:
              f"{'stage':<8}{'median ms':>12}{'p90 ms':>10}",
              *(f"{k:<8}{stats[k + '_ms']:>12.2f}{stats['stage_p90_ms'][k]:>10.2f}" for k in ("pre", "infer", "post")),
              f"{'total':<8}{stats['total_ms']:>12.2f}{stats['p90_ms']:>10.2f}",
-             f"load {stats['load_ms']:.0f} ms, size {stats['size_bytes'] / 1e6:.2f} MB, "
-             f"peak RSS {stats['rss_mb']:.0f} MB"]
+             f"{stats['fps']:.1f} images/s single stream, load {stats['load_ms']:.0f} ms, "
+             f"size {stats['size_bytes'] / 1e6:.2f} MB, peak RSS {stats['rss_mb']:.0f} MB"]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 
 from .backends import BackendUnavailableError
-from .bench import format_table, run_benchmark
+from .bench import RESULTS_SCHEMA, format_table, results_document, run_benchmark
 from .detector import Detector
 from .draw import draw_detections
 from .fileio import atomic_write_json
@@ -35,8 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
     b.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
     b.add_argument("--image", help="image to time on (default: a deterministic synthetic image)")
-    b.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    b.add_argument("--out", type=Path, help="also write the JSON results to this file")
+    b.add_argument("--json", action="store_true", help="print the result row as one JSON object")
+    b.add_argument("--out", type=Path, help="add the row to this results file (created if absent; the format of "
+                   "`make bench`, merged into the report by `make report DEVICE_RESULTS=...`)")
+    b.add_argument("--name", help="row name (default TARGET-PRECISION, e.g. tflite-int8)")
+    b.add_argument("--device", help="device label for the report (default: this host's name)")
+    b.add_argument("--edgetpu", action="store_true", help="run a *_edgetpu.tflite model on a Coral Edge TPU")
     return p
 
 
@@ -69,13 +73,30 @@ def _detect(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     image = read_image(args.image) if args.image else None
-    stats = run_benchmark(args.model, threads=args.threads, runs=args.runs, warmup=args.warmup, image=image)
+    stats = run_benchmark(args.model, threads=args.threads, runs=args.runs, warmup=args.warmup, image=image,
+                          name=args.name, edgetpu=args.edgetpu, device=args.device)
     if args.image:
         stats["image"] = args.image
     print(json.dumps(stats) if args.json else format_table(stats))
     if args.out:
-        atomic_write_json(args.out, stats)
+        atomic_write_json(args.out, add_row(args.out, stats))
     return 0
+
+
+def add_row(path: Path, row: dict) -> dict:
+    """The results document at ``path`` with ``row`` added (replacing the same name/threads/device)."""
+    if not path.is_file():
+        return results_document([row])
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} exists but is not a results file ({e}); choose another --out") from None
+    if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
+        raise ValueError(f"{path} exists but is not a {RESULTS_SCHEMA} results file; choose another --out")
+    key = (row["name"], row["threads"], row["device"])
+    doc["rows"] = [r for r in doc.get("rows", []) if (r.get("name"), r.get("threads"), r.get("device")) != key]
+    doc["rows"].append(row)
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:

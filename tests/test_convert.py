@@ -114,6 +114,18 @@ def test_cli_missing_checkpoint(workspace: dict, tmp_path: Path, capsys: pytest.
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["--target", "onnx,coreml"], "--target must be one of onnx, openvino, tflite"),
+    (["--input-size", "300"], "--input-size must be a positive multiple of 128"),
+])
+def test_cli_bad_target_or_size(workspace: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                args: list[str], expected: str) -> None:
+    out = tmp_path / "out"
+    assert cli.main([*args, "--ckpt", str(workspace["ckpt"]), "--out", str(out)]) == 2
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_default_checkpoint_missing_says_how_to_get_it(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # an empty folder: no models/default-d0.pt here

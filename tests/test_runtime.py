@@ -337,7 +337,9 @@ def test_cli_bench_json(artifacts: dict[str, Any], tmp_path: Path, capsys: pytes
             str(out)]
     assert cli_main(argv) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert stats == json.loads(out.read_text())
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "efficientdet-bench/1" and doc["rows"] == [stats]
+    assert "onnxruntime" in doc["versions"] and "numpy" in doc["versions"]
     for key in ("pre_ms", "infer_ms", "post_ms", "total_ms", "p90_ms", "load_ms", "rss_mb"):
         assert isinstance(stats[key], float) and stats[key] > 0, key
     assert stats["total_ms"] >= stats["infer_ms"]
@@ -345,11 +347,20 @@ def test_cli_bench_json(artifacts: dict[str, Any], tmp_path: Path, capsys: pytes
     assert stats["precision"] == "fp32" and stats["inference_precision"] == "f32"
     assert stats["model"] == str(artifacts["xml"])
     assert stats["size_bytes"] > artifacts["xml"].stat().st_size  # the .bin weights count too
-    assert set(stats["machine"]) == {"platform", "processor", "cpu_count", "python"}
+    assert set(stats["machine"]) == {"platform", "processor", "cpu_count", "python", "host"}
+    assert stats["name"] == "openvino-fp32" and stats["target"] == "openvino" and stats["sha256"]
+    assert stats["fps"] == pytest.approx(1e3 / stats["total_ms"], rel=0.5)
     assert not list(out.parent.glob("*.tmp"))
-    assert cli_main(["bench", str(artifacts["onnx"]), "--runs", "2", "--warmup", "0"]) == 0
+    assert cli_main(["bench", str(artifacts["onnx"]), "--runs", "2", "--warmup", "0", "--out", str(out),
+                     "--device", "pi5"]) == 0
     table = capsys.readouterr().out
     assert "median ms" in table and "infer" in table and "onnxruntime" in table
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["name"], r["device"]) for r in rows] == [("openvino-fp32", stats["device"]), ("onnx-fp32", "pi5")]
+    (tmp_path / "other.json").write_text("[1, 2]")
+    assert cli_main(["bench", str(artifacts["onnx"]), "--runs", "1", "--out", str(tmp_path / "other.json")]) == 2
+    assert "not a efficientdet-bench/1 results file" in capsys.readouterr().err
+    assert (tmp_path / "other.json").read_text() == "[1, 2]"
 
 
 def _run_python(code: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:

@@ -1,0 +1,205 @@
+"""``make bench``: every artifact of one model (target x precision) against PyTorch FP32 eager and plain
+onnxruntime FP32, end to end through the same pre/post-processing, on this machine.
+
+All latencies of one thread count come from one process, interleaved (benchmarks.interleave), so the
+ratios hold on a shared machine; load time and peak memory come from a fresh process per row (what a
+device sees when it starts the app). Accuracy is the parity gate's, from the export's report.json.
+Writes ``OUT/results.json`` (the format ``python -m runtime bench --out`` writes on a device),
+``OUT/results.md`` and the PNG plots beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from efficientdet.checkpoint import load_checkpoint
+from efficientdet.data.loader import load_dataset
+from efficientdet.data.synthetic import resolve_dataset
+from efficientdet.model.config import ModelConfig
+from efficientdet.model.summary import summarize as model_summary
+from runtime.bench import Timed, artifact_row, results_document, summarize
+from runtime.detector import Detector
+from runtime.fileio import atomic_write_json
+from runtime.preprocess import read_image
+
+from .bench_output import write_outputs
+from .exports import PRECISIONS, ExportError, ensure_exports
+from .goals import check_goals
+from .interleave import interleaved_samples
+from .op_profile import onnxruntime_ops, openvino_ops
+from .roofline import attach, roofline
+from .torch_baseline import TorchDetector
+
+TARGETS = ("onnx", "openvino", "tflite")
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--ckpt", default="models/default-d0.pt", help="checkpoint (default: the project's default D0)")
+    p.add_argument("--input-size", type=int, default=None, help="default 512 (D0's size); QUICK: the checkpoint's")
+    p.add_argument("--data", default="data/synthetic", help="dataset: evaluation split for accuracy, images to time")
+    p.add_argument("--targets", default="all", help="comma-separated of onnx,openvino,tflite or all")
+    p.add_argument("--precisions", default=None, help="comma-separated of fp32,fp16,int8,int8-qat "
+                   "(default all four; QUICK: fp32,int8)")
+    p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (QUICK: the first only)")
+    p.add_argument("--runs", type=int, default=None, help="timed calls per row (default 50; QUICK 20)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="CI smoke run: small input, fewer rows and runs (< 5 min)")
+    p.add_argument("--qat-epochs", type=float, default=1.0, help="QAT fine-tuning epochs when int8-qat is exported")
+    p.add_argument("--max-images", type=int, default=None, help="evaluation images for accuracy (default 100; "
+                   "QUICK 30)")
+    p.add_argument("--calib", default=None, help="int8 calibration set (default: built from --data, see make calib)")
+    p.add_argument("--exports", default=None, help="export folder to reuse or fill (default exports/bench-...)")
+    p.add_argument("--out", default="bench", help="results folder (default bench/)")
+    args = p.parse_args(argv)
+    args.threads_list = [int(t) for t in args.threads.split(",") if t.strip()]
+    if args.quick:
+        args.threads_list = args.threads_list[:1]
+    args.precision_list = (args.precisions or ("fp32,int8" if args.quick else ",".join(PRECISIONS))).split(",")
+    args.target_list = list(TARGETS) if args.targets == "all" else args.targets.split(",")
+    if set(args.target_list) - set(TARGETS) or not args.target_list:
+        p.error(f"--targets: choose from {', '.join(TARGETS)} or all, got {args.targets!r}")
+    if not args.threads_list or min(args.threads_list) < 1:
+        p.error(f"--threads: positive integers, got {args.threads!r}")
+    args.runs = args.runs or (20 if args.quick else 50)
+    args.warmup = min(args.warmup, 3) if args.quick else args.warmup
+    args.max_images = args.max_images if args.max_images is not None else (30 if args.quick else 100)
+    return args
+
+
+def _footprint(cmd: list[str]) -> dict[str, float]:
+    """Load time and peak RSS of a fresh process that loads one pipeline and runs it a few times."""
+    proc = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=900)
+    if proc.returncode:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-800:]}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"load_ms": row["load_ms"], "rss_mb": row["rss_mb"]}
+
+
+def _accuracy(row: dict[str, Any], entry: dict[str, Any] | None, map_ref: float) -> None:
+    if entry is None:
+        row.update(map=map_ref, map_delta=0.0, det_match=1.0, gate_passed=None)
+        return
+    p = entry["parity"]
+    row.update(map=p["map"], map50=p["map50"], map_delta=p["map_delta"], det_match=p["det_match"],
+               gate_passed=entry["gate"]["passed"])
+
+
+def _profile(rows: list[dict[str, Any]], detectors: dict[str, Detector], image: Any) -> dict[str, Any]:
+    """Operator shares of each ONNX and OpenVINO artifact at the largest thread count measured."""
+    out: dict[str, Any] = {}
+    for row in rows:
+        det = detectors.get(row["name"])
+        if det is None or row["target"] not in ("onnx", "openvino") or row["name"] == "onnxruntime-fp32":
+            continue
+        x, _ = det.preprocess_image(image)
+        if row["target"] == "onnx":
+            out[row["name"]] = onnxruntime_ops(det.model_path, x, row["threads"])
+        else:
+            out[row["name"]] = openvino_ops(det.model_path, x, row["threads"], det.backend.precision)
+    return out
+
+
+def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images: list[Any],
+            macs: float) -> dict[str, Any]:
+    entries = [a for a in report["artifacts"] if a["target"] in args.target_list
+               and a["precision"] in args.precision_list]
+    entries.sort(key=lambda a: (TARGETS.index(a["target"]), PRECISIONS.index(a["precision"])))
+    fp32_onnx = next(a for a in report["artifacts"] if a["target"] == "onnx" and a["precision"] == "fp32")
+    rows: list[dict[str, Any]] = []
+    profile: dict[str, Any] = {}
+    for threads in args.threads_list:
+        _log(f"loading {len(entries) + 2} pipelines at {threads} thread(s)")
+        runners: list[Timed] = [TorchDetector(ckpt, fp32_onnx["path"], threads)]
+        names = ["torch-fp32"]
+        detectors: dict[str, Detector] = {}
+        runners.append(Detector(fp32_onnx["path"], threads=threads, backend_options={"allow_spinning": True}))
+        names.append("onnxruntime-fp32")
+        for e in entries:
+            det = Detector(e["path"], threads=threads)
+            name = f"{e['target']}-{e['precision']}"
+            detectors[name] = det
+            runners.append(det)
+            names.append(name)
+        samples = interleaved_samples(runners, images, args.runs, args.warmup, desc=f"timing {threads}T")
+        for name, runner, s in zip(names, runners, samples):
+            row = runner.row() if isinstance(runner, TorchDetector) else artifact_row(runner, name)
+            if name == "onnxruntime-fp32":
+                row.update(target="onnxruntime", backend="onnxruntime (default session options)")
+            row.update(summarize(s), threads=threads, baseline=name in ("torch-fp32", "onnxruntime-fp32"),
+                       device="build machine")
+            entry = next((e for e in entries if f"{e['target']}-{e['precision']}" == name), None)
+            _accuracy(row, fp32_onnx if name == "onnxruntime-fp32" else entry, report["map_ref"])
+            rows.append(row)
+        this = [r for r in rows if r["threads"] == threads]
+        for row in this:
+            _log(f"{row['name']:<18} {threads}T  total {row['total_ms']:7.2f} ms  infer {row['infer_ms']:7.2f}  "
+                 f"post {row['post_ms']:5.2f}")
+        if not args.quick and threads == max(args.threads_list):
+            _log("profiling operators (onnxruntime, OpenVINO)")
+            profile = _profile(this, detectors, images[0])
+        del runners, detectors
+    _log("measuring load time and peak memory, one fresh process per row")
+    for row in rows:
+        if row["name"] == "torch-fp32":
+            cmd = ["-m", "benchmarks.torch_baseline", "--ckpt", str(ckpt), "--manifest-of", fp32_onnx["path"],
+                   "--threads", str(row["threads"])]
+        else:
+            cmd = ["-m", "runtime", "bench", row["model"], "--threads", str(row["threads"]), "--runs", "3",
+                   "--warmup", "1", "--json"]
+        row.update(_footprint(cmd))
+    roof = roofline(args.threads_list)
+    attach(rows, roof, macs)
+    return {"rows": rows, "roofline": roof, "op_profile": profile}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    ckpt = Path(args.ckpt)
+    if not ckpt.is_file():
+        print(f"error: checkpoint not found: {ckpt} (make default-model-train builds the default one)",
+              file=sys.stderr)
+        return 2
+    config = ModelConfig.from_dict(load_checkpoint(ckpt)["config"])
+    size = args.input_size or (config.input_size if args.quick else 512)
+    exports = Path(args.exports or f"exports/bench-{config.name.removeprefix('efficientdet-')}-{size}"
+                   f"{'-quick' if args.quick else ''}")
+    data = resolve_dataset(args.data)
+    try:
+        report = ensure_exports(exports, ckpt, size, str(data), args.target_list, args.precision_list, args.qat_epochs,
+                                args.max_images, args.calib, _log)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    dataset = load_dataset(data, report["split"])
+    images = [read_image(r.path) for r in dataset.records[:8]]
+    macs = model_summary(config.replace(input_size=size))["gmacs"]
+    measured = measure(args, report, ckpt, images, macs)
+    command = "make bench" + (" QUICK=1" if args.quick else "") + " " + " ".join(argv or sys.argv[1:])
+    doc = results_document(measured["rows"], command=command.strip(), model=config.name, input_size=size,
+                           gmacs=macs, checkpoint=str(ckpt), export_report=str(exports / "report.json"),
+                           data=str(data), split=report["split"], eval_images=report["num_images"],
+                           runs=args.runs, warmup=args.warmup, roofline=measured["roofline"],
+                           op_profile=measured["op_profile"], goals=check_goals(measured["rows"]),
+                           wall_time_s=round(time.time() - t0, 1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "results.json", doc)
+    md = write_outputs(doc, out)
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

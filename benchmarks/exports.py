@@ -1,0 +1,74 @@
+"""Get the artifacts a benchmark needs: reuse an export folder when its ``report.json`` already holds every
+requested target x precision for this checkpoint and input size, else run ``python -m convert`` into it.
+
+Reuse is keyed on the checkpoint's sha256, not its path or date, so a retrained model is never
+benchmarked through stale artifacts. A gate failure does not stop the benchmark (the row carries the
+verdict); a conversion error or bad input does.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtime.fileio import file_sha256
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
+
+
+class ExportError(RuntimeError):
+    """The conversion the benchmark needs could not be made."""
+
+
+def _pairs(report: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(a["target"], a["precision"]) for a in report.get("artifacts", []) if Path(a["path"]).is_file()}
+
+
+def reusable(out: Path, ckpt: Path, input_size: int, wanted: set[tuple[str, str]]) -> dict[str, Any] | None:
+    """The existing report in ``out`` if it covers ``wanted`` for this checkpoint and size, else None."""
+    path = out / "report.json"
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except ValueError:
+        return None
+    same = report.get("checkpoint_sha256") == file_sha256(ckpt) and report.get("input_size") == input_size
+    return report if same and wanted <= _pairs(report) else None
+
+
+def ensure_exports(out: Path, ckpt: Path, input_size: int, data: str, targets: list[str], precisions: list[str],
+                   qat_epochs: float, max_images: int, calib: str | None = None,
+                   log: Any = print) -> dict[str, Any]:
+    """``report.json`` of an export holding ``targets`` x ``precisions`` (ONNX FP32 always, for the baseline)."""
+    unknown = set(precisions) - set(PRECISIONS)
+    if unknown:
+        raise ExportError(f"unknown precisions {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
+    targets = sorted(set(targets) | {"onnx"})
+    wanted = {(t, p) for t in targets for p in precisions} | {("onnx", "fp32")}
+    report = reusable(out, ckpt, input_size, wanted)
+    if report is not None:
+        log(f"reusing the artifacts in {out} (same checkpoint sha256 and input size)")
+        return report
+    plain = sorted({p for p in precisions if p != "int8-qat"} | {"fp32"} | ({"int8"} if "int8-qat" in precisions
+                                                                           else set()))
+    cmd = [sys.executable, "-m", "convert", "--target", ",".join(targets), "--precision", ",".join(plain),
+           "--ckpt", str(ckpt), "--input-size", str(input_size), "--data", data, "--max-images", str(max_images),
+           "--out", str(out)]
+    if calib:
+        cmd += ["--calib", calib]
+    if "int8-qat" in precisions:
+        cmd += ["--qat", "--qat-epochs", str(qat_epochs)]
+    log("exporting: " + " ".join(cmd[1:]))
+    code = subprocess.run(cmd).returncode
+    if code not in (0, 1):
+        raise ExportError(f"`{' '.join(cmd[1:])}` failed with exit status {code} (see its messages above)")
+    report = reusable(out, ckpt, input_size, wanted)
+    if report is None:
+        raise ExportError(f"the export into {out} did not produce every requested artifact")
+    if code == 1:
+        log("note: some artifacts failed their parity gate; their rows say so (gate_passed = false)")
+    return report

@@ -1,0 +1,150 @@
+"""``make bench``, ``make report`` and the embedding example, run for real on the project's default D0
+exported at 128 px (ONNX and OpenVINO, fp32 and int8) on a few generated images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+
+from benchmarks import bench, html_report
+from benchmarks.check_html import RenderError, check_page, find_chromium
+from calib_data import build_calibration_set
+from efficientdet.checkpoint import load_checkpoint
+from efficientdet.data.loader import load_dataset
+from efficientdet.data.synthetic import generate_synthetic
+from efficientdet.model.config import ModelConfig
+from examples.make_video import make_video
+from runtime.cli import main as runtime_main
+from tests.conftest import ROOT
+
+DEFAULT = ROOT / "models" / "default-d0.pt"
+SIZE = 128
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DEFAULT.is_file(), reason="default model not built")]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("bench")
+    data = generate_synthetic(root / "data", num_train=8, num_val=6, image_size=160)
+    spec = ModelConfig.from_dict(load_checkpoint(DEFAULT)["config"]).replace(input_size=SIZE).preprocess.to_dict()
+    calib = build_calibration_set(load_dataset(data, "train"), spec, root / "calib", n=8)
+    argv = ["--ckpt", str(DEFAULT), "--input-size", str(SIZE), "--data", str(data), "--quick", "--targets",
+            "onnx,openvino", "--runs", "4", "--calib", str(calib.path), "--exports", str(root / "exports"),
+            "--out", str(root / "out"), "--max-images", "6"]
+    assert bench.main(argv) == 0
+    doc = json.loads((root / "out" / "results.json").read_text())
+    return {"root": root, "argv": argv, "doc": doc, "data": data}
+
+
+def test_rows_baselines_and_fields(run: dict[str, Any]) -> None:
+    doc = run["doc"]
+    assert doc["schema"] == "efficientdet-bench/1" and doc["input_size"] == SIZE and doc["gmacs"] > 0
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert set(rows) == {"torch-fp32", "onnxruntime-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32",
+                         "openvino-int8"}
+    assert rows["torch-fp32"]["baseline"] and rows["onnxruntime-fp32"]["baseline"]
+    assert not rows["onnx-int8"]["baseline"]
+    for r in rows.values():
+        assert r["threads"] == 1 and r["runs"] == 4
+        for key in ("pre_ms", "infer_ms", "post_ms", "total_ms", "p90_ms", "fps", "rss_mb", "load_ms"):
+            assert r[key] > 0, (r["name"], key)
+        assert r["total_ms"] >= r["infer_ms"] and r["p90_ms"] >= r["total_ms"] * 0.999
+        assert r["size_bytes"] > 0 and 0 <= r["map"] <= 1
+        assert 0 < r["peak_fraction"] < 5 and r["achieved_gmacs"] > 0
+    # The artifacts' accuracy is the parity report's; the int8 sizes follow from the files.
+    report = json.loads(Path(doc["export_report"]).read_text())
+    parity = {f"{a['target']}-{a['precision']}": a for a in report["artifacts"]}
+    assert rows["onnx-int8"]["map"] == parity["onnx-int8"]["parity"]["map"]
+    assert rows["torch-fp32"]["map"] == report["map_ref"]
+    assert rows["onnx-int8"]["size_bytes"] < 0.5 * rows["onnx-fp32"]["size_bytes"]
+    goals = {g["goal"]: g for g in doc["goals"]}
+    speed = goals["best int8 end to end vs torch-fp32"]
+    best = min((rows["onnx-int8"], rows["openvino-int8"]), key=lambda r: r["total_ms"])
+    assert speed["value"] == pytest.approx(rows["torch-fp32"]["total_ms"] / best["total_ms"])
+    size = goals["onnx-int8 size vs onnx-fp32"]
+    assert size["value"] == pytest.approx(rows["onnx-int8"]["size_bytes"] / rows["onnx-fp32"]["size_bytes"])
+    assert size["passed"] == (size["value"] <= 0.30)
+    peaks = doc["roofline"]["peaks"]["1"]
+    assert peaks["int8_gmacs"] > 0 and peaks["fp32_gmacs"] > 0
+
+
+def test_markdown_and_plots(run: dict[str, Any]) -> None:
+    out = run["root"] / "out"
+    md = (out / "results.md").read_text()
+    assert "| onnx-int8 |" in md and "torch-fp32" in md and "## Goals" in md and "## Roofline" in md
+    for name in ("latency_vs_map.png", "latency_breakdown.png"):
+        img = cv2.imread(str(out / name))
+        assert img is not None and img.shape[0] > 200 and img.shape[1] > 400 and img.std() > 5
+
+
+def test_second_run_reuses_the_exports(run: dict[str, Any]) -> None:
+    exports = run["root"] / "exports"
+    before = {p.name: p.stat().st_mtime_ns for p in exports.iterdir() if p.is_file()}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", *run["argv"], "--out",
+                           str(run["root"] / "out2")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "reusing the artifacts" in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in exports.iterdir() if p.is_file()} == before
+
+
+def test_report_merges_device_rows_and_renders(run: dict[str, Any], capsys: pytest.CaptureFixture) -> None:
+    root = run["root"]
+    report = json.loads(Path(run["doc"]["export_report"]).read_text())
+    int8 = next(a for a in report["artifacts"] if a["target"] == "onnx" and a["precision"] == "int8")
+    device_file = root / "pi.json"
+    assert runtime_main(["bench", int8["path"], "--runs", "2", "--warmup", "0", "--threads", "1", "--device",
+                         "pi5", "--out", str(device_file)]) == 0
+    capsys.readouterr()
+    page = root / "report.html"
+    assert html_report.main(["--bench", str(root / "out" / "results.json"), "--device-results", str(device_file),
+                             "--images", "2", "--out", str(page)]) == 0
+    text = page.read_text()
+    assert "pi5" in text and "Detections side by side" in text and "Goals" in text
+    device_rows = html_report.load_device_rows([device_file], report)
+    assert device_rows[0]["map"] == int8["parity"]["map"] and device_rows[0]["device"] == "pi5"
+    # 2 plots + 2 images x (PyTorch + 4 artifacts) detection panels
+    assert text.count("<img ") == 2 + 2 * 5
+    (root / "bad.json").write_text(json.dumps({"rows": []}))
+    assert html_report.main(["--bench", str(root / "out" / "results.json"), "--device-results",
+                             str(root / "bad.json"), "--out", str(root / "r2.html")]) == 2
+    assert "not a efficientdet-bench/1 file" in capsys.readouterr().err
+    assert not (root / "r2.html").exists()
+    if find_chromium() is None:
+        pytest.skip("Chromium not installed: the headless render check is .ci/run's (apt-get install chromium)")
+    seen = check_page(page, root / "report.png")
+    assert seen["images"] == seen["images_decoded"] == 12 and seen["tables"] >= 3
+    assert cv2.imread(str(root / "report.png")) is not None
+    broken = root / "broken.html"
+    broken.write_text(text.replace('src="data:image/jpeg;base64,', 'src="data:image/jpeg;base64,AAAA', 1))
+    with pytest.raises(RenderError, match="11 of 12 images decoded"):
+        check_page(broken)
+
+
+def test_embedding_example_runs_on_a_generated_video_with_the_runtime_only(run: dict[str, Any]) -> None:
+    root = run["root"]
+    video = make_video(root / "demo.mp4", frames=12, size=(320, 240))
+    report = json.loads(Path(run["doc"]["export_report"]).read_text())
+    model = next(a["path"] for a in report["artifacts"] if a["target"] == "onnx" and a["precision"] == "fp32")
+    code = f"""
+        import sys
+        from examples.video_detect import run
+        stats = run({model!r}, {str(video)!r}, out={str(root / 'annotated.mp4')!r}, threads=1)
+        heavy = sorted(m for m in ("torch", "tensorflow", "efficientdet", "convert") if m in sys.modules)
+        print(stats["frames"], stats["fps"] > 0, heavy)
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[-2] == "12 True []"
+    cap = cv2.VideoCapture(str(root / "annotated.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 12
