@@ -29,10 +29,17 @@ IO_DTYPE ?= int8
 FLOAT_LAYERS ?= 0
 N ?= 200
 EDGETPU_MIN ?= 0.95
+# make bench / report / example
+TARGETS ?= all
+THREADS ?= 1,2
+QUICK ?=
+BENCH_OUT ?= bench
+DEVICE_RESULTS ?=
+REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test lint summary train eval export calib edgetpu data bccd-train bccd-eval clean default-model-train bench-post convert-matrix convert-full bccd-int8
+.PHONY: help setup test lint summary train eval export calib edgetpu data bccd-train bccd-eval clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -46,6 +53,10 @@ help:
 	@echo "make edgetpu PHI=0 [CKPT=] [EDGETPU_MIN=0.95]   uint8 TFLite, op check, edgetpu_compiler where installed"
 	@echo "make convert-matrix [INPUT_SIZE=128] [PRECISION=fp32|fp16|all]  every variant through every exporter + gate"
 	@echo "make convert-full               D0 at 512 and Lite0 at 320 through every exporter + gate"
+	@echo "make bench [PHI=0] [TARGETS=all] [THREADS=1,2] [QUICK=1] [CKPT=] [INPUT_SIZE=]   latency/size/accuracy of"
+	@echo "     every target x precision vs PyTorch and onnxruntime FP32 -> bench/results.{json,md} + plots"
+	@echo "make report [DEVICE_RESULTS=pi5.json,coral.json] [REPORT=exports/NAME/report.json]  bench/report.html"
+	@echo "make example                    the embedding example on a generated video (bench/demo-annotated.mp4)"
 	@echo "make bench-post                 post-processing latency (results/postprocess-bench.md)"
 	@echo "make bccd-train / bccd-eval     the documented BCCD D0 run (results/bccd-d0-eval.json)"
 	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
@@ -145,6 +156,24 @@ default-model-train: $(STAMP)
 	$(PY) -m efficientdet slim --ckpt runs/default-d0-ft/best.pt --out $(DEFAULT_MODEL)
 	$(PY) -m efficientdet eval --ckpt $(DEFAULT_MODEL) --data data/synthetic --split val \
 		--out results/default-d0-eval.json
+
+bench_ckpt = $(if $(CKPT),$(CKPT),models/default-$(VARIANT)$(PHI).pt)
+bench: $(STAMP)
+	$(PY) -m benchmarks.bench --ckpt $(bench_ckpt) --targets $(TARGETS) --threads $(THREADS) --data $(DATA) \
+		$(if $(filter 1,$(QUICK)),--quick,) $(size_flag) --out $(BENCH_OUT)
+
+report: $(STAMP)
+	$(PY) -m benchmarks.html_report --bench $(BENCH_OUT)/results.json $(if $(REPORT),--report $(REPORT),) \
+		--device-results "$(DEVICE_RESULTS)" --out $(BENCH_OUT)/report.html
+	$(PY) -m benchmarks.check_html $(BENCH_OUT)/report.html --skip-without-browser
+
+# The embedding example: runtime-only app on a generated video, with the README's main export.
+EXAMPLE_MODEL ?=
+example: $(STAMP)
+	@model="$(EXAMPLE_MODEL)"; [ -n "$$model" ] || model=$$(ls exports/d0/*.tflite 2>/dev/null | head -1); \
+	if [ -z "$$model" ]; then $(MAKE) export TARGET=tflite PHI=0 && model=$$(ls exports/d0/*.tflite | head -1); fi; \
+	$(PY) -m examples.make_video $(BENCH_OUT)/demo.mp4 && \
+	$(PY) -m examples.video_detect "$$model" $(BENCH_OUT)/demo.mp4 --out $(BENCH_OUT)/demo-annotated.mp4
 
 bench-post: $(STAMP)
 	$(PY) -m benchmarks.postprocess

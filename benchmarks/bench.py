@@ -21,7 +21,7 @@ from typing import Any
 from efficientdet.checkpoint import load_checkpoint
 from efficientdet.data.loader import load_dataset
 from efficientdet.data.synthetic import resolve_dataset
-from efficientdet.model.config import ModelConfig
+from efficientdet.model.config import ModelConfig, make_config
 from efficientdet.model.summary import summarize as model_summary
 from runtime.bench import Timed, artifact_row, results_document, summarize
 from runtime.detector import Detector
@@ -37,6 +37,7 @@ from .roofline import attach, roofline
 from .torch_baseline import TorchDetector
 
 TARGETS = ("onnx", "openvino", "tflite")
+QUICK_CALIB_IMAGES = 32
 
 
 def _log(message: str) -> None:
@@ -46,7 +47,8 @@ def _log(message: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n")[0])
     p.add_argument("--ckpt", default="models/default-d0.pt", help="checkpoint (default: the project's default D0)")
-    p.add_argument("--input-size", type=int, default=None, help="default 512 (D0's size); QUICK: the checkpoint's")
+    p.add_argument("--input-size", type=int, default=None, help="default: the variant's published size (512 for "
+                   "D0); QUICK: the checkpoint's")
     p.add_argument("--data", default="data/synthetic", help="dataset: evaluation split for accuracy, images to time")
     p.add_argument("--targets", default="all", help="comma-separated of onnx,openvino,tflite or all")
     p.add_argument("--precisions", default=None, help="comma-separated of fp32,fp16,int8,int8-qat "
@@ -61,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calib", default=None, help="int8 calibration set (default: built from --data, see make calib)")
     p.add_argument("--exports", default=None, help="export folder to reuse or fill (default exports/bench-...)")
     p.add_argument("--out", default="bench", help="results folder (default bench/)")
+    p.add_argument("--note", default="", help="a paragraph for results.md (what the numbers mean, caveats)")
     args = p.parse_args(argv)
     args.threads_list = [int(t) for t in args.threads.split(",") if t.strip()]
     if args.quick:
@@ -163,6 +166,17 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
     return {"rows": rows, "roofline": roof, "op_profile": profile}
 
 
+def _quick_calibration(data: Path, config: ModelConfig, exports: Path) -> Path:
+    """A 32-image calibration set for QUICK runs (the default set has 200; calibration dominates a smoke run)."""
+    from calib_data import build_calibration_set, load_calibration_set
+
+    path = exports / f"calib-{QUICK_CALIB_IMAGES}"
+    if (path / "manifest.json").is_file():
+        return load_calibration_set(path).path
+    train = load_dataset(data, "train", class_names=list(config.class_names) or None)
+    return build_calibration_set(train, config.preprocess.to_dict(), path, n=QUICK_CALIB_IMAGES).path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.time()
@@ -172,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     config = ModelConfig.from_dict(load_checkpoint(ckpt)["config"])
-    size = args.input_size or (config.input_size if args.quick else 512)
+    size = args.input_size or (config.input_size if args.quick else make_config(config.phi, config.variant).input_size)
     exports = Path(args.exports or f"exports/bench-{config.name.removeprefix('efficientdet-')}-{size}"
                    f"{'-quick' if args.quick else ''}")
     data = resolve_dataset(args.data)
+    if args.quick and not args.calib and "int8" in ",".join(args.precision_list):
+        args.calib = str(_quick_calibration(data, config.replace(input_size=size), exports))
     try:
         report = ensure_exports(exports, ckpt, size, str(data), args.target_list, args.precision_list, args.qat_epochs,
                                 args.max_images, args.calib, _log)
@@ -186,13 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     images = [read_image(r.path) for r in dataset.records[:8]]
     macs = model_summary(config.replace(input_size=size))["gmacs"]
     measured = measure(args, report, ckpt, images, macs)
-    command = "make bench" + (" QUICK=1" if args.quick else "") + " " + " ".join(argv or sys.argv[1:])
-    doc = results_document(measured["rows"], command=command.strip(), model=config.name, input_size=size,
+    command = "python -m benchmarks.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    doc = results_document(measured["rows"], command=command, model=config.name, input_size=size,
                            gmacs=macs, checkpoint=str(ckpt), export_report=str(exports / "report.json"),
                            data=str(data), split=report["split"], eval_images=report["num_images"],
                            runs=args.runs, warmup=args.warmup, roofline=measured["roofline"],
                            op_profile=measured["op_profile"], goals=check_goals(measured["rows"]),
-                           wall_time_s=round(time.time() - t0, 1))
+                           note=args.note, wall_time_s=round(time.time() - t0, 1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", doc)

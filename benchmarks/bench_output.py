@@ -127,6 +127,7 @@ def markdown(doc: dict[str, Any]) -> str:
              f"{doc.get('warmup')} warm-up, rows of one thread count interleaved in one process; load time and peak "
              f"RSS from a fresh process per row. Accuracy: the parity gate's mAP on {doc.get('eval_images')} images "
              f"of {doc.get('data')} [{doc.get('split')}]. The model does {doc.get('gmacs')} GMACs per image.", "",
+             *([doc["note"], ""] if doc.get("note") else []),
              *md_table(row_cells(doc["rows"]), ROW_ALIGN), "", "![latency vs accuracy](latency_vs_map.png)", "",
              "![latency breakdown](latency_breakdown.png)", ""]
     if doc.get("goals"):
@@ -148,3 +149,29 @@ def write_outputs(doc: dict[str, Any], out: Path) -> Path:
     md = out / "results.md"
     atomic_write_bytes(md, markdown(doc).encode())
     return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render results.md and the plots from a results.json (goals re-checked; optionally a new note)."""
+    import argparse
+    import json
+
+    from runtime.fileio import atomic_write_json
+
+    from .goals import check_goals
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_output", description=main.__doc__)
+    p.add_argument("results", type=Path)
+    p.add_argument("--note", help="replace the results' note paragraph")
+    args = p.parse_args(argv)
+    doc = json.loads(args.results.read_text())
+    doc["goals"] = check_goals(doc["rows"])
+    if args.note is not None:
+        doc["note"] = args.note
+    atomic_write_json(args.results, doc)
+    print(write_outputs(doc, args.results.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

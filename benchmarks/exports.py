@@ -57,7 +57,7 @@ def ensure_exports(out: Path, ckpt: Path, input_size: int, data: str, targets: l
                                                                            else set()))
     cmd = [sys.executable, "-m", "convert", "--target", ",".join(targets), "--precision", ",".join(plain),
            "--ckpt", str(ckpt), "--input-size", str(input_size), "--data", data, "--max-images", str(max_images),
-           "--out", str(out)]
+           "--out", str(out), "--no-sensitivity"]
     if calib:
         cmd += ["--calib", calib]
     if "int8-qat" in precisions:

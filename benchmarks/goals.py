@@ -1,7 +1,8 @@
 """The issue's speed and size goals, checked as ratios within one benchmark run (one thread count at a time).
 
 - the best int8 artifact end to end >= 4x faster than PyTorch FP32 eager and >= 1.5x faster than
-  onnxruntime FP32;
+  onnxruntime FP32. "Best" counts only artifacts that passed their accuracy gate (a fast int8 model that
+  lost the detections is no answer); the fastest int8 row regardless of its gate is reported beside it;
 - post-processing <= 3 ms median (every artifact row);
 - every int8 artifact <= 30 % of the same target's FP32 artifact on disk.
 """
@@ -26,11 +27,21 @@ def check_goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         at = {r["name"]: r for r in rows if r["threads"] == threads}
         int8 = [r for r in at.values() if r["precision"].startswith("int8")]
         if int8 and "torch-fp32" in at and "onnxruntime-fp32" in at:
-            best = min(int8, key=lambda r: r["total_ms"])
+            passing = [r for r in int8 if r.get("gate_passed") is not False]
+            fastest = min(int8, key=lambda r: r["total_ms"])
             for base, limit in (("torch-fp32", SPEEDUP_VS_TORCH), ("onnxruntime-fp32", SPEEDUP_VS_ORT)):
-                ratio = at[base]["total_ms"] / best["total_ms"]
+                ms = at[base]["total_ms"]
+                aside = (f"; fastest int8 regardless of gate: {fastest['name']} {fastest['total_ms']:.1f} ms "
+                         f"({ms / fastest['total_ms']:.2f}x)")
+                if not passing:
+                    goals.append(_goal(f"best int8 end to end vs {base}", threads, 0.0, limit, False,
+                                       "no int8 artifact passed its accuracy gate" + aside))
+                    continue
+                best = min(passing, key=lambda r: r["total_ms"])
+                ratio = ms / best["total_ms"]
                 goals.append(_goal(f"best int8 end to end vs {base}", threads, ratio, limit, ratio >= limit,
-                                   f"{best['name']} {best['total_ms']:.1f} ms vs {at[base]['total_ms']:.1f} ms"))
+                                   f"{best['name']} {best['total_ms']:.1f} ms vs {ms:.1f} ms"
+                                   + (aside if fastest is not best else "")))
         arts = [r for r in at.values() if not r.get("baseline")]
         if arts:
             worst = max(arts, key=lambda r: r["post_ms"])

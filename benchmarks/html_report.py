@@ -84,6 +84,9 @@ def load_device_rows(paths: list[Path], report: dict[str, Any] | None) -> list[d
             row = dict(row)
             row.setdefault("device", doc.get("machine", {}).get("host", path.stem))
             entry = by_sha.get(row.get("sha256"))
+            if entry is None and row.get("source_sha256") in by_sha:  # an Edge TPU build: its int8 source's
+                entry = by_sha[row["source_sha256"]]
+                row["accuracy_of"] = f"{entry['target']}-{entry['precision']} it was compiled from"
             if entry is not None and row.get("map") is None:
                 p = entry["parity"]
                 row.update(map=p["map"], map_delta=p["map_delta"], det_match=p["det_match"],

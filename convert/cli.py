@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "write int8-qat artifacts beside the post-training ones")
     p.add_argument("--qat-epochs", type=float, default=2.0, help="QAT fine-tuning epochs over the training split")
     p.add_argument("--qat-lr", type=float, default=2e-4)
+    p.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity analysis that a "
+                   "failing int8 gate otherwise runs (the benchmark's exports, where only the verdict is needed)")
     p.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE",
                    help="override a gate threshold for this run, e.g. rel_err_max=1e-6 (recorded in the report)")
     return p
@@ -311,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
         "map_ref": reference.metrics["map"], "gates": {p: g.to_dict() for p, g in gates.items()},
         "gate_overrides": overrides, "artifacts": entries, "wall_time_s": round(time.time() - t0, 1),
     }
-    if int8 is not None and (int8.sensitivity is not None or any(
+    if int8 is not None and not args.no_sensitivity and (int8.sensitivity is not None or any(
             not e["gate"]["passed"] for e in entries if e["precision"].startswith("int8"))):
         worst = int8.measure_sensitivity(fp32_onnx, _log)
         report["sensitivity"] = {"method": "each layer quantized alone (int8 weight per-channel + uint8 input), "

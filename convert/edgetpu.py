@@ -147,7 +147,8 @@ def write_compiled_manifest(source: Path, compiled: Path) -> Path:
     from .manifest_writer import write_manifest
 
     manifest = json.loads(sidecar_path(source).read_text())
-    manifest["artifact"].update(file=compiled.name, edgetpu_compiled_from=source.name)
+    manifest["artifact"].update(file=compiled.name, edgetpu_compiled_from=source.name,
+                                edgetpu_compiled_from_sha256=manifest["artifact"]["sha256"])
     return write_manifest(compiled, manifest, file_sha256(compiled))
 
 

@@ -53,7 +53,17 @@ def artifact_size(path: Path) -> int:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process image.
+
+    Linux: ``VmHWM`` of /proc/self/status, because ``ru_maxrss`` survives ``exec`` and a process started
+    from a big parent would report the parent's peak. Elsewhere ``ru_maxrss`` (KiB; bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
@@ -101,7 +111,8 @@ def artifact_row(det: Detector, name: str | None = None) -> dict[str, Any]:
     return {"name": name or f"{art['target']}-{art['precision']}", "target": art["target"],
             "precision": art["precision"], "backend": det.backend.name,
             "inference_precision": det.backend.precision, "threads": det.threads, "model": str(det.model_path),
-            "sha256": art.get("sha256"), "size_bytes": artifact_size(det.model_path),
+            "sha256": art.get("sha256"), "source_sha256": art.get("edgetpu_compiled_from_sha256"),
+            "size_bytes": artifact_size(det.model_path),
             "input_size": det.manifest["input"]["shape"], "map": None}
 
 
