@@ -180,6 +180,8 @@ def build_html(report: dict[str, Any] | None, bench: dict[str, Any] | None, devi
             parts.append(f'<p class="meta">Build machine: {html.escape(str(bench["machine"].get("platform")))}, '
                          f"{bench['machine'].get('cpu_count')} CPUs; {bench.get('runs')} timed calls per row, "
                          f"interleaved; command <code>{html.escape(bench.get('command', ''))}</code>.</p>")
+            if bench.get("note"):
+                parts.append(f"<p>{html.escape(bench['note'])}</p>")
         parts += [html_table(row_cells(rows), ROW_ALIGN, classes),
                   f'<img class="plot" alt="latency vs accuracy" '
                   f'src="{_data_uri(latency_vs_accuracy_png(rows), "image/png")}">',
