@@ -84,19 +84,37 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8-qat": "D"}
+
+
 def latency_vs_accuracy_png(rows: list[dict[str, Any]]) -> bytes:
+    """Colour = engine, marker = precision, hollow = failed its accuracy gate; one panel per thread count."""
+    from matplotlib.lines import Line2D
+
     threads = sorted({r["threads"] for r in rows})
     fig, axes = plt.subplots(1, len(threads), figsize=(6.5 * len(threads), 4.8), squeeze=False)
     for ax, t in zip(axes[0], threads):
         for r in (r for r in rows if r["threads"] == t and r.get("map") is not None):
-            ax.scatter(r["total_ms"], r["map"], s=60, color=COLOURS.get(r["target"], "#333333"),
-                       marker="s" if r.get("baseline") else "o")
-            ax.annotate(_label(r), (r["total_ms"], r["map"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            colour = COLOURS.get(r["target"], "#333333")
+            failed = r.get("gate_passed") is False
+            ax.scatter(r["total_ms"], r["map"], s=70, marker="X" if r.get("baseline") else
+                       MARKERS.get(r["precision"], "o"), facecolors="none" if failed else colour,
+                       edgecolors=colour, linewidths=1.5)
+            if r.get("baseline") or r.get("device") not in (None, "build machine"):
+                ax.annotate(_label(r), (r["total_ms"], r["map"]), textcoords="offset points", xytext=(5, 4),
+                            fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("end-to-end latency, median ms (log)")
         ax.set_ylabel("mAP@[.5:.95]")
         ax.set_title(f"latency vs accuracy, {t} thread(s)")
         ax.grid(alpha=0.3, which="both")
+    present = {r["target"] for r in rows if not r.get("baseline")}
+    handles = [Line2D([], [], color=COLOURS[k], marker="o", ls="", label=k) for k in COLOURS if k in present]
+    handles += [Line2D([], [], color="#555", marker=m, ls="", label=p) for p, m in MARKERS.items()
+                if any(r["precision"] == p for r in rows)]
+    handles += [Line2D([], [], color="#555", marker="X", ls="", label="baseline"),
+                Line2D([], [], color="#555", marker="o", markerfacecolor="none", ls="", label="gate failed")]
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="best")
     return _png(fig)
 
 
