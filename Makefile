@@ -48,6 +48,7 @@ help:
 	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=] [OUT=runs/NAME] [INPUT_SIZE=]"
 	@echo "make eval CKPT=... DATA=... [SPLIT=test]"
 	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16|int8|all [CKPT=] [OUT=exports/NAME]"
+	@echo "     [INPUT_SIZE=N]: export at another multiple of 128 than the checkpoint's"
 	@echo "     int8: [QAT=1] [CALIB=folder] [CALIB_METHOD=onnx=percentile] [IO_DTYPE=int8|uint8] [FLOAT_LAYERS=K]"
 	@echo "make calib DATA=<dataset> [N=200] [CKPT=] [OUT=calib_data/sets/NAME]   int8 calibration set"
 	@echo "make edgetpu PHI=0 [CKPT=] [EDGETPU_MIN=0.95]   uint8 TFLite, op check, edgetpu_compiler where installed"
@@ -90,7 +91,8 @@ int8_flags = $(if $(CALIB),--calib $(CALIB),) $(foreach m,$(CALIB_METHOD),--cali
 
 export: $(STAMP)
 	$(PY) -m convert --target $(TARGET) --precision $(PRECISION) --phi $(PHI) --variant $(VARIANT) \
-		$(if $(CKPT),--ckpt $(CKPT),) --data $(DATA) --split $(EXPORT_SPLIT) --out $(export_out) $(int8_flags)
+		$(if $(CKPT),--ckpt $(CKPT),) --data $(DATA) --split $(EXPORT_SPLIT) --out $(export_out) $(int8_flags) \
+		$(size_flag)
 
 calib: $(STAMP)
 	$(PY) -m calib_data --data $(DATA) --n $(N) $(if $(CKPT),--ckpt $(CKPT),) \

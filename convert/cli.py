@@ -313,8 +313,8 @@ def run(args: argparse.Namespace) -> int:
         "map_ref": reference.metrics["map"], "gates": {p: g.to_dict() for p, g in gates.items()},
         "gate_overrides": overrides, "artifacts": entries, "wall_time_s": round(time.time() - t0, 1),
     }
-    if int8 is not None and not args.no_sensitivity and (int8.sensitivity is not None or any(
-            not e["gate"]["passed"] for e in entries if e["precision"].startswith("int8"))):
+    failed_int8 = any(not e["gate"]["passed"] for e in entries if e["precision"].startswith("int8"))
+    if int8 is not None and (int8.sensitivity is not None or (failed_int8 and not args.no_sensitivity)):
         worst = int8.measure_sensitivity(fp32_onnx, _log)
         report["sensitivity"] = {"method": "each layer quantized alone (int8 weight per-channel + uint8 input), "
                                            "SNR of the raw outputs vs FP32 on calibration images",

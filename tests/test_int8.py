@@ -8,6 +8,8 @@ and every int8 artifact would "match" it; its export is the product's main path 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,6 @@ import onnx
 import pytest
 
 from calib_data import build_calibration_set, load_calibration_set
-from convert.cli import main as convert_main
 from convert.gates import GATES
 from efficientdet.checkpoint import load_checkpoint
 from efficientdet.data.loader import load_dataset
@@ -43,9 +44,19 @@ def calib(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _convert(out: Path, data: Path, *args: str) -> int:
-    return convert_main(["--ckpt", str(DEFAULT), "--data", str(data), "--max-images", "12", "--threads", "1",
-                         "--out", str(out), *args])
+def _run_convert(*args: str) -> subprocess.CompletedProcess:
+    """``python -m convert`` in its own process, as users run it: TensorFlow's converter, onnxruntime,
+    NNCF and torch then start clean for each export (a second in-process TFLite conversion after the
+    benchmark tests had loaded their libraries crashed the test process with SIGSEGV)."""
+    proc = subprocess.run([sys.executable, "-m", "convert", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=3000)
+    sys.stderr.write(proc.stderr[-4000:])
+    return proc
+
+
+def _convert(out: Path, data: Path, *args: str) -> subprocess.CompletedProcess:
+    return _run_convert("--ckpt", str(DEFAULT), "--data", str(data), "--max-images", "12", "--threads", "1",
+                        "--out", str(out), *args)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +65,7 @@ def exported(calib: Path, data: Path, tmp_path_factory: pytest.TempPathFactory) 
     path; a QAT that short is not expected to pass its gate, so the command's status is not asserted)."""
     out = tmp_path_factory.mktemp("int8")
     code = _convert(out, data, "--target", "all", "--precision", "int8", "--calib", str(calib),
-                    "--io-dtype", "uint8", "--qat", "--qat-epochs", "0.03")
+                    "--io-dtype", "uint8", "--qat", "--qat-epochs", "0.03").returncode
     report = json.loads((out / "report.json").read_text())
     return {"code": code, "out": out, "report": report,
             "by_target": {a["target"]: a for a in report["artifacts"] if a["precision"] == "int8"},
@@ -89,9 +100,9 @@ def test_bccd_int8_passes_the_gate(tmp_path: Path) -> None:
     config = ModelConfig.from_dict(load_checkpoint(BCCD_MODEL)["config"])
     calib = tmp_path / "calib"
     build_calibration_set(load_dataset(bccd_dir(), "train"), config.preprocess.to_dict(), calib, n=64)
-    code = convert_main(["--ckpt", str(BCCD_MODEL), "--data", str(bccd_dir()), "--split", "test",
-                         "--max-images", "0", "--threads", "2", "--out", str(tmp_path / "out"), "--target", "onnx",
-                         "--precision", "int8", "--calib", str(calib)])
+    code = _run_convert("--ckpt", str(BCCD_MODEL), "--data", str(bccd_dir()), "--split", "test", "--max-images",
+                        "0", "--threads", "2", "--out", str(tmp_path / "out"), "--target", "onnx", "--precision",
+                        "int8", "--calib", str(calib)).returncode
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     (entry,) = report["artifacts"]
     assert code == 0, entry["gate"]["failures"]
@@ -164,8 +175,7 @@ def test_runtime_detects_with_int8_tflite(exported: dict[str, Any], data: Path) 
     assert found > 0
 
 
-def test_gate_fails_on_constant_image_calibration(calib: Path, data: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_gate_fails_on_constant_image_calibration(calib: Path, data: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
     manifest = json.loads((calib / "manifest.json").read_text())
@@ -175,10 +185,10 @@ def test_gate_fails_on_constant_image_calibration(calib: Path, data: Path, tmp_p
     manifest.update(count=8, images=manifest["images"][:8], images_sha256=file_sha256(broken / "images.npy"))
     (broken / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    code = _convert(out, data, "--target", "onnx", "--precision", "int8", "--calib", str(broken),
+    proc = _convert(out, data, "--target", "onnx", "--precision", "int8", "--calib", str(broken),
                     "--calib-method", "onnx=minmax", "--float-layers", "2")
-    err = capsys.readouterr().err
-    assert code == 1
+    err = proc.stderr
+    assert proc.returncode == 1
     assert "GATE FAILED: onnx int8" in err and "most sensitive layers:" in err
     report = json.loads((out / "report.json").read_text())
     layers = report["sensitivity"]["layers"]
@@ -193,13 +203,13 @@ def test_gate_fails_on_constant_image_calibration(calib: Path, data: Path, tmp_p
         assert producers.get(node.input[1]) != "DequantizeLinear"  # float weight
 
 
-def test_calibration_on_evaluation_images_is_refused(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_calibration_on_evaluation_images_is_refused(data: Path, tmp_path: Path) -> None:
     config = ModelConfig.from_dict(load_checkpoint(DEFAULT)["config"])
     val_as_train = load_dataset(data, "val")
     val_as_train.split = "train"  # a set built from eval images under another split name
     build_calibration_set(val_as_train, config.preprocess.to_dict(), tmp_path / "leak", n=4)
-    code = _convert(tmp_path / "out", data, "--target", "onnx", "--precision", "int8", "--calib",
+    proc = _convert(tmp_path / "out", data, "--target", "onnx", "--precision", "int8", "--calib",
                     str(tmp_path / "leak"))
-    assert code == 2
-    assert "contains" in capsys.readouterr().err
+    assert proc.returncode == 2
+    assert "contains" in proc.stderr
     assert not (tmp_path / "out").exists()
