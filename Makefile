@@ -135,7 +135,7 @@ BCCD_QAT_EPOCHS ?= 4
 BCCD_INT8_NOTE = Post-training rows are deterministic (identical in three runs). QAT rows: this run is the \
 	first without a bug that left stochastic depth in the QAT graph as random ops (earlier runs: +0.13/+0.43/-0.23 \
 	and -0.98/-1.00/-0.94 for onnx/openvino/tflite, both invalid). QAT for onnx and openvino still misses the \
-	0.5-point gate; latencies were measured while the test suite ran on the same 2 cores.
+	0.5-point gate.
 bccd-int8: $(STAMP)
 	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_MODEL) \
 		--data $(BCCD) --split test --max-images 0 --out $(BCCD_INT8_OUT); rc=$$?; \

@@ -2,7 +2,8 @@
 plus int8 latency measured here through the runtime (``results/bccd-d0-int8.{json,md}``).
 
 Latency: ``runtime.Detector.timed`` on the evaluation images, median and p90 of ``--runs`` calls after a
-warm-up, every artifact in this one process (ratios hold on a noisy machine; absolute numbers do not).
+warm-up, every artifact interleaved in this one process (benchmarks.interleave: ratios hold on a noisy
+machine; absolute numbers do not).
 """
 
 from __future__ import annotations
@@ -11,32 +12,15 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from runtime.bench import summarize
 from runtime.detector import Detector
 from runtime.fileio import atomic_write_bytes
 from runtime.preprocess import read_image
 
-
-def latency(path: str, images: list[np.ndarray], threads: int, runs: int) -> dict[str, float]:
-    det = Detector(path, threads=threads)
-    for image in images[:3]:
-        det.timed(image)
-    totals, parts = [], {"pre_ms": [], "infer_ms": [], "post_ms": []}
-    for i in range(runs):
-        t0 = time.perf_counter()
-        _, ms = det.timed(images[i % len(images)])
-        totals.append((time.perf_counter() - t0) * 1e3)
-        for k in parts:
-            parts[k].append(ms[k])
-    out = {k: round(float(np.median(v)), 2) for k, v in parts.items()}
-    out.update(total_ms=round(float(np.median(totals)), 2), p90_ms=round(float(np.percentile(totals, 90)), 2),
-               threads=threads, runs=runs)
-    return out
+from .interleave import interleaved_samples
 
 
 def table(report: dict[str, Any]) -> list[str]:
@@ -67,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
     records = load_dataset(report["data"], report["split"], verify_images=False).records
     images = [read_image(r.path) for r in records[:10]]
-    for a in report["artifacts"]:
-        a["latency"] = latency(a["path"], images, args.threads, args.runs)
+    detectors = [Detector(a["path"], threads=args.threads) for a in report["artifacts"]]
+    for a, samples in zip(report["artifacts"], interleaved_samples(detectors, images, args.runs, warmup=3)):
+        stats = summarize(samples)
+        a["latency"] = {**{k: round(stats[k], 2) for k in ("pre_ms", "infer_ms", "post_ms", "total_ms", "p90_ms")},
+                        "threads": args.threads, "runs": args.runs}
         print(f"{a['target']:8s} {a['precision']:8s} {a['latency']}")
     report["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                          "load_average": [round(x, 2) for x in os.getloadavg()]}
@@ -82,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
           "images; det match = share of FP32 detections (deployment threshold) matched by the artifact, same "
           "class, IoU ≥ 0.5. Latency: end to end through the runtime (pre + infer + post), "
           f"{args.threads} threads, {args.runs} runs, on {platform.machine()} with {os.cpu_count()} cores, "
-          "all artifacts in one process.", "", *table(report), "", *([args.note, ""] if args.note else []),
+          "all artifacts interleaved in one process.", "", *table(report), "", *([args.note, ""] if args.note else []),
           "Reproduce:", "", "```bash", args.command, "```", ""]
     q = [a for a in report["artifacts"] if a.get("quantization")]
     if q:
