@@ -103,7 +103,7 @@ def _profile(rows: list[dict[str, Any]], detectors: dict[str, Detector], image: 
     out: dict[str, Any] = {}
     for row in rows:
         det = detectors.get(row["name"])
-        if det is None or row["target"] not in ("onnx", "openvino") or row["name"] == "onnxruntime-fp32":
+        if det is None or row["target"] not in ("onnx", "openvino"):
             continue
         x, _ = det.preprocess_image(image)
         if row["target"] == "onnx":

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from runtime.bench import RESULTS_SCHEMA
+from runtime.bench import RESULTS_SCHEMA, ROW_FIELDS
 from runtime.detector import Detector
 from runtime.draw import draw_detections
 from runtime.fileio import atomic_write_bytes
@@ -81,6 +81,9 @@ def load_device_rows(paths: list[Path], report: dict[str, Any] | None) -> list[d
             raise ReportError(f"device results {path} is not a {RESULTS_SCHEMA} file (write it with "
                               "`python -m runtime bench MODEL --out FILE`)")
         for row in doc["rows"]:
+            missing = [f for f in ROW_FIELDS if f not in row] if isinstance(row, dict) else list(ROW_FIELDS)
+            if missing:
+                raise ReportError(f"device results {path}: a row lacks {', '.join(missing)}")
             row = dict(row)
             row.setdefault("device", doc.get("machine", {}).get("host", path.stem))
             entry = by_sha.get(row.get("sha256"))

@@ -72,6 +72,7 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    doc = read_results(args.out) if args.out else None  # a bad --out fails now, not after the benchmark
     image = read_image(args.image) if args.image else None
     stats = run_benchmark(args.model, threads=args.threads, runs=args.runs, warmup=args.warmup, image=image,
                           name=args.name, edgetpu=args.edgetpu, device=args.device)
@@ -79,23 +80,23 @@ def _bench(args: argparse.Namespace) -> int:
         stats["image"] = args.image
     print(json.dumps(stats) if args.json else format_table(stats))
     if args.out:
-        atomic_write_json(args.out, add_row(args.out, stats))
+        key = (stats["name"], stats["threads"], stats["device"])
+        doc["rows"] = [r for r in doc["rows"] if (r.get("name"), r.get("threads"), r.get("device")) != key]
+        doc["rows"].append(stats)
+        atomic_write_json(args.out, doc)
     return 0
 
 
-def add_row(path: Path, row: dict) -> dict:
-    """The results document at ``path`` with ``row`` added (replacing the same name/threads/device)."""
+def read_results(path: Path) -> dict:
+    """The results document at ``path`` (an empty one where there is none yet); rows are added to it."""
     if not path.is_file():
-        return results_document([row])
+        return results_document([])
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"{path} exists but is not a results file ({e}); choose another --out") from None
-    if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA or not isinstance(doc.get("rows"), list):
         raise ValueError(f"{path} exists but is not a {RESULTS_SCHEMA} results file; choose another --out")
-    key = (row["name"], row["threads"], row["device"])
-    doc["rows"] = [r for r in doc.get("rows", []) if (r.get("name"), r.get("threads"), r.get("device")) != key]
-    doc["rows"].append(row)
     return doc
 
 

@@ -128,6 +128,9 @@ def test_report_merges_device_rows_and_renders(run: dict[str, Any], capsys: pyte
     (root / "coral.json").write_text(json.dumps(coral))
     (row,) = html_report.load_device_rows([root / "coral.json"], report)
     assert row["map"] == int8["parity"]["map"] and "compiled from" in row["accuracy_of"]
+    (root / "partial.json").write_text(json.dumps(dict(coral, rows=[{"name": "x", "threads": 1}])))
+    with pytest.raises(html_report.ReportError, match="a row lacks target, precision"):
+        html_report.load_device_rows([root / "partial.json"], report)
     (root / "bad.json").write_text(json.dumps({"rows": []}))
     assert html_report.main(["--bench", str(root / "out" / "results.json"), "--device-results",
                              str(root / "bad.json"), "--out", str(root / "r2.html")]) == 2
