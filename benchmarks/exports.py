@@ -2,8 +2,10 @@
 requested target x precision for this checkpoint and input size, else run ``python -m convert`` into it.
 
 Reuse is keyed on the checkpoint's sha256, not its path or date, so a retrained model is never
-benchmarked through stale artifacts. A gate failure does not stop the benchmark (the row carries the
-verdict); a conversion error or bad input does.
+benchmarked through stale artifacts, and on the int8 recipe: an int8 artifact made with another
+calibration method than today's default, or a QAT artifact made with another objective, is remade.
+A gate failure does not stop the benchmark (the row carries the verdict); a conversion error or bad
+input does.
 """
 
 from __future__ import annotations
@@ -23,8 +25,22 @@ class ExportError(RuntimeError):
     """The conversion the benchmark needs could not be made."""
 
 
+def current_recipe(artifact: dict[str, Any]) -> bool:
+    """Whether an int8 artifact was quantized the way ``python -m convert`` quantizes by default today."""
+    from convert.int8_export import DEFAULT_METHODS
+    from quantize.qat import QatConfig
+
+    q = artifact.get("quantization") or {}
+    if artifact["precision"] == "int8":
+        return q.get("method") == DEFAULT_METHODS[artifact["target"]]
+    if artifact["precision"] == "int8-qat":
+        return (q.get("qat") or {}).get("objective") == QatConfig().objective
+    return True
+
+
 def _pairs(report: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(a["target"], a["precision"]) for a in report.get("artifacts", []) if Path(a["path"]).is_file()}
+    return {(a["target"], a["precision"]) for a in report.get("artifacts", [])
+            if Path(a["path"]).is_file() and current_recipe(a)}
 
 
 def reusable(out: Path, ckpt: Path, input_size: int, wanted: set[tuple[str, str]]) -> dict[str, Any] | None:

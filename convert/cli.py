@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="all", help=f"one of {', '.join(TARGETS)}, a comma-separated list, or all")
-    p.add_argument("--precision", default="fp32", help=f"one of {', '.join(PRECISIONS)}, a comma-separated list, "
-                   "or all (default fp32)")
+    p.add_argument("--precision", default=None, help=f"one of {', '.join(PRECISIONS)}, a comma-separated list, "
+                   "or all (default: int8 for --target tflite, the edge deployment default; fp32 otherwise)")
     p.add_argument("--phi", default="0", help="compound-scaling PHI the checkpoint must have (default 0)")
     p.add_argument("--variant", default="d", choices=["d", "lite"])
     p.add_argument("--num-classes", type=int, default=None, help="class count the checkpoint must have "
@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "from the training split of --data, see `make calib`)")
     p.add_argument("--calib-method", action="append", default=[], metavar="TARGET=METHOD",
                    help="int8 calibration method per target: onnx=minmax|ema-minmax|percentile|entropy "
-                   "(default percentile), openvino=mixed|performance|minmax|quantile (default mixed); "
-                   "tflite: minmax only")
+                   "(default percentile), openvino=mixed|performance|minmax|quantile (default mixed), "
+                   "tflite=minmax|percentile (default percentile)")
     p.add_argument("--io-dtype", default="int8", choices=["int8", "uint8"], help="TFLite int8 input/output type "
                    "(uint8 for the Edge TPU)")
     p.add_argument("--float-layers", type=int, default=0, metavar="K",
@@ -57,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat", action="store_true", help="with int8: also fine-tune with fake quantization (QAT) and "
                    "write int8-qat artifacts beside the post-training ones")
     p.add_argument("--qat-epochs", type=float, default=2.0, help="QAT fine-tuning epochs over the training split")
-    p.add_argument("--qat-lr", type=float, default=2e-4)
+    p.add_argument("--qat-lr", type=float, default=1e-4)
+    p.add_argument("--qat-objective", default="distill", choices=["distill", "labels"],
+                   help="QAT loss: match the FP32 model's outputs (distill, default) or the detection loss on the "
+                   "training labels")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity analysis that a "
                    "failing int8 gate otherwise runs (the benchmark's exports, where only the verdict is needed)")
     p.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE",
@@ -67,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_checkpoint(variant: str, phi: str) -> Path:
     return Path("models") / f"default-{variant}{phi}.pt"
+
+
+def default_precision(targets: list[str]) -> str:
+    """Full-integer int8 when TFLite (the edge format) is the only target, FP32 otherwise."""
+    return "int8" if targets == ["tflite"] else "fp32"
 
 
 def check_writable(out: Path) -> None:
@@ -105,10 +113,11 @@ def parse_gate_overrides(items: list[str]) -> dict[str, Any]:
 def parse_methods(items: list[str]) -> dict[str, str]:
     from quantize.onnx_int8 import METHODS as ONNX_METHODS
     from quantize.openvino_int8 import METHODS as OPENVINO_METHODS
+    from quantize.tflite_int8 import METHODS as TFLITE_METHODS
 
     from .int8_export import DEFAULT_METHODS
 
-    known = {"onnx": ONNX_METHODS, "openvino": OPENVINO_METHODS, "tflite": ("minmax",)}
+    known = {"onnx": ONNX_METHODS, "openvino": OPENVINO_METHODS, "tflite": TFLITE_METHODS}
     methods = dict(DEFAULT_METHODS)
     for item in items:
         target, sep, method = item.partition("=")
@@ -147,7 +156,7 @@ def _qat_inputs(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
     if args.qat_epochs <= 0 or args.qat_lr <= 0:
         raise UsageError("--qat-epochs and --qat-lr must be > 0")
     train = load_dataset(resolve_dataset(args.data), "train", class_names=list(config.class_names) or None)
-    return train, QatConfig(epochs=args.qat_epochs, lr=args.qat_lr)
+    return train, QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, objective=args.qat_objective)
 
 
 def _resolve_checkpoint(args: argparse.Namespace) -> Path:
@@ -268,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     if not targets or any(t not in TARGETS for t in targets):
         raise UsageError(f"--target must be one of {', '.join(TARGETS)}, a comma-separated list of them, or all; "
                          f"got {args.target!r}")
-    precision = args.precision
+    precision = args.precision or default_precision(targets)
     precisions = list(PRECISIONS) if precision == "all" else precision.split(",")
     if not precisions or any(p not in PRECISIONS for p in precisions):
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, a comma-separated list of them, "

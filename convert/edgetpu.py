@@ -34,7 +34,6 @@ SUPPORTED_OPS = frozenset({
     "SPACE_TO_DEPTH", "SPLIT", "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "TANH",
     "TRANSPOSE", "TRANSPOSE_CONV",
 })
-INTEGER = ("int8", "uint8", "int32")  # int32: biases
 
 
 class EdgeTpuError(RuntimeError):
@@ -85,7 +84,7 @@ def check_tflite(path: str | Path) -> CheckReport:
                 first_cpu, before = f"{name} (op {i})", i
         for idx in list(op["inputs"]) + list(op["outputs"]):
             t = tensors.get(int(idx))
-            if t is not None and np.dtype(t["dtype"]).name not in INTEGER:
+            if t is not None and np.issubdtype(np.dtype(t["dtype"]), np.floating):
                 floats.add(t["name"])
     io = {f"input {d['name']}": np.dtype(d["dtype"]).name for d in interp.get_input_details()}
     io.update({f"output {d['name']}": np.dtype(d["dtype"]).name

@@ -21,7 +21,7 @@ from efficientdet.model.config import ModelConfig
 from .manifest_writer import Artifact
 
 # Chosen by measurement on the accuracy gate (docs/QUANTIZATION.md), not the tools' defaults.
-DEFAULT_METHODS = {"onnx": "percentile", "openvino": "mixed", "tflite": "minmax"}
+DEFAULT_METHODS = {"onnx": "percentile", "openvino": "mixed", "tflite": "percentile"}
 TOOLS = {"onnx": "onnxruntime.quantization (QDQ)", "openvino": "nncf", "tflite": "tf.lite.TFLiteConverter"}
 SCHEME = {"weights": "int8 per-channel symmetric", "activations": "8-bit per-tensor affine"}
 
@@ -85,15 +85,17 @@ def export_int8(targets: list[str], config: ModelConfig, out: Path, base: str, f
         from .openvino_export import convert_onnx, export_openvino
 
         log(f"quantizing openvino int8 with NNCF ({opts.methods['openvino']})")
+        kept = set(opts.float_layers.get("openvino", ()))
         model = quantize_openvino(convert_onnx(fp32_path), opts.calib, opts.methods["openvino"],
-                                  exclude=opts.float_layers.get("openvino", ()))
+                                  exclude={n.name: list(n.output) for n in fp32.graph.node if n.name in kept})
         artifacts.append(export_openvino(fp32_path, config, out / f"{base}-int8.xml", "int8", model=model,
                                          quantization=opts.describe("openvino"), **source))
     if "tflite" in targets:
         from .tflite_export import export_tflite
 
-        log(f"converting tflite full-integer int8 ({opts.io_dtype} I/O)")
+        log(f"converting tflite full-integer int8 ({opts.methods['tflite']}, {opts.io_dtype} I/O)")
         artifacts.append(export_tflite(fp32_path, config, out / f"{base}-int8.tflite", "int8",
                                        saved_model=saved_model(), calib=opts.calib, io_dtype=opts.io_dtype,
-                                       quantization=opts.describe("tflite", io_dtype=opts.io_dtype), **source))
+                                       quantization=opts.describe("tflite", io_dtype=opts.io_dtype),
+                                       calib_method=opts.methods["tflite"], **source))
     return artifacts

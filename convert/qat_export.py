@@ -3,8 +3,8 @@
 ONNX and OpenVINO take the QAT model's own Q/DQ graph, so the ranges QAT learned are the ranges
 they run. TFLite cannot: onnx2tf converts a QDQ ONNX into a wrong model without an error
 (TOOLCHAIN-FACTS) and the TFLite converter has no way to import ranges, so the TFLite artifact is
-the QAT-fine-tuned *weights* calibrated again by the converter (min-max on the same calibration
-set). Its manifest says so (``ranges: "recalibrated"``) and the report's QAT-vs-PTQ comparison shows
+the QAT-fine-tuned *weights* calibrated again (the post-training TFLite method, on the same
+calibration set). Its manifest says so (``ranges: "recalibrated"``) and the report's QAT-vs-PTQ comparison shows
 what that costs.
 """
 
@@ -40,8 +40,8 @@ def export_qat(model: Any, config: ModelConfig, targets: list[str], out: Path, b
     qat = prepare(model, config.input_size)
     calibrate(qat, opts.calib, qcfg.calib_images)
     log(f"QAT: fine-tuning {qcfg.epochs:g} epochs on {len(train_set.records)} images of {train_set.source} "
-        f"[{train_set.split}] at lr {qcfg.lr:g}")
-    history = finetune(qat, train_set, config, qcfg)
+        f"[{train_set.split}] at lr {qcfg.lr:g}, objective {qcfg.objective}")
+    history = finetune(qat, train_set, config, qcfg, teacher=model)
     tuned = finetuned_float_model(qat, model) if "tflite" in targets else None
     qdq = to_qdq_onnx(qat, config.input_size)
     check_static(qdq)
@@ -69,15 +69,16 @@ def export_qat(model: Any, config: ModelConfig, targets: list[str], out: Path, b
     if "tflite" in targets:
         from .tflite_export import export_tflite, onnx_to_saved_model
 
-        log("QAT: TFLite from the fine-tuned weights, ranges recalibrated by the converter")
+        method = opts.methods["tflite"]
+        log(f"QAT: TFLite from the fine-tuned weights, ranges recalibrated ({method})")
         with tempfile.TemporaryDirectory(dir=work_dir, prefix="qat-tflite-") as tmp:
             fpath = Path(tmp) / f"{base}-qat-float.onnx"
             onnx.save(fp32_model(tuned, config.input_size), str(fpath))
             saved = onnx_to_saved_model(fpath, Path(tmp) / "onnx2tf")
             artifacts.append(export_tflite(
                 fpath, config, out / f"{base}-int8-qat.tflite", "int8-qat", saved_model=saved, calib=opts.calib,
-                io_dtype=opts.io_dtype,
-                quantization={**opts.describe("tflite", io_dtype=opts.io_dtype), "method": "qat weights + minmax",
+                io_dtype=opts.io_dtype, calib_method=method,
+                quantization={**opts.describe("tflite", io_dtype=opts.io_dtype), "method": f"qat weights + {method}",
                               "ranges": "recalibrated: the TFLite converter cannot import QAT ranges and onnx2tf "
                                         "converts QDQ ONNX wrongly", **info}, **source))
     return artifacts

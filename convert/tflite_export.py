@@ -34,7 +34,7 @@ from calib_data import CalibrationSet
 from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
-from quantize.tflite_int8 import configure_full_int8
+from quantize.tflite_int8 import convert_full_int8
 from runtime.fileio import atomic_write_bytes
 
 from .manifest_writer import (
@@ -170,10 +170,12 @@ def _identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple
 
 
 def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_size: int, precision: str,
-                          calib: CalibrationSet | None = None, io_dtype: str = "int8") -> bytes:
+                          calib: CalibrationSet | None = None, io_dtype: str = "int8",
+                          calib_method: str = "percentile") -> bytes:
     """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``.
 
-    ``int8``/``int8-qat``: fully integer, calibrated on ``calib``, ``io_dtype`` (int8|uint8) inputs and outputs.
+    ``int8``/``int8-qat``: fully integer, calibrated on ``calib`` by ``calib_method``
+    (:mod:`quantize.tflite_int8`), ``io_dtype`` (int8|uint8) inputs and outputs.
     """
     tf = _import_tf()
     loaded = tf.saved_model.load(str(saved_model))
@@ -192,10 +194,25 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
     elif precision in ("int8", "int8-qat"):
         if calib is None:
             raise ValueError("TFLite int8 export needs a calibration set")
-        configure_full_int8(converter, tf, calib, io_dtype)
+        data = convert_full_int8(converter, tf, calib, io_dtype, calib_method)
+        _check_fully_integer(data)
+        return data
     elif precision != "fp32":
         raise ValueError(f"TFLite export supports fp32, fp16, int8 and int8-qat, got {precision!r}")
     return converter.convert()
+
+
+def _check_fully_integer(data: bytes) -> None:
+    """Refuse an int8 flatbuffer with any float tensor between input and output (a silently mixed model)."""
+    from .edgetpu import check_tflite
+
+    with tempfile.TemporaryDirectory(prefix="tflite-check-") as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(data)
+        floats = check_tflite(path).float_tensors
+    if floats:
+        raise TfliteExportError(f"the int8 TFLite model has {len(floats)} float tensors between input and output "
+                                f"(e.g. {floats[:3]}); it would not be fully integer")
 
 
 def _tflite_io(path: Path) -> tuple[dict, dict]:
@@ -216,17 +233,19 @@ def _tflite_io(path: Path) -> tuple[dict, dict]:
 def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Path, precision: str = "fp32",
                   checkpoint: str | None = None, checkpoint_sha256: str | None = None,
                   saved_model: str | Path | None = None, calib: CalibrationSet | None = None,
-                  io_dtype: str = "int8", quantization: dict[str, Any] | None = None) -> Artifact:
+                  io_dtype: str = "int8", quantization: dict[str, Any] | None = None,
+                  calib_method: str = "percentile") -> Artifact:
     """Convert the FP32 ONNX to ``out_path`` (+ sidecar); pass ``saved_model`` to reuse one onnx2tf run.
 
-    int8 precisions need ``calib``; ``quantization`` (how it was quantized) goes into the manifest.
+    int8 precisions need ``calib`` (ranges by ``calib_method``); ``quantization`` (how it was quantized)
+    goes into the manifest.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.stem}.tflite."))
     try:
         saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
-        data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype)
+        data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype, calib_method)
         tmp_file = tmp / out_path.name
         tmp_file.write_bytes(data)
         input_spec, outputs = _tflite_io(tmp_file)

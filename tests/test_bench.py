@@ -104,6 +104,20 @@ def test_second_run_reuses_the_exports(run: dict[str, Any]) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in exports.iterdir() if p.is_file()} == before
 
 
+def test_exports_made_with_another_int8_recipe_are_not_reused(run: dict[str, Any], tmp_path: Path) -> None:
+    from benchmarks.exports import reusable
+
+    report = json.loads((run["root"] / "exports" / "report.json").read_text())
+    wanted = {(a["target"], a["precision"]) for a in report["artifacts"]}
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps(report))
+    assert reusable(folder, DEFAULT, SIZE, wanted) is not None
+    next(a for a in report["artifacts"] if a["precision"] == "int8")["quantization"]["method"] = "minmax"
+    (folder / "report.json").write_text(json.dumps(report))
+    assert reusable(folder, DEFAULT, SIZE, wanted) is None
+
+
 def test_report_merges_device_rows_and_renders(run: dict[str, Any], capsys: pytest.CaptureFixture) -> None:
     root = run["root"]
     report = json.loads(Path(run["doc"]["export_report"]).read_text())

@@ -126,6 +126,19 @@ def test_cli_bad_target_or_size(workspace: dict, tmp_path: Path, capsys: pytest.
     assert not out.exists()
 
 
+def test_cli_default_precision_is_int8_for_tflite_only(workspace: dict, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """--qat needs int8: with no --precision, ONNX (fp32 by default) refuses it and TFLite (int8) goes on
+    to the QAT schedule's own check."""
+    args = ["--variant", "lite", "--ckpt", str(workspace["ckpt"]), "--out", str(tmp_path / "out"), "--qat",
+            "--qat-epochs", "-1"]
+    assert cli.main(["--target", "onnx", *args]) == 2
+    assert "needs --precision int8" in capsys.readouterr().err
+    assert cli.main(["--target", "tflite", *args]) == 2
+    assert "--qat-epochs and --qat-lr must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_default_checkpoint_missing_says_how_to_get_it(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # an empty folder: no models/default-d0.pt here

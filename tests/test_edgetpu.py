@@ -90,4 +90,5 @@ def test_checker_verdicts(tmp_path: Path) -> None:
     assert any("uint8" in p for p in floating.problems)
     gathered = check_tflite(_tiny_tflite(tmp_path, integer=True, gather=True))
     assert not gathered.ready and gathered.unsupported == {"GATHER": 1}
+    assert gathered.float_tensors == []  # its int64 indices are not float
     assert gathered.first_cpu_op.startswith("GATHER") and 0 < gathered.ops_before_first_cpu_op < gathered.total_ops

@@ -118,9 +118,19 @@ def test_qat_artifacts_for_every_target(exported: dict[str, Any]) -> None:
         q = json.loads(Path(a["manifest"]).read_text())["artifact"]["quantization"]
         assert q["qat"]["history"] and q["qat"]["history"][0]["steps"] >= 2
         assert q["ranges"] == "learned by QAT" if target != "tflite" else q["ranges"].startswith("recalibrated")
+        assert q["qat"]["objective"] == "distill"
         assert a["parity"]["det_match"] > 0.5  # a working detector, if not yet a gated one
-    ops = Counter(n.op_type for n in onnx.load(qat["onnx"]["path"]).graph.node)
+    graph = onnx.load(qat["onnx"]["path"]).graph
+    ops = Counter(n.op_type for n in graph.node)
     assert ops["DequantizeLinear"] > 100 and ops["QuantizeLinear"] > 50
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) > 200
+    # every convolution's output is quantized, so onnxruntime can run each one as an int8 QLinearConv
+    assert all(consumers.get(c.output[0]) == ["QuantizeLinear"] for c in convs)
     assert not [op for op in ops if op.startswith("Random")]  # no traced stochastic depth
     assert check_tflite(qat["tflite"]["path"]).float_tensors == []
     assert _int8_conv_share(qat["openvino"]["path"]) > 0.8
@@ -148,21 +158,62 @@ def test_onnx_has_qdq_around_every_conv(exported: dict[str, Any]) -> None:
                for n in convs)
 
 
-def _int8_conv_share(path: str) -> float:
-    """Share of the compiled model's convolutions that OpenVINO's CPU plugin executes in u8/i8."""
+def _runtime_convs(path: str) -> list[dict[str, str]]:
+    """The convolutions of the model OpenVINO's CPU plugin compiled: precision and original layer names."""
     import openvino as ov
 
     compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    ops = compiled.get_runtime_model().get_ops()
-    precisions = Counter(op.get_rt_info()["runtimePrecision"].astype(str) for op in ops
-                         if op.get_rt_info()["layerType"].astype(str) == "Convolution")
-    assert precisions, "no convolutions in the runtime model"
+    convs = [op.get_rt_info() for op in compiled.get_runtime_model().get_ops()]
+    convs = [{"precision": rt["runtimePrecision"].astype(str), "names": rt["originalLayersNames"].astype(str)}
+             for rt in convs if rt["layerType"].astype(str) == "Convolution"]
+    assert convs, "no convolutions in the runtime model"
+    return convs
+
+
+def _conv_precisions(path: str) -> dict[str, str]:
+    """ONNX Conv name -> the precision OpenVINO executes that convolution in (u8, i8, f32)."""
+    return {name.removesuffix("/WithoutBiases"): conv["precision"] for conv in _runtime_convs(path)
+            for name in conv["names"].split(",") if name.endswith("/WithoutBiases")}
+
+
+def _int8_conv_share(path: str) -> float:
+    """Share of the compiled model's convolutions that OpenVINO's CPU plugin executes in u8/i8."""
+    precisions = Counter(conv["precision"] for conv in _runtime_convs(path))
     return (precisions.get("u8", 0) + precisions.get("i8", 0)) / sum(precisions.values())
 
 
 def test_openvino_runs_convolutions_in_int8(exported: dict[str, Any]) -> None:
     # NNCF leaves the squeeze-excitation 1x1 convs (on pooled vectors) in float: 32 of 214 for D0
     assert _int8_conv_share(exported["by_target"]["openvino"]["path"]) > 0.8
+
+
+def test_tflite_percentile_ranges_only_narrow_the_converters_minmax(exported: dict[str, Any], calib: Path,
+                                                                     data: Path, tmp_path: Path) -> None:
+    """The default TFLite method (percentile) starts from the converter's own min-max calibration and
+    narrows activation ranges; no range may widen, and the model stays fully integer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from convert.edgetpu import check_tflite
+
+    _convert(tmp_path, data, "--target", "tflite", "--precision", "int8", "--calib", str(calib), "--io-dtype",
+             "uint8", "--calib-method", "tflite=minmax", "--no-sensitivity")
+    minmax = json.loads((tmp_path / "report.json").read_text())["artifacts"][0]
+    percentile = exported["by_target"]["tflite"]
+    methods = [json.loads(Path(a["manifest"]).read_text())["artifact"]["quantization"]["method"]
+               for a in (minmax, percentile)]
+    assert methods == ["minmax", "percentile"]
+
+    def scales(path: str) -> dict[str, float]:
+        return {t["name"]: float(t["quantization_parameters"]["scales"][0])
+                for t in Interpreter(model_path=path).get_tensor_details()
+                if len(t["quantization_parameters"]["scales"]) == 1}
+
+    a, b = scales(percentile["path"]), scales(minmax["path"])
+    assert a.keys() == b.keys()
+    ratios = np.array([a[k] / b[k] for k in a])
+    assert (ratios <= 1 + 1e-6).all(), sorted(k for k in a if a[k] > b[k] * (1 + 1e-6))[:5]
+    assert (ratios < 1 - 1e-6).mean() > 0.3
+    assert check_tflite(percentile["path"]).float_tensors == []
 
 
 def test_runtime_detects_with_int8_tflite(exported: dict[str, Any], data: Path) -> None:
@@ -185,7 +236,7 @@ def test_gate_fails_on_constant_image_calibration(calib: Path, data: Path, tmp_p
     manifest.update(count=8, images=manifest["images"][:8], images_sha256=file_sha256(broken / "images.npy"))
     (broken / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    proc = _convert(out, data, "--target", "onnx", "--precision", "int8", "--calib", str(broken),
+    proc = _convert(out, data, "--target", "onnx,openvino", "--precision", "int8", "--calib", str(broken),
                     "--calib-method", "onnx=minmax", "--float-layers", "2")
     err = proc.stderr
     assert proc.returncode == 1
@@ -193,14 +244,18 @@ def test_gate_fails_on_constant_image_calibration(calib: Path, data: Path, tmp_p
     report = json.loads((out / "report.json").read_text())
     layers = report["sensitivity"]["layers"]
     assert layers and layers[0]["worst_snr_db"] <= layers[-1]["worst_snr_db"]
-    # the float fallback kept the two most sensitive layers out of int8, and the manifest says which
-    (entry,) = report["artifacts"]
-    kept = json.loads(Path(entry["manifest"]).read_text())["artifact"]["quantization"]["float_layers"]
-    assert kept == [layers[0]["node"], layers[1]["node"]]
-    model = onnx.load(entry["path"])
+    # the float fallback kept the two most sensitive layers out of int8 on both targets, and the manifests say which
+    entries = {a["target"]: a for a in report["artifacts"]}
+    for entry in entries.values():
+        kept = json.loads(Path(entry["manifest"]).read_text())["artifact"]["quantization"]["float_layers"]
+        assert kept == [layers[0]["node"], layers[1]["node"]]
+    model = onnx.load(entries["onnx"]["path"])
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
     for node in (n for n in model.graph.node if n.name in kept):
         assert producers.get(node.input[1]) != "DequantizeLinear"  # float weight
+    precisions = _conv_precisions(entries["openvino"]["path"])
+    assert all(precisions[name] == "f32" for name in kept), {name: precisions.get(name) for name in kept}
+    assert Counter(precisions.values())["u8"] > 100  # and the rest is still int8
 
 
 def test_calibration_on_evaluation_images_is_refused(data: Path, tmp_path: Path) -> None:
