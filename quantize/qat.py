@@ -12,11 +12,13 @@ the exported ONNX, making the QAT artifacts' outputs random).
 
 Scheme: torchao's x86 quantizer in QAT mode — weights int8 per-channel symmetric, activations uint8
 per-tensor affine: the scheme onnxruntime (U8S8), NNCF (MIXED) and full-integer TFLite use, so what QAT
-learns is what the targets run. Schedule: ranges are first calibrated on the calibration set (QAT
-starts from post-training ranges, not from scratch), then a short fine-tune at a low learning rate;
-BatchNorm statistics are frozen (BN switched to inference behaviour) after ``bn_freeze`` of the
-steps and fake-quant observers after ``observer_freeze``, so the last steps train weights against
-fixed ranges, as the artifacts will run them.
+learns is what the targets run — plus a fake-quant on every convolution output (see ``_quantizer``).
+Objective: by default the FP32 model's own outputs (:mod:`quantize.distill`), not the labels. Schedule:
+ranges are first calibrated on the calibration set (QAT starts from post-training ranges, not from
+scratch), then a short fine-tune at a low learning rate; BatchNorm statistics are frozen (BN switched to
+inference behaviour) after ``bn_freeze`` of the steps and fake-quant observers after
+``observer_freeze``, so the last steps train weights against fixed ranges, as the artifacts will run
+them.
 """
 
 from __future__ import annotations
