@@ -19,7 +19,6 @@ symmetric min-max and the model input keeps its range (it is the normalised imag
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,10 +54,9 @@ def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet, io_dtype: 
         return converter.convert()
     from tensorflow.lite.python import convert as tf_convert
 
-    converter._experimental_calibrate_only = True  # noqa: SLF001 - the converter's own first step, as QuantizationDebugger uses it
+    converter._experimental_calibrate_only = True  # the converter's own first step, as QuantizationDebugger uses it
     calibrated = converter.convert()
-    narrowed = percentile_ranges(calibrated, lambda: (calib.nhwc(i) for i in range(len(calib))), len(calib),
-                                 PERCENTILE, tf, progress)
+    narrowed = percentile_ranges(calibrated, calib, PERCENTILE, tf, progress)
     dtype = tf.int8 if io_dtype == "int8" else tf.uint8
     return tf_convert.mlir_quantize(narrowed, input_data_type=dtype, output_data_type=dtype)
 
@@ -88,7 +86,7 @@ def _cut(hist: np.ndarray, edges: np.ndarray, percentile: float) -> tuple[float,
     return float(edges[lo]), float(edges[min(hi + 1, len(edges) - 1)])
 
 
-def percentile_ranges(calibrated: bytes, images: Callable[[], Any], count: int, percentile: float, tf: Any,
+def percentile_ranges(calibrated: bytes, calib: CalibrationSet, percentile: float, tf: Any,
                       progress: bool = True) -> bytes:
     """``calibrated`` with each recorded activation range narrowed to ``percentile`` of its calibration values.
 
@@ -103,8 +101,8 @@ def percentile_ranges(calibrated: bytes, images: Callable[[], Any], count: int, 
     interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     hists = {i: np.zeros(HISTOGRAM_BINS, np.int64) for i in ranges}
-    for x in tqdm(images(), total=count, desc="TFLite percentile calibration", unit="img", disable=not progress):
-        interpreter.set_tensor(inp["index"], x)
+    for i in tqdm(range(len(calib)), desc="TFLite percentile calibration", unit="img", disable=not progress):
+        interpreter.set_tensor(inp["index"], calib.nhwc(i))
         interpreter.invoke()
         for index, (lo, hi) in ranges.items():
             if hi > lo:
