@@ -2,9 +2,9 @@
 
 Why not the training loss: the int8 gate asks whether the artifact still finds what the *FP32 model*
 found, not whether it fits the labels better. Fine-tuning on the labels moves the model as a whole
-(measured: QAT with the detection loss ended 0.6-1.1 mAP points from FP32 on BCCD and the default
-model, and 12-20 % of its detections were ones FP32 did not make, while post-training int8 stayed
-within 0.5 point); matching the FP32 model's own outputs spends the fine-tune on the quantization
+(measured: QAT with the detection loss ended 0.7-1.1 mAP points from FP32 on BCCD and the default
+model, and 12-20 % of its detections were ones FP32 did not make, while post-training ONNX and OpenVINO
+int8 stayed within 0.5 point); matching the FP32 model's own outputs spends the fine-tune on the quantization
 error only, needs no labels, and is the usual QAT-with-teacher recipe.
 
 Class outputs: the Bernoulli KL divergence of each sigmoid output from the teacher's (soft-target
