@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PYTHON_SYS ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# The venv is keyed on the lock file's content, not its date: a fresh clone (whose files are all newer
+# than an existing venv) does not reinstall, and any change to the pins does.
+LOCK_SHA := $(shell sha256sum requirements/lock.txt 2>/dev/null | cut -c1-16)
+STAMP := $(VENV)/.installed-$(LOCK_SHA)
 
 PHI ?= 0
 VARIANT ?= d
@@ -18,6 +21,12 @@ SPLIT ?= test
 BCCD ?= ../shared/datasets/bccd
 
 size_flag = $(if $(INPUT_SIZE),--input-size $(INPUT_SIZE),)
+# CLASS_MAP=DATA_NAME=MODEL_NAME,...: score a model on a dataset whose class names differ (eval, export)
+CLASS_MAP ?=
+class_map_flag = $(if $(CLASS_MAP),--class-map "$(CLASS_MAP)",)
+# make eval writes its JSON under runs/eval/ (never beside the checkpoint, e.g. into the committed models/)
+EVAL_OUT ?=
+eval_out = $(or $(EVAL_OUT),runs/eval/$(basename $(notdir $(CKPT)))-$(SPLIT).json)
 
 TARGET ?= all
 PRECISION ?=
@@ -39,14 +48,15 @@ REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test lint summary train eval export calib edgetpu data bccd-train bccd-eval clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
+.PHONY: help setup test test-quick lint summary train eval export calib edgetpu data bccd-train bccd-eval clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
-	@echo "make test                       run the test suite"
+	@echo "make test                       run the whole test suite (what CI runs; ~30 min on 2 cores)"
+	@echo "make test-quick                 the tests not marked slow (minutes; for development)"
 	@echo "make summary PHI=0 [VARIANT=d|lite] [NUM_CLASSES=90]"
 	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=] [OUT=runs/NAME] [INPUT_SIZE=]"
-	@echo "make eval CKPT=... DATA=... [SPLIT=test]"
+	@echo "make eval CKPT=... DATA=... [SPLIT=test] [EVAL_OUT=runs/eval/<ckpt>-<split>.json] [CLASS_MAP=a=x,b=y]"
 	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16|int8|all [CKPT=] [OUT=exports/NAME]"
 	@echo "     [INPUT_SIZE=N]: export at another multiple of 128 than the checkpoint's"
 	@echo "     int8: [QAT=1] [CALIB=folder] [CALIB_METHOD=onnx=percentile] [IO_DTYPE=int8|uint8] [FLOAT_LAYERS=K]"
@@ -62,16 +72,22 @@ help:
 	@echo "make bccd-train / bccd-eval     the documented BCCD D0 run (results/bccd-d0-eval.json)"
 	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
 
-$(STAMP): requirements/lock.txt
+$(STAMP):
 	@command -v $(PYTHON_SYS) >/dev/null || { echo "error: $(PYTHON_SYS) not found (Python 3.11 is required)"; exit 1; }
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/lock.txt
+	rm -f $(VENV)/.installed $(VENV)/.installed-*
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+# Both run pytest through tests/suite.py: if a native library kills pytest, it still prints which test
+# died and by which signal. test-quick leaves out the tests marked slow (conversions, trainings, benchmarks).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m tests.suite -q --durations=15
+
+test-quick: $(STAMP)
+	$(PY) -m tests.suite -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -92,7 +108,7 @@ int8_flags = $(if $(CALIB),--calib $(CALIB),) $(foreach m,$(CALIB_METHOD),--cali
 export: $(STAMP)
 	$(PY) -m convert --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION),) --phi $(PHI) --variant $(VARIANT) \
 		$(if $(CKPT),--ckpt $(CKPT),) --data $(DATA) --split $(EXPORT_SPLIT) --out $(export_out) $(int8_flags) \
-		$(size_flag)
+		$(size_flag) $(class_map_flag)
 
 calib: $(STAMP)
 	$(PY) -m calib_data --data $(DATA) --n $(N) $(if $(CKPT),--ckpt $(CKPT),) \
@@ -109,7 +125,7 @@ edgetpu: $(STAMP)
 
 eval: $(STAMP)
 	@test -n "$(CKPT)" || { echo "error: CKPT=<checkpoint.pt> is required"; exit 2; }
-	$(PY) -m efficientdet eval --ckpt $(CKPT) --data $(DATA) --split $(SPLIT) --out $(dir $(CKPT))eval-$(SPLIT).json
+	$(PY) -m efficientdet eval --ckpt $(CKPT) --data $(DATA) --split $(SPLIT) --out $(eval_out) $(class_map_flag)
 
 # The documented BCCD run (see results/bccd-d0-eval.md): D0 trained at 320 on 2 CPU cores, resumable.
 BCCD_OUT ?= runs/bccd-d0

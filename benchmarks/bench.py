@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from efficientdet.checkpoint import load_checkpoint
+from efficientdet.checkpoint import CheckpointError, load_checkpoint
 from efficientdet.data.loader import load_dataset
 from efficientdet.data.synthetic import resolve_dataset
 from efficientdet.model.config import ModelConfig, make_config
@@ -185,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: checkpoint not found: {ckpt} (make default-model-train builds the default one)",
               file=sys.stderr)
         return 2
-    config = ModelConfig.from_dict(load_checkpoint(ckpt)["config"])
+    try:
+        config = ModelConfig.from_dict(load_checkpoint(ckpt)["config"])
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     size = args.input_size or (config.input_size if args.quick else make_config(config.phi, config.variant).input_size)
     exports = Path(args.exports or f"exports/bench-{config.name.removeprefix('efficientdet-')}-{size}"
                    f"{'-quick' if args.quick else ''}")

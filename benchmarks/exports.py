@@ -2,7 +2,10 @@
 requested target x precision for this checkpoint and input size, else run ``python -m convert`` into it.
 
 Reuse is keyed on the checkpoint's sha256, not its path or date, so a retrained model is never
-benchmarked through stale artifacts, and on the int8 recipe: an int8 artifact made with another
+benchmarked through stale artifacts, on each artifact's own sha256 as the report recorded it (an
+interrupted export of another checkpoint into the same folder had replaced files under a report that
+still named the old checkpoint, issue 13; the exporter now also deletes the old report first), and on
+the int8 recipe: an int8 artifact made with another
 calibration method than today's default, or a QAT artifact made with another objective, is remade.
 A gate failure does not stop the benchmark (the row carries the verdict); a conversion error or bad
 input does.
@@ -38,9 +41,14 @@ def current_recipe(artifact: dict[str, Any]) -> bool:
     return True
 
 
+def _intact(artifact: dict[str, Any]) -> bool:
+    """The file the report describes is still the one on disk (its sha256), not a later export's."""
+    path = Path(artifact["path"])
+    return path.is_file() and artifact.get("sha256") == file_sha256(path)
+
+
 def _pairs(report: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(a["target"], a["precision"]) for a in report.get("artifacts", [])
-            if Path(a["path"]).is_file() and current_recipe(a)}
+    return {(a["target"], a["precision"]) for a in report.get("artifacts", []) if _intact(a) and current_recipe(a)}
 
 
 def reusable(out: Path, ckpt: Path, input_size: int, wanted: set[tuple[str, str]]) -> dict[str, Any] | None:

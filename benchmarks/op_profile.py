@@ -48,7 +48,9 @@ def onnxruntime_ops(path: Path, x: np.ndarray, threads: int, runs: int = 10, top
 def openvino_ops(path: Path, x: np.ndarray, threads: int, precision: str = "f32", runs: int = 10,
                  top: int = 8) -> list[dict[str, Any]]:
     """Mean milliseconds per run and share by node type and kernel (``Convolution/jit_avx512_I8``)."""
-    import openvino as ov
+    from runtime.backends.openvino_privacy import import_openvino
+
+    ov = import_openvino()  # with OpenVINO telemetry off
 
     core = ov.Core()
     compiled = core.compile_model(str(path), "CPU", {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads,

@@ -3,7 +3,7 @@
 Everything that can be wrong with the input (checkpoint missing or made for another model, OUT not
 writable, dataset unusable) is checked before the slow work starts and before anything is written.
 Exit status: 0 all gates passed, 1 a gate failed (the failures are printed), 2 bad input, 3 a
-conversion failed.
+conversion failed, 4 the output could not be written (disk full, permissions).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default=None, help="checkpoint (default models/default-<variant><phi>.pt)")
     p.add_argument("--data", default="data/synthetic", help="evaluation dataset for the parity gate")
     p.add_argument("--split", default="val")
+    p.add_argument("--class-map", default=None, metavar="DATA=MODEL,...",
+                   help="map the dataset's class names onto the model's (an empty MODEL ignores that class); "
+                   "without it a dataset with classes the model does not know is refused")
     p.add_argument("--max-images", type=int, default=100, help="evaluation images for the gate (0 = all)")
     p.add_argument("--out", default=None, help="output folder (default exports/<variant><phi>)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the artifacts during the gate")
@@ -149,13 +152,14 @@ def _int8_options(args: argparse.Namespace, config: Any, dataset: Any) -> Any:
 
 def _qat_inputs(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
     """The training split QAT fine-tunes on (of --data) and its schedule."""
-    from efficientdet.data.loader import load_dataset
+    from efficientdet.data.loader import load_for_model, parse_class_map
     from efficientdet.data.synthetic import resolve_dataset
     from quantize.qat import QatConfig
 
     if args.qat_epochs <= 0 or args.qat_lr <= 0:
         raise UsageError("--qat-epochs and --qat-lr must be > 0")
-    train = load_dataset(resolve_dataset(args.data), "train", class_names=list(config.class_names) or None)
+    train = load_for_model(resolve_dataset(args.data), "train", list(config.class_names),
+                           num_classes=config.num_classes, class_map=parse_class_map(args.class_map))
     return train, QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, objective=args.qat_objective)
 
 
@@ -189,14 +193,14 @@ def _load(args: argparse.Namespace, ckpt: Path) -> tuple[Any, Any]:
 
 
 def _dataset(args: argparse.Namespace, config: Any) -> Any:
-    from efficientdet.data.loader import load_dataset
+    from efficientdet.data.loader import load_for_model, parse_class_map
     from efficientdet.data.synthetic import resolve_dataset
 
     from .parity import subset
 
     data = resolve_dataset(args.data)
-    names = list(config.class_names) or None
-    dataset = load_dataset(data, args.split, class_names=names)
+    dataset = load_for_model(data, args.split, list(config.class_names), num_classes=config.num_classes,
+                             class_map=parse_class_map(args.class_map))
     if len(dataset.class_names) != config.num_classes:
         raise UsageError(f"dataset {data} has {len(dataset.class_names)} classes but the model has "
                          f"{config.num_classes}; evaluate on the data the model was trained for")
@@ -209,6 +213,8 @@ def _dataset(args: argparse.Namespace, config: Any) -> Any:
 def _export_all(model: Any, config: Any, targets: list[str], precisions: list[str], out: Path, ckpt: Path,
                 ckpt_sha: str, int8: Any = None, qat: tuple[Any, Any] | None = None) -> tuple[list[Any], Any]:
     """Every requested artifact, and the FP32 ONNX they came from."""
+    from runtime.fileio import remove_stale_temporaries, temp_dir
+
     from .onnx_export import export_onnx, fp32_model, write_onnx
 
     base = f"{config.name}-{config.input_size}"
@@ -218,7 +224,12 @@ def _export_all(model: Any, config: Any, targets: list[str], precisions: list[st
     _log("exporting FP32 ONNX (torch dynamo exporter + onnxsim, numerically checked)")
     proto = fp32_model(model, config.input_size)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".convert-") as tmp:
+    for stale in remove_stale_temporaries(out):
+        _log(f"removed {stale.name}, left behind by an export that was killed")
+    # The old report no longer describes the folder once artifacts change: an interrupted export must not
+    # leave it pairing new files with old verdicts (make bench reused such a report, issue 13).
+    (out / "report.json").unlink(missing_ok=True)
+    with temp_dir(out, "convert") as tmp:
         onnx_fp32 = out / f"{base}-fp32.onnx"
         if "onnx" in targets:
             for precision in floats:
@@ -352,6 +363,7 @@ def _summarise(entries: list[dict[str, Any]], paths: dict[str, Path]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from runtime.fileio import write_error
     from runtime.manifest import ManifestError
 
     try:
@@ -365,3 +377,6 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:  # the exporters' *ExportError and ParityError
         print(f"error: conversion failed: {e}", file=sys.stderr)
         return 3
+    except OSError as e:  # disk full, permissions, a vanished folder: nothing half-written is left in OUT
+        print(f"error: {write_error(e)}", file=sys.stderr)
+        return 4

@@ -21,6 +21,7 @@ import onnx
 from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
+from runtime.fileio import make_temp_dir
 
 from .manifest_writer import (
     EMBED_KEY,
@@ -59,7 +60,9 @@ def _without_metadata(onnx_path: str | Path, tmp: Path) -> Path:
 
 def convert_onnx(onnx_path: str | Path) -> Any:
     """``openvino.convert_model`` of an ONNX file, without its metadata (see :func:`_without_metadata`)."""
-    import openvino as ov
+    from runtime.backends.openvino_privacy import import_openvino
+
+    ov = import_openvino()  # with OpenVINO telemetry off
 
     with tempfile.TemporaryDirectory(prefix="ov-convert-") as tmp:
         return ov.convert_model(str(_without_metadata(onnx_path, Path(tmp))))
@@ -73,7 +76,9 @@ def export_openvino(onnx_path: str | Path, config: ModelConfig, out_path: str | 
     int8 precisions write ``model`` (an int8 ``openvino.Model`` from NNCF or a QDQ ONNX via :func:`convert_onnx`);
     ``quantization`` (how) goes into the manifest.
     """
-    import openvino as ov
+    from runtime.backends.openvino_privacy import import_openvino
+
+    ov = import_openvino()  # with OpenVINO telemetry off
 
     if precision not in ("fp32", "fp16", "int8", "int8-qat"):
         raise ValueError(f"OpenVINO export supports fp32, fp16, int8 and int8-qat, got {precision!r}")
@@ -84,7 +89,7 @@ def export_openvino(onnx_path: str | Path, config: ModelConfig, out_path: str | 
         raise ValueError(f"OpenVINO IR path must end in .xml, got {out_path}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     bin_path = out_path.with_suffix(".bin")
-    tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.stem}.ov."))
+    tmp = make_temp_dir(out_path.parent, f"{out_path.stem}.ov")
     try:
         if model is None:
             model = convert_onnx(onnx_path)

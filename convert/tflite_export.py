@@ -35,7 +35,7 @@ from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
 from quantize.tflite_int8 import convert_full_int8
-from runtime.fileio import atomic_write_bytes
+from runtime.fileio import atomic_write_bytes, make_temp_dir
 
 from .manifest_writer import (
     Artifact,
@@ -242,7 +242,7 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.stem}.tflite."))
+    tmp = make_temp_dir(out_path.parent, f"{out_path.stem}.tflite")
     try:
         saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
         data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype, calib_method)

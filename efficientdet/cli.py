@@ -55,7 +55,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from efficientdet.checkpoint import load_checkpoint, load_model
-    from efficientdet.data.loader import load_dataset
+    from efficientdet.data.loader import load_for_model, parse_class_map
     from efficientdet.data.synthetic import resolve_dataset
     from efficientdet.evaluate import evaluate_model
     from runtime.anchors import anchor_spec_from_config, generate_anchors
@@ -63,7 +63,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads) if args.threads else None
     model, cfg = load_model(args.ckpt)
-    dataset = load_dataset(resolve_dataset(args.data), args.split, class_names=list(cfg.class_names) or None)
+    dataset = load_for_model(resolve_dataset(args.data), args.split, list(cfg.class_names),
+                             num_classes=cfg.num_classes, class_map=parse_class_map(args.class_map))
     t0 = time.time()
     metrics = evaluate_model(model, dataset, cfg.preprocess.to_dict(),
                              generate_anchors(anchor_spec_from_config(cfg.to_dict())))
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default="data/synthetic")
     e.add_argument("--split", default="test")
     e.add_argument("--out", default=None, help="also write the JSON here")
+    e.add_argument("--class-map", default=None, metavar="DATA=MODEL,...",
+                   help="map dataset class names onto the model's (an empty MODEL ignores that class); without it "
+                   "a dataset with classes the model does not know is refused")
     e.add_argument("--threads", type=int, default=0)
     e.set_defaults(func=cmd_eval)
     r = sub.add_parser("run-report", help="Markdown + learning-curve PNG for a run and its eval JSON")
@@ -195,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        from runtime.fileio import write_error
+
+        print(f"error: {write_error(e)}", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

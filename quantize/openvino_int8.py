@@ -39,7 +39,9 @@ def quantize_openvino(model: Any, calib: CalibrationSet, method: str = "mixed",
                       exclude: Mapping[str, Sequence[str]] | None = None) -> Any:
     """``model`` (an FP32 ``openvino.Model``) with int8 FakeQuantize; ``exclude``: the ONNX nodes (name -> output
     names) to keep in float."""
-    import nncf
+    from runtime.backends.openvino_privacy import import_nncf
+
+    nncf = import_nncf()  # with OpenVINO telemetry off (NNCF sends it through openvino-telemetry too)
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 

@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("model", help="model file (.onnx, .xml or .tflite) with its manifest")
     d.add_argument("images", nargs="+", help="image files")
     d.add_argument("--json", action="store_true", help="print one JSON object per image per line")
-    d.add_argument("--out", type=Path, help="write each image with its boxes drawn into this folder")
+    d.add_argument("--out", type=Path, help="write each image with its boxes drawn into this folder (never "
+                   "overwrites: a name that exists or is an input gets a -1, -2... suffix)")
     d.add_argument("--threads", type=int, help="CPU threads (default: all available)")
     d.add_argument("--score-threshold", type=float, help="override the manifest's score threshold")
     d.add_argument("--edgetpu", action="store_true", help="run a *_edgetpu.tflite model on a Coral Edge TPU")
@@ -44,8 +45,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def drawn_path(out_dir: Path, image_path: str, taken: set[Path]) -> Path:
+    """Where the drawn copy of ``image_path`` goes: its own name in ``out_dir``, suffixed ``-1``, ``-2``... when
+    that name is an input, an existing file or already written in this run. Nothing is ever overwritten
+    (``--out`` = the images' own folder overwrote the inputs, and same-named inputs overwrote each other)."""
+    name = Path(image_path)
+    candidate, n = out_dir / name.name, 0
+    while candidate.resolve() in taken or candidate.exists():
+        n += 1
+        candidate = out_dir / f"{name.stem}-{n}{name.suffix}"
+    taken.add(candidate.resolve())
+    return candidate
+
+
 def _detect(args: argparse.Namespace) -> int:
+    if args.out and args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder; give a folder for the drawn images")
     det = Detector(args.model, threads=args.threads, score_threshold=args.score_threshold, edgetpu=args.edgetpu)
+    taken = {Path(p).resolve() for p in args.images}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -57,17 +74,18 @@ def _detect(args: argparse.Namespace) -> int:
             failed += 1
             continue
         result = det(image)
+        target = drawn_path(args.out, path, taken) if args.out else None
+        if target is not None and not cv2.imwrite(str(target), draw_detections(image, result)):
+            print(f"error: cannot write {target}", file=sys.stderr)
+            failed += 1
+            target = None
         if args.json:
-            print(json.dumps({"image": path, "detections": result.to_dicts()}), flush=True)
+            line = {"image": path, "detections": result.to_dicts(), **({"drawn": str(target)} if target else {})}
+            print(json.dumps(line), flush=True)
         else:
-            print(f"{path}: {len(result)} detections")
+            print(f"{path}: {len(result)} detections" + (f" (drawn: {target})" if target else ""))
             for d in result.to_dicts():
                 print(f"  {d['label']:<16} {d['score']:.3f}  box {d['box']}")
-        if args.out:
-            target = args.out / Path(path).name
-            if not cv2.imwrite(str(target), draw_detections(image, result)):
-                print(f"error: cannot write {target}", file=sys.stderr)
-                failed += 1
     return 1 if failed else 0
 
 

@@ -22,6 +22,7 @@ from .manifest import (
     ManifestError,
     check_against_backend,
     check_artifact,
+    check_embedded_agrees,
     load_manifest,
     validate_manifest,
 )
@@ -59,7 +60,10 @@ def _dequantize(value: np.ndarray, quant: dict[str, Any] | None, field: str) -> 
 class Detector:
     """Load an ``.onnx``/``.xml``/``.tflite`` artifact and its manifest once; call it on images.
 
-    ``threads``: CPU threads for the backend (default: all this process may use).
+    Safe to share between threads (a camera thread and a UI thread may call one instance): onnxruntime
+    sessions are thread-safe, OpenVINO gets one infer request per thread, a TFLite interpreter is locked.
+
+    ``threads``: CPU threads for the backend (default: all this process may use; at most 4 per CPU).
     ``score_threshold`` overrides the manifest's. ``edgetpu`` loads the Coral delegate (TFLite only).
     ``backend_options`` go to the backend (e.g. ``{"allow_spinning": True}`` for onnxruntime).
     """
@@ -75,6 +79,7 @@ class Detector:
         self.backend: Backend = open_backend(self.model_path, threads, precision=manifest["artifact"]["precision"],
                                              inference_precision=manifest["inference_precision"], edgetpu=edgetpu,
                                              options=backend_options)
+        check_embedded_agrees(manifest, self.backend.embedded_manifest(), self.model_path)
         check_against_backend(manifest, self.backend)
         self.anchors = generate_anchors(manifest["anchors"])
         self.class_names: list[str] = list(manifest["class_names"])

@@ -10,16 +10,20 @@ wrong boxes on a device.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .anchors import generate_anchors
+from .backends import METADATA_KEY
 from .fileio import atomic_write_json, file_sha256
 
 MANIFEST_FORMAT = "efficientdet-manifest/1"
-METADATA_KEY = "efficientdet_manifest"
 
 TARGETS = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
 PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
@@ -46,36 +50,63 @@ def write_sidecar(artifact_path: str | os.PathLike[str], manifest: dict[str, Any
     return atomic_write_json(sidecar_path(artifact_path), manifest)
 
 
-def _parse(text: str, where: str) -> dict[str, Any]:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse(text: str | bytes, where: str) -> dict[str, Any]:
+    """Parse a manifest; NaN/Infinity (which Python's json accepts) and nesting too deep to parse are refused."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"manifest in {where} is not UTF-8 text ({e}); re-export the artifact") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"manifest in {where} is not valid JSON: {e}") from None
+        data = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ManifestError(f"manifest in {where} is not valid JSON ({reason}); re-export the artifact") from None
     if not isinstance(data, dict):
         raise ManifestError(f"manifest in {where} must be a JSON object, got {type(data).__name__}")
     return data
 
 
 def _embedded_onnx(path: Path) -> str | None:
-    """Read ``metadata_props`` through onnxruntime (the runtime never depends on the ``onnx`` package)."""
+    """Read ``metadata_props`` through onnxruntime (the runtime never depends on the ``onnx`` package).
+
+    Without onnxruntime the manifest cannot be read, and the honest error is the missing package (which
+    the backend would need anyway), not "no manifest".
+    """
+    from .backends import missing
+    from .onnx_external_data import open_session
+
     try:
         import onnxruntime as ort
-    except ImportError:
-        return None
+    except ImportError as e:
+        raise missing("onnxruntime", "onnx", e) from e
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    session = open_session(ort, path, opts, ["CPUExecutionProvider"])  # external data checked first
     return session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
 
 
 def _embedded_openvino(path: Path) -> str | None:
     try:
-        import openvino as ov
-    except ImportError:
-        return None
+        from .backends.openvino_privacy import import_openvino
+
+        ov = import_openvino()  # with OpenVINO telemetry off
+    except ImportError as e:  # the package is the problem, not a missing manifest
+        from .backends import missing
+
+        raise missing("openvino", "openvino", e) from e
     if not path.with_suffix(".bin").is_file():
         raise FileNotFoundError(f"OpenVINO weights {path.with_suffix('.bin')} not found beside {path.name}")
-    model = ov.Core().read_model(str(path))
+    try:
+        model = ov.Core().read_model(str(path))
+    except RuntimeError as e:  # a cut .xml or .bin: OpenVINO's own text names neither the file nor the fix
+        from .errors import corrupt
+
+        raise corrupt(f"{path} (with {path.with_suffix('.bin').name})", "OpenVINO IR", e) from e
     if not model.has_rt_info(METADATA_KEY):
         return None
     return str(model.get_rt_info(METADATA_KEY).astype(str))
@@ -91,7 +122,11 @@ def load_manifest(artifact_path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"model file not found: {path}")
     side = sidecar_path(path)
     if side.is_file():
-        manifest = _parse(side.read_text(), str(side))
+        try:
+            raw = side.read_bytes()
+        except OSError as e:
+            raise ManifestError(f"cannot read manifest {side}: {e.strerror or e}") from None
+        manifest = _parse(raw, str(side))
         manifest["_source"] = "sidecar"
         return manifest
     suffix = path.suffix.lower()
@@ -135,16 +170,46 @@ def _int_list(manifest: dict[str, Any], field: str, length: int | None = None) -
     return value
 
 
+def _positive(manifest: dict[str, Any], field: str) -> float:
+    """A finite number > 0 (a zero, negative or non-finite scale, std or anchor size gives garbage boxes)."""
+    value = _get(manifest, field, (int, float))
+    if not (math.isfinite(value) and value > 0):
+        raise ManifestError(f"manifest field '{field}' must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def _check_quant(manifest: dict[str, Any], field: str, dtype: str) -> None:
     quant = _get(manifest, field, (dict, type(None)))
     if quant is None:
         if dtype in INTEGER_DTYPES:
             raise ManifestError(f"manifest field '{field}' is null but the dtype is {dtype}: scale/zero_point needed")
         return
-    scale = _get(manifest, f"{field}.scale", (int, float))
-    _get(manifest, f"{field}.zero_point", int)
-    if not scale > 0:
-        raise ManifestError(f"manifest field '{field}.scale' must be > 0, got {scale!r}")
+    _positive(manifest, f"{field}.scale")
+    zero_point = _get(manifest, f"{field}.zero_point", int)
+    if dtype in INTEGER_DTYPES:
+        info = np.iinfo(np.dtype(dtype))
+        if not info.min <= zero_point <= info.max:
+            raise ManifestError(f"manifest field '{field}.zero_point' ({zero_point}) is outside the {dtype} range")
+
+
+def _check_anchor_spec(manifest: dict[str, Any]) -> None:
+    """The anchor block, field by field: generate_anchors would accept NaN/zero/negative sizes silently."""
+    if _get(manifest, "anchors.input_size", int) < 1:
+        raise ManifestError("manifest field 'anchors.input_size' must be >= 1")
+    low, high = _get(manifest, "anchors.min_level", int), _get(manifest, "anchors.max_level", int)
+    if not 1 <= low <= high <= 12:
+        raise ManifestError(f"manifest fields 'anchors.min_level' ({low}) / 'anchors.max_level' ({high}) must "
+                            "satisfy 1 <= min_level <= max_level <= 12")
+    if not 1 <= _get(manifest, "anchors.num_scales", int) <= 16:
+        raise ManifestError("manifest field 'anchors.num_scales' must lie in 1..16")
+    _positive(manifest, "anchors.anchor_scale")
+    ratios = _get(manifest, "anchors.aspect_ratios", list)
+    ok = bool(ratios) and all(isinstance(r, list) and len(r) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in r)
+        for r in ratios)
+    if not ok:
+        raise ManifestError(f"manifest field 'anchors.aspect_ratios' must be a non-empty list of [w, h] pairs of "
+                            f"finite numbers > 0, got {ratios!r}")
 
 
 def _equal(field_a: str, a: Any, field_b: str, b: Any) -> None:
@@ -198,10 +263,12 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     _one_of(manifest, "preprocess.interpolation", ("linear", "nearest", "area"))
     for key in ("mean", "std"):
         vals = _get(manifest, f"preprocess.{key}", list)
-        if len(vals) != 3 or any(not isinstance(v, (int, float)) for v in vals):
-            raise ManifestError(f"manifest field 'preprocess.{key}' must be 3 numbers, got {vals!r}")
+        if len(vals) != 3 or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
+                                 for v in vals):
+            raise ManifestError(f"manifest field 'preprocess.{key}' must be 3 finite numbers, got {vals!r}")
     if any(v <= 0 for v in manifest["preprocess"]["std"]):
         raise ManifestError(f"manifest field 'preprocess.std' must be > 0, got {manifest['preprocess']['std']!r}")
+    _check_anchor_spec(manifest)
 
     _one_of(manifest, "box_coding.type", ("delta_xywh",))
     order = manifest["box_coding"].get("order")
@@ -247,24 +314,71 @@ def _shapes_match(expected: Sequence[int], actual: Sequence[Any]) -> bool:
     return len(got) == len(expected) and all(g is None or g == e for g, e in zip(got, expected))
 
 
-def check_artifact(manifest: dict[str, Any], artifact_path: str | os.PathLike[str]) -> None:
-    """The manifest describes this file: target matches the suffix and a sidecar's hashes match the bytes
-    (``artifact.sha256`` the file itself; ``artifact.weights_sha256``, if given, an OpenVINO IR's ``.bin``).
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
-    An embedded manifest cannot hold the hash of the file that contains it, so only sidecars are hashed.
+
+def check_artifact(manifest: dict[str, Any], artifact_path: str | os.PathLike[str]) -> None:
+    """The manifest describes this file: target matches the suffix and the hashes match the bytes.
+
+    A sidecar must hash the file (``artifact.sha256``); an embedded manifest cannot hold the hash of the
+    file that contains it, but an OpenVINO IR's embedded copy does hash its ``.bin``
+    (``artifact.weights_sha256``), which is required and checked either way. A null or malformed hash is
+    refused: it used to skip the check, so a damaged file ran (issue 13).
     """
     path = Path(artifact_path)
     target = TARGETS.get(path.suffix.lower())
     _equal("artifact.target", manifest["artifact"]["target"], f"the file suffix {path.suffix!r}", target)
-    if manifest.get("_source") != "sidecar":
-        return
-    checks = [("artifact.sha256", manifest["artifact"].get("sha256"), path)]
+    checks = []
+    if manifest.get("_source") == "sidecar":
+        checks.append(("artifact.sha256", path))
     if target == "openvino":
-        checks.append(("artifact.weights_sha256", manifest["artifact"].get("weights_sha256"), path.with_suffix(".bin")))
-    for field, expected, file in checks:
-        if expected and file.is_file() and file_sha256(file) != str(expected).lower():
-            raise ManifestError(f"manifest field '{field}' ({str(expected)[:12]}...) does not match {file.name}: "
-                                "the sidecar was written for another file; re-export it")
+        checks.append(("artifact.weights_sha256", path.with_suffix(".bin")))
+    where = sidecar_path(path) if manifest.get("_source") == "sidecar" else f"the manifest embedded in {path}"
+    for field, file in checks:
+        expected = manifest["artifact"].get(field.split(".")[1])
+        if not isinstance(expected, str) or not _SHA256.fullmatch(expected.lower()):
+            raise ManifestError(f"manifest field '{field}' in {where} must be the file's sha256 (64 hex digits), "
+                                f"got {expected!r}: without it {file.name} cannot be verified; re-export it")
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} not found beside {path.name}")
+        if file_sha256(file) != expected.lower():
+            raise ManifestError(f"manifest field '{field}' ({expected[:12]}...) in {where} does not match "
+                                f"{file.name}: the file is damaged or the manifest was written for another file; "
+                                "re-copy or re-export it")
+
+
+# Fields in which a sidecar legitimately differs from the copy embedded in the same artifact.
+_EMBED_EXEMPT = {("artifact", "sha256"), ("_source",)}
+
+
+def _first_difference(a: Any, b: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    if path in _EMBED_EXEMPT:
+        return None
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                if (*path, key) not in _EMBED_EXEMPT:
+                    return (*path, key)
+                continue
+            diff = _first_difference(a[key], b[key], (*path, key))
+            if diff is not None:
+                return diff
+        return None
+    return None if a == b else path
+
+
+def check_embedded_agrees(manifest: dict[str, Any], embedded_text: str | None, artifact_path: str | os.PathLike[str]
+                          ) -> None:
+    """A sidecar must say what the artifact's own embedded copy says (swapped class names passed before)."""
+    if embedded_text is None or manifest.get("_source") != "sidecar":
+        return
+    embedded = _parse(embedded_text, f"{artifact_path} (embedded {METADATA_KEY})")
+    diff = _first_difference(manifest, embedded)
+    if diff is not None:
+        field = ".".join(diff)
+        raise ManifestError(f"manifest field '{field}' in {sidecar_path(artifact_path)} differs from the copy "
+                            f"embedded in {Path(artifact_path).name}: the sidecar was edited or belongs to another "
+                            "export; delete it (the embedded copy is then used) or re-export")
 
 
 def check_against_backend(manifest: dict[str, Any], backend: Any) -> None:

@@ -82,6 +82,13 @@ def _decode_nms(vals: np.ndarray, idx: np.ndarray, cls: np.ndarray, deltas: np.n
         return Detections.empty()
     vals = vals.astype(np.float32)
     boxes = decode(deltas[idx], anchors[idx])
+    # A NaN/inf box (a diverged or corrupted model output) must not reach OpenCV's NMS: one such
+    # candidate suppressed ten real detections of its class, and was then dropped itself (issue 13).
+    finite = np.isfinite(boxes).all(axis=1) & np.isfinite(vals)
+    if not finite.all():
+        vals, boxes, cls = vals[finite], boxes[finite], cls[finite]
+        if vals.size == 0:
+            return Detections.empty()
     scores = 1.0 / (1.0 + np.exp(-vals))
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
     max_det, cls32 = int(spec["max_detections"]), cls.astype(np.int32)

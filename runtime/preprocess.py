@@ -64,9 +64,7 @@ def to_uint8_bgr(image: Any) -> np.ndarray:
     elif image.dtype == np.uint16:
         img = (image >> 8).astype(np.uint8)
     elif image.dtype in (np.float32, np.float64, np.float16):
-        if not np.isfinite(image).all():
-            raise ImageError("image contains NaN or infinite values")
-        img = np.clip(image.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = _float_to_uint8(image)
     elif image.dtype == np.bool_ or np.issubdtype(image.dtype, np.signedinteger):
         raise ImageError(f"unsupported image dtype {image.dtype}; use uint8, uint16 or float in [0, 1]")
     else:
@@ -76,6 +74,25 @@ def to_uint8_bgr(image: Any) -> np.ndarray:
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     return np.ascontiguousarray(img)
+
+
+# A float image is read as [0, 1]. Values up to FLOAT_MAX are rounding overshoot and are clipped; anything
+# larger is a 0-255 float image (e.g. a float TIFF), which clipping turned into a white frame with no
+# detections and no warning (issue 13); below FLOAT_MIN it is an already-normalised tensor.
+FLOAT_MIN, FLOAT_MAX = -0.5, 1.5
+
+
+def _float_to_uint8(image: np.ndarray) -> np.ndarray:
+    if not np.isfinite(image).all():
+        raise ImageError("image contains NaN or infinite values")
+    lo, hi = float(image.min()), float(image.max())
+    if lo < FLOAT_MIN:
+        raise ImageError(f"float image values go down to {lo:.4g}, but float images must lie in [0, 1]; an "
+                         "already-normalised network input goes to Detector.infer_raw, not to detection")
+    if hi > FLOAT_MAX:
+        raise ImageError(f"float image values reach {hi:.4g}, but float images must lie in [0, 1]; this looks "
+                         "like a 0-255 image: pass it as uint8 (image.astype(np.uint8)) or divide it by 255")
+    return np.clip(image.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def read_image(path: str) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from runtime.backends.openvino_privacy import disable_telemetry  # noqa: E402  (needs ROOT on sys.path)
+
+disable_telemetry()  # before any test imports openvino or nncf: the suite sends nothing either
 
 
 def shared_dir() -> Path:
@@ -86,3 +90,19 @@ def detector_like_model_for(config: ModelConfig, images: torch.Tensor, seed: int
         box.weight.mul_(0.1 / boxes.std())
         box.bias.zero_()
     return model
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """ONNX + OpenVINO IR of a tiny Lite0 with sidecars (``tests/runtime_artifacts.py``), shared by the session."""
+    from tests.runtime_artifacts import build_artifacts
+
+    return build_artifacts(tmp_path_factory.mktemp("runtime"))
+
+
+@pytest.fixture(scope="session")
+def tflite_models(artifacts: dict[str, Any]) -> dict[str, Path]:
+    """Float and int8 ``.tflite`` files beside ``artifacts`` (made by TensorFlow in a child process)."""
+    from tests.runtime_artifacts import build_tflite_models
+
+    return build_tflite_models(artifacts)

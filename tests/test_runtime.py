@@ -1,8 +1,5 @@
-"""The standalone runtime on real artifacts: ONNX (onnxruntime), OpenVINO IR and a small TFLite file.
-
-Artifacts come from a tiny EfficientDet-Lite0 at 128 px with randomised BN (so outputs are not the
-prior bias everywhere); manifests are written here the way the exporter writes them.
-"""
+"""The standalone runtime on real artifacts: ONNX (onnxruntime), OpenVINO IR and small TFLite files
+(``tests/runtime_artifacts.py``, built once per session by the ``artifacts``/``tflite_models`` fixtures)."""
 
 from __future__ import annotations
 
@@ -20,70 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from convert.manifest_writer import build_manifest
-from efficientdet.model.config import make_config
-from efficientdet.model.detector import EfficientDet
 from runtime import BackendUnavailableError, Detector, ImageError, ManifestError, load_manifest, validate_manifest
 from runtime.anchors import generate_anchors
 from runtime.cli import main as cli_main
 from runtime.manifest import METADATA_KEY, file_sha256, sidecar_path, write_sidecar
 from runtime.postprocess import DEFAULT_POSTPROCESS, postprocess
-from tests.conftest import ROOT, randomize_bn
+from tests.conftest import ROOT
+from tests.runtime_artifacts import NAMES, SIZE, float_io, make_manifest, run_python, test_image
 
-SIZE = 128
-NAMES = ["a", "b", "c"]
 FORBIDDEN = ("torch", "tensorflow", "onnx", "onnxscript", "tf_keras", "keras", "onnx2tf", "nncf", "torchao",
              "efficientdet", "convert", "quantize", "calib_data")
-
-
-def make_manifest(config: Any, target: str, file: Path, input_spec: dict[str, Any],
-                  outputs: dict[str, dict[str, Any]], precision: str = "fp32") -> dict[str, Any]:
-    """The exporter's own manifest for a test-made artifact."""
-    return build_manifest(config, target=target, precision=precision, artifact_file=file.name,
-                          input_spec=input_spec, outputs=outputs, sha256=file_sha256(file),
-                          inference_precision="f32" if target == "openvino" else None)
-
-
-def float_io(config: Any, layout: str = "nchw") -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    a, s = config.num_anchors, config.input_size
-    shape = [1, 3, s, s] if layout == "nchw" else [1, s, s, 3]
-    inp = {"name": "images", "layout": layout, "shape": shape, "dtype": "float32", "quantization": None}
-    outs = {"logits": {"name": "logits", "shape": [1, a, config.num_classes], "dtype": "float32", "quantization": None},
-            "box_regression": {"name": "box_regression", "shape": [1, a, 4], "dtype": "float32", "quantization": None}}
-    return inp, outs
-
-
-def test_image(height: int = 150, width: int = 220) -> np.ndarray:
-    rng = np.random.default_rng(3)
-    img = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (5, 5), 0)
-    cv2.rectangle(img, (30, 20), (120, 110), (20, 200, 240), -1)
-    cv2.circle(img, (170, 90), 35, (250, 40, 40), -1)
-    return img
-
-
-test_image.__test__ = False  # a helper, not a test
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    import openvino as ov
-
-    out = tmp_path_factory.mktemp("runtime")
-    config = make_config("0", "lite", num_classes=3, class_names=NAMES, input_size=SIZE)
-    torch.manual_seed(0)
-    model = randomize_bn(EfficientDet(config), seed=1).eval()
-    onnx_path = out / "model.onnx"
-    x = torch.zeros(1, 3, SIZE, SIZE)
-    torch.onnx.export(model.export_form(), (x,), str(onnx_path), dynamo=True, opset_version=18,
-                      input_names=["images"], output_names=["logits", "box_regression"], external_data=False)
-    xml_path = out / "model.xml"
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
-    inp, outs = float_io(config)
-    write_sidecar(onnx_path, make_manifest(config, "onnx", onnx_path, inp, outs))
-    xml_manifest = make_manifest(config, "openvino", xml_path, inp, outs)
-    xml_manifest["artifact"]["weights_sha256"] = file_sha256(xml_path.with_suffix(".bin"))
-    write_sidecar(xml_path, xml_manifest)
-    return {"dir": out, "config": config, "model": model, "onnx": onnx_path, "xml": xml_path}
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +104,13 @@ def test_embedded_manifests(artifacts: dict[str, Any], tmp_path: Path) -> None:
         **manifest["artifact"], "file": "embedded.onnx"}}))
     onnx.save(model, str(tmp_path / "embedded.onnx"))
     ov_model = ov.Core().read_model(str(artifacts["xml"]))
-    ov_manifest = {**manifest, "artifact": {**manifest["artifact"], "target": "openvino", "file": "embedded.xml"},
+    ov.save_model(ov_model, str(tmp_path / "embedded.xml"), compress_to_fp16=False)
+    ov_manifest = {**manifest, "artifact": {**manifest["artifact"], "target": "openvino", "file": "embedded.xml",
+                                            "weights_sha256": file_sha256(tmp_path / "embedded.bin")},
                    "inference_precision": "f32"}
     ov_model.set_rt_info(json.dumps(ov_manifest), METADATA_KEY)
     ov.save_model(ov_model, str(tmp_path / "embedded.xml"), compress_to_fp16=False)
+    assert file_sha256(tmp_path / "embedded.bin") == ov_manifest["artifact"]["weights_sha256"]
     image = test_image()
     for name in ("embedded.onnx", "embedded.xml"):
         path = tmp_path / name
@@ -318,7 +264,7 @@ def test_cli_detect_json_and_out(artifacts: dict[str, Any], tmp_path: Path, caps
     assert [line["image"] for line in lines] == [str(images[0]), str(images[1])]
     assert "corrupt.jpg" in captured.err and "error" in captured.err
     for line, path in zip(lines, images):
-        assert set(line) == {"image", "detections"}
+        assert set(line) == {"image", "detections", "drawn"} and line["drawn"] == str(out_dir / path.name)
         h, w = cv2.imread(str(path)).shape[:2]
         for d in line["detections"]:
             assert set(d) == {"box", "score", "class_id", "label"}
@@ -363,13 +309,6 @@ def test_cli_bench_json(artifacts: dict[str, Any], tmp_path: Path, capsys: pytes
     assert (tmp_path / "other.json").read_text() == "[1, 2]"
 
 
-def _run_python(code: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600,
-                          env=env, cwd=cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
-
-
 DETECT_AND_LIST_MODULES = """
     import sys
     import numpy as np
@@ -386,7 +325,7 @@ DETECT_AND_LIST_MODULES = """
 def test_runtime_never_imports_torch_or_tensorflow(artifacts: dict[str, Any], tflite_models: dict[str, Path]) -> None:
     paths = [str(artifacts["onnx"]), str(artifacts["xml"]), str(tflite_models["int8"])]
     code = DETECT_AND_LIST_MODULES.format(paths=paths, forbidden=set(FORBIDDEN))
-    out = _run_python(code, cwd=ROOT).splitlines()
+    out = run_python(code, cwd=ROOT).splitlines()
     assert out[-2] == str(ROOT / "runtime" / "__init__.py")
     assert out[-1] == "[]"
 
@@ -406,62 +345,10 @@ def test_runtime_installs_and_runs_standalone(artifacts: dict[str, Any], tmp_pat
     env.update(PYTHONPATH=str(site), PYTHONNOUSERSITE="1")
     code = DETECT_AND_LIST_MODULES.format(paths=[str(artifacts["onnx"]), str(artifacts["xml"])],
                                           forbidden=set(FORBIDDEN))
-    out = _run_python(f"import sys; sys.path[:] = [p for p in sys.path if p not in ('', {str(ROOT)!r})]\n"
+    out = run_python(f"import sys; sys.path[:] = [p for p in sys.path if p not in ('', {str(ROOT)!r})]\n"
                       + textwrap.dedent(code), env=env, cwd=tmp_path).splitlines()
     assert out[-2] == str(site / "runtime" / "__init__.py")
     assert out[-1] == "[]"
-
-
-@pytest.fixture(scope="module")
-def tflite_models(artifacts: dict[str, Any]) -> dict[str, Path]:
-    """Float and int8 .tflite files whose outputs are simple functions of the input (made with TF in a child
-    process, so TensorFlow never loads here). Signature outputs sort box_regression first: the opposite of
-    the manifest's order."""
-    out = artifacts["dir"]
-    cfg = artifacts["config"]
-    code = f"""
-        import numpy as np, tensorflow as tf
-        A, C, S = {cfg.num_anchors}, {cfg.num_classes}, {cfg.input_size}
-        class M(tf.Module):
-            @tf.function(input_signature=[tf.TensorSpec([1, S, S, 3], tf.float32, name="images")])
-            def f(self, images):
-                flat = tf.reshape(images, [1, -1])
-                return {{"logits": tf.reshape(flat[:, :A * C], [1, A, C]),
-                         "box_regression": tf.reshape(flat[:, A * C:A * C + A * 4], [1, A, 4]) * 0.5}}
-        m = M()
-        tf.saved_model.save(m, {str(out / "sm")!r}, signatures={{"serving_default": m.f}})
-        def rep():
-            r = np.random.default_rng(0)
-            for _ in range(8):
-                yield [r.uniform(-2.2, 2.7, (1, S, S, 3)).astype(np.float32)]
-        conv = tf.lite.TFLiteConverter.from_saved_model({str(out / "sm")!r})
-        open({str(out / "float.tflite")!r}, "wb").write(conv.convert())
-        conv = tf.lite.TFLiteConverter.from_saved_model({str(out / "sm")!r})
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = rep
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-        open({str(out / "int8.tflite")!r}, "wb").write(conv.convert())
-    """
-    _run_python(code, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    paths = {"float": out / "float.tflite", "int8": out / "int8.tflite"}
-    from ai_edge_litert.interpreter import Interpreter
-
-    for precision, path in paths.items():
-        inp, outs = float_io(cfg, layout="nhwc")
-        if precision == "int8":
-            interp = Interpreter(model_path=str(path))
-            details = {d["index"]: d for d in interp.get_output_details()}
-            sig = interp.get_signature_runner().get_output_details()
-            scale, zp = interp.get_input_details()[0]["quantization"]
-            inp.update(dtype="int8", quantization={"scale": float(scale), "zero_point": int(zp)})
-            for key in outs:
-                scale, zp = details[sig[key]["index"]]["quantization"]
-                outs[key].update(dtype="int8", quantization={"scale": float(scale), "zero_point": int(zp)})
-        write_sidecar(path, make_manifest(cfg, "tflite", path, inp, outs,
-                                                precision="fp32" if precision == "float" else "int8"))
-    return paths
 
 
 @pytest.mark.parametrize("precision", ["float", "int8"])

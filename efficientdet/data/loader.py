@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from efficientdet.data import coco, voc, yolo
+from efficientdet.data.checks import remap_classes
 from efficientdet.data.records import DatasetError, DetectionDataset
 
 
@@ -51,3 +52,51 @@ def load_dataset(source: str | Path, split: str = "train", verify_images: bool =
     if fmt == "yolo":
         return yolo.load_yolo(path, split, verify_images, class_names=class_names)
     return voc.load_voc(path, split, verify_images, class_names=class_names)
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """``"RBC=circle,WBC=square,Platelets="`` -> a dataset-name -> model-name map (empty: ignore that class)."""
+    mapping: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, target = item.partition("=")
+        if not sep or not name.strip():
+            raise DatasetError(f"--class-map expects DATASET_NAME=MODEL_NAME[,...] (MODEL_NAME empty to ignore a "
+                               f"class), got {item!r}")
+        mapping[name.strip()] = target.strip()
+    return mapping
+
+
+def load_for_model(source: str | Path, split: str, model_classes: Sequence[str], *, num_classes: int,
+                   class_map: Mapping[str, str] | None = None, verify_images: bool = True) -> DetectionDataset:
+    """``split`` of a dataset, labelled with a model's class ids; refused when the classes do not match.
+
+    A model scored on a dataset of other classes used to give mAP 0.0 with only a warning (the BCCD D0
+    on the synthetic shapes, issue 13). Every class of the dataset must be one of the model's, by name,
+    after the optional explicit ``class_map`` (dataset name -> model name; an empty model name ignores
+    that class). A split that lacks some of the model's classes is fine. A model without class names
+    can only be checked by count.
+    """
+    dataset = load_dataset(source, split, verify_images)
+    mapping = dict(class_map or {})
+    stray = sorted(set(mapping) - set(dataset.class_names))
+    if stray:
+        raise DatasetError(f"--class-map names {stray}, which are not classes of {dataset.source} "
+                           f"(its classes: {dataset.class_names})")
+    names = [mapping.get(n, n) for n in dataset.class_names]
+    if not model_classes:
+        if len(dataset.class_names) != num_classes:
+            raise DatasetError(f"dataset {dataset.source} has {len(dataset.class_names)} classes but the model has "
+                               f"{num_classes} (and no class names to match by); use the data the model was "
+                               "trained for")
+        return dataset
+    unknown = [n for n in names if n and n not in model_classes]
+    if unknown:
+        raise DatasetError(
+            f"dataset {dataset.source} has classes the model does not know: {unknown} (the model's classes: "
+            f"{list(model_classes)}); its scores would be meaningless. Use the data the model was trained for, or "
+            "map the classes explicitly: --class-map DATASET_NAME=MODEL_NAME,... (make CLASS_MAP=...; "
+            "MODEL_NAME empty ignores a class)")
+    dataset.class_names = [n if n else f"<ignored:{orig}>" for n, orig in zip(names, dataset.class_names)]
+    return remap_classes(dataset, model_classes)

@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+METADATA_KEY = "efficientdet_manifest"  # where ONNX metadata_props / OpenVINO rt_info hold the manifest
+
 
 class BackendUnavailableError(ImportError):
     """The inference package for this artifact is not installed; the message says what to pip install."""
@@ -39,7 +41,12 @@ class Backend:
         raise NotImplementedError
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs for one input; safe to call from several threads (each backend says how)."""
         raise NotImplementedError
+
+    def embedded_manifest(self) -> str | None:
+        """The manifest text stored inside the artifact itself, where the format has a place for it."""
+        return None
 
 
 def default_threads() -> int:
@@ -56,6 +63,18 @@ def missing(package: str, extra: str, error: ImportError) -> BackendUnavailableE
         f"install it with: pip install {package}  (or: pip install 'efficientdet-runtime[{extra}]')")
 
 
+def check_threads(threads: int | None) -> int:
+    """The thread count to use: ``None`` means all this process may use; more than 4 per CPU is refused
+    (10000 was accepted and made ~9,400 threads, issue 13); oversubscribing beyond that never helps."""
+    if threads is None:
+        return default_threads()
+    limit = 4 * (os.cpu_count() or 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= limit:
+        raise ValueError(f"threads must be an integer from 1 to {limit} (4 x the {os.cpu_count()} CPUs here), "
+                         f"got {threads!r}")
+    return threads
+
+
 def open_backend(path: str | os.PathLike[str], threads: int | None = None, *, precision: str = "",
                  inference_precision: str | None = None, edgetpu: bool = False,
                  options: dict[str, Any] | None = None) -> Backend:
@@ -65,7 +84,7 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None, *, pr
     ``inference_precision`` is the OpenVINO hint; ``options`` go to the backend constructor.
     """
     suffix = Path(path).suffix.lower()
-    threads = threads or default_threads()
+    threads = check_threads(threads)
     opts = dict(options or {})
     if edgetpu and suffix != ".tflite":
         raise ValueError(f"edgetpu=True needs a .tflite model compiled for the Edge TPU, got {path}")
