@@ -15,6 +15,7 @@ DATA ?= data/synthetic
 EPOCHS ?= 50
 BATCH ?= 8
 INPUT_SIZE ?=
+INIT ?=
 OUT ?= runs/$(VARIANT)$(PHI)
 CKPT ?=
 SPLIT ?= test
@@ -55,12 +56,16 @@ help:
 	@echo "make test                       run the whole test suite (what CI runs; ~30 min on 2 cores)"
 	@echo "make test-quick                 the tests not marked slow (minutes; for development)"
 	@echo "make summary PHI=0 [VARIANT=d|lite] [NUM_CLASSES=90]"
-	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=] [OUT=runs/NAME] [INPUT_SIZE=]"
+	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=50] [BATCH=8] [OUT=runs/NAME] [INPUT_SIZE=]"
+	@echo "     [INIT=checkpoint.pt]: fine-tune from a checkpoint (its class head is replaced if the classes differ);"
+	@echo "     re-running the same command resumes OUT/last.pt"
 	@echo "make eval CKPT=... DATA=... [SPLIT=test] [EVAL_OUT=runs/eval/<ckpt>-<split>.json] [CLASS_MAP=a=x,b=y]"
 	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16|int8|all [CKPT=] [OUT=exports/NAME]"
 	@echo "     [INPUT_SIZE=N]: export at another multiple of 128 than the checkpoint's"
 	@echo "     int8: [QAT=1] [CALIB=folder] [CALIB_METHOD=onnx=percentile] [IO_DTYPE=int8|uint8] [FLOAT_LAYERS=K]"
-	@echo "make calib DATA=<dataset> [N=200] [CKPT=] [OUT=calib_data/sets/NAME]   int8 calibration set"
+	@echo "     [ACCEPT_UNMEASURABLE=1]: exit 0 although an int8 gate had too few FP32 detections to measure"
+	@echo "make calib DATA=<dataset> CKPT=... [N=200] [OUT=calib_data/sets/NAME]   int8 calibration set"
+	@echo "     (CKPT= may be left out only for the embedded synthetic dataset)"
 	@echo "make edgetpu PHI=0 [CKPT=] [EDGETPU_MIN=0.95]   uint8 TFLite, op check, edgetpu_compiler where installed"
 	@echo "make convert-matrix [INPUT_SIZE=128] [PRECISION=fp32|fp16|all]  every variant through every exporter + gate"
 	@echo "make convert-full               D0 at 512 and Lite0 at 320 through every exporter + gate"
@@ -99,46 +104,46 @@ data: $(STAMP)
 	$(PY) -m efficientdet.data.synthetic data/synthetic
 
 train: $(STAMP)
-	$(PY) -m efficientdet train --data $(DATA) --phi $(PHI) --variant $(VARIANT) --epochs $(EPOCHS) \
-		--batch-size $(BATCH) --out $(OUT) $(size_flag)
+	$(PY) -m efficientdet train --data "$(DATA)" --phi $(PHI) --variant $(VARIANT) --epochs $(EPOCHS) \
+		--batch-size $(BATCH) --out "$(OUT)" $(size_flag) $(if $(INIT),--init "$(INIT)",)
 
-int8_flags = $(if $(CALIB),--calib $(CALIB),) $(foreach m,$(CALIB_METHOD),--calib-method $(m)) \
+int8_flags = $(if $(CALIB),--calib "$(CALIB)",) $(foreach m,$(CALIB_METHOD),--calib-method $(m)) \
 	--io-dtype $(IO_DTYPE) --float-layers $(FLOAT_LAYERS) $(if $(filter 1,$(QAT)),--qat,)
 
 export: $(STAMP)
 	$(PY) -m convert --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION),) --phi $(PHI) --variant $(VARIANT) \
-		$(if $(CKPT),--ckpt $(CKPT),) --data $(DATA) --split $(EXPORT_SPLIT) --out $(export_out) $(int8_flags) \
-		$(size_flag) $(class_map_flag)
+		$(if $(CKPT),--ckpt "$(CKPT)",) --data "$(DATA)" --split $(EXPORT_SPLIT) --out "$(export_out)" $(int8_flags) \
+		$(size_flag) $(class_map_flag) $(if $(filter 1,$(ACCEPT_UNMEASURABLE)),--accept-unmeasurable,)
 
 calib: $(STAMP)
-	$(PY) -m calib_data --data $(DATA) --n $(N) $(if $(CKPT),--ckpt $(CKPT),) \
-		$(if $(filter command line environment,$(origin OUT)),--out $(OUT),)
+	$(PY) -m calib_data --data "$(DATA)" --n $(N) $(if $(CKPT),--ckpt "$(CKPT)",) \
+		$(if $(filter command line environment,$(origin OUT)),--out "$(OUT)",)
 
 # Edge TPU: a uint8-I/O full-int8 TFLite, checked op by op here, compiled where edgetpu_compiler exists.
 edgetpu_dir = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI)-edgetpu)
 edgetpu: $(STAMP)
 	$(PY) -m convert --target tflite --precision int8 --io-dtype uint8 --phi $(PHI) --variant $(VARIANT) \
-		$(if $(CKPT),--ckpt $(CKPT),) $(if $(CALIB),--calib $(CALIB),) --data $(DATA) --split $(EXPORT_SPLIT) \
-		--out $(edgetpu_dir)
-	$(PY) -m convert.edgetpu check $(edgetpu_dir)/*-int8.tflite
-	$(PY) -m convert.edgetpu compile $(edgetpu_dir)/*-int8.tflite --min-tpu-fraction $(EDGETPU_MIN)
+		$(if $(CKPT),--ckpt "$(CKPT)",) $(if $(CALIB),--calib "$(CALIB)",) --data "$(DATA)" --split $(EXPORT_SPLIT) \
+		--out "$(edgetpu_dir)"
+	$(PY) -m convert.edgetpu check "$(edgetpu_dir)"/*-int8.tflite
+	$(PY) -m convert.edgetpu compile "$(edgetpu_dir)"/*-int8.tflite --min-tpu-fraction $(EDGETPU_MIN)
 
 eval: $(STAMP)
 	@test -n "$(CKPT)" || { echo "error: CKPT=<checkpoint.pt> is required"; exit 2; }
-	$(PY) -m efficientdet eval --ckpt $(CKPT) --data $(DATA) --split $(SPLIT) --out $(eval_out) $(class_map_flag)
+	$(PY) -m efficientdet eval --ckpt "$(CKPT)" --data "$(DATA)" --split $(SPLIT) --out "$(eval_out)" $(class_map_flag)
 
 # The documented BCCD run (see results/bccd-d0-eval.md): D0 trained at 320 on 2 CPU cores, resumable.
 BCCD_OUT ?= runs/bccd-d0
 BCCD_EPOCHS ?= 30
 bccd-train: $(STAMP)
-	$(PY) -m efficientdet train --data $(BCCD) --phi 0 --input-size 320 --epochs $(BCCD_EPOCHS) --batch-size 8 \
+	$(PY) -m efficientdet train --data "$(BCCD)" --phi 0 --input-size 320 --epochs $(BCCD_EPOCHS) --batch-size 8 \
 		--lr 4e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 2 --out $(BCCD_OUT)
 
 # Slims the best checkpoint to the committed reference model (fp16 EMA weights), then evaluates that file.
 BCCD_MODEL ?= models/bccd-d0.pt
 bccd-eval: $(STAMP)
 	$(PY) -m efficientdet slim --ckpt $(BCCD_OUT)/best.pt --out $(BCCD_MODEL)
-	$(PY) -m efficientdet eval --ckpt $(BCCD_MODEL) --data $(BCCD) --split test --out results/bccd-d0-eval.json
+	$(PY) -m efficientdet eval --ckpt $(BCCD_MODEL) --data "$(BCCD)" --split test --out results/bccd-d0-eval.json
 	$(PY) -m efficientdet run-report --run $(BCCD_OUT) --eval results/bccd-d0-eval.json --out results/bccd-d0-eval.md \
 		--note "The in-training validation below was computed by the code of that time, whose NMS kept only the \
 		top max_detections candidates before suppression (fixed since; see issue 3's note): those numbers are \
@@ -156,7 +161,7 @@ BCCD_INT8_NOTE = Post-training ONNX and OpenVINO rows are deterministic (identic
 	of a point between schedules; one run each.
 bccd-int8: $(STAMP)
 	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_MODEL) \
-		--data $(BCCD) --split test --max-images 0 --out $(BCCD_INT8_OUT); rc=$$?; \
+		--data "$(BCCD)" --split test --max-images 0 --out $(BCCD_INT8_OUT); rc=$$?; \
 	$(PY) -m benchmarks.int8_results --report $(BCCD_INT8_OUT)/report.json --out results/bccd-d0-int8 \
 		--command "make bccd-int8" --note "$(BCCD_INT8_NOTE)" && exit $$rc
 
@@ -179,12 +184,12 @@ default-model-train: $(STAMP)
 
 bench_ckpt = $(if $(CKPT),$(CKPT),models/default-$(VARIANT)$(PHI).pt)
 bench: $(STAMP)
-	$(PY) -m benchmarks.bench --ckpt $(bench_ckpt) --targets $(TARGETS) --threads $(THREADS) --data $(DATA) \
-		$(if $(filter 1,$(QUICK)),--quick,) $(size_flag) --out $(BENCH_OUT)
+	$(PY) -m benchmarks.bench --ckpt "$(bench_ckpt)" --targets $(TARGETS) --threads $(THREADS) --data "$(DATA)" \
+		$(if $(filter 1,$(QUICK)),--quick,) $(size_flag) --out "$(BENCH_OUT)"
 
 report: $(STAMP)
 	$(PY) -m benchmarks.html_report --bench $(BENCH_OUT)/results.json $(if $(REPORT),--report $(REPORT),) \
-		--device-results "$(DEVICE_RESULTS)" --out $(BENCH_OUT)/report.html
+		--device-results "$(DEVICE_RESULTS)" --out "$(BENCH_OUT)"/report.html
 	$(PY) -m benchmarks.check_html $(BENCH_OUT)/report.html --skip-without-browser
 
 # The embedding example: runtime-only app on a generated video, with the README's main export.
@@ -193,7 +198,7 @@ example: $(STAMP)
 	@model="$(EXAMPLE_MODEL)"; [ -n "$$model" ] || model=$$(ls exports/d0/*.tflite 2>/dev/null | head -1); \
 	if [ -z "$$model" ]; then $(MAKE) export TARGET=tflite PHI=0 && model=$$(ls exports/d0/*.tflite | head -1); fi; \
 	$(PY) -m examples.make_video $(BENCH_OUT)/demo.mp4 && \
-	$(PY) -m examples.video_detect "$$model" $(BENCH_OUT)/demo.mp4 --out $(BENCH_OUT)/demo-annotated.mp4
+	$(PY) -m examples.video_detect "$$model" $(BENCH_OUT)/demo.mp4 --out "$(BENCH_OUT)"/demo-annotated.mp4
 
 bench-post: $(STAMP)
 	$(PY) -m benchmarks.postprocess

@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .store import DEFAULT_ROOT, CalibrationError, build_calibration_set
+from .store import DEFAULT_ROOT, CalibrationError, build_calibration_set, default_set_path
+
+DEFAULT_DATA, DEFAULT_MODEL = "data/synthetic", "models/default-d0.pt"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,9 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="train")
     p.add_argument("--n", type=int, default=200, help="images to sample (default 200)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ckpt", default="models/default-d0.pt", help="model whose preprocessing the set must match")
+    p.add_argument("--ckpt", default=None, help="model whose preprocessing the set must match (required except "
+                   "for the embedded default dataset, whose default is models/default-d0.pt)")
     p.add_argument("--input-size", type=int, default=None, help="override the checkpoint's input size")
-    p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_ROOT}/<data>-<size>)")
+    p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_ROOT}/<data>-<size>-<content key>)")
     args = p.parse_args(argv)
     from efficientdet.checkpoint import load_checkpoint
     from efficientdet.data.loader import load_dataset
@@ -26,13 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     from efficientdet.model.config import ModelConfig
 
     try:
-        config = ModelConfig.from_dict(load_checkpoint(args.ckpt)["config"])
+        data = resolve_dataset(args.data)
+        if args.ckpt is None and data.resolve() != resolve_dataset(DEFAULT_DATA).resolve():
+            raise ValueError(f"CKPT= is required for {args.data}: a calibration set is pre-processed the way the "
+                             "model to quantize is (input size, normalisation), and the default model was made for "
+                             "the embedded synthetic dataset, not this one")
+        config = ModelConfig.from_dict(load_checkpoint(args.ckpt or DEFAULT_MODEL)["config"])
         spec = config.preprocess.to_dict()
         if args.input_size:
             spec["input_size"] = args.input_size
-        data = resolve_dataset(args.data)
         dataset = load_dataset(data, args.split, verify_images=True, class_names=list(config.class_names) or None)
-        out = Path(args.out) if args.out else DEFAULT_ROOT / f"{Path(args.data).name}-{spec['input_size']}"
+        out = Path(args.out) if args.out else default_set_path(dataset, args.data, spec["input_size"])
         cset = build_calibration_set(dataset, spec, out, n=args.n, seed=args.seed, source=str(args.data))
     except (CalibrationError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,7 +9,10 @@ inputs than the device sees gives wrong ranges without any error; an array whose
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -148,13 +151,37 @@ def load_calibration_set(path: str | Path, verify: bool = True) -> CalibrationSe
     return CalibrationSet(path, images, manifest)
 
 
+def dataset_key(dataset: DetectionDataset) -> str:
+    """A short hash of a split's content: its name, every image's file name, size in bytes and pixel size, and
+    its boxes and labels. Two copies of a dataset split differently get different keys; the folder's name
+    plays no part (two re-split copies both called ``data`` shared one calibration set, issue 14)."""
+    h = hashlib.sha256(dataset.split.encode())
+    for rec in sorted(dataset.records, key=lambda r: os.path.basename(r.path)):
+        h.update(f"{os.path.basename(rec.path)}|{os.path.getsize(rec.path)}|{rec.width}x{rec.height}|".encode())
+        h.update(np.ascontiguousarray(rec.boxes, np.float64).tobytes())
+        h.update(np.ascontiguousarray(rec.labels, np.int64).tobytes())
+    return h.hexdigest()[:12]
+
+
+def safe_name(text: str) -> str:
+    """A folder-name-safe version of ``text`` (a dataset path with spaces must not leak into set names)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "data"
+
+
+def default_set_path(dataset: DetectionDataset, data: str | Path, input_size: int,
+                     root: str | Path = DEFAULT_ROOT) -> Path:
+    return Path(root) / f"{safe_name(Path(data).name)}-{input_size}-{dataset_key(dataset)}"
+
+
 def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200, seed: int = 0,
                 root: str | Path = DEFAULT_ROOT) -> CalibrationSet:
     """The set for ``data``'s training split at this preprocessing, built on first use (so every command
-    works on a fresh machine) and rebuilt if it was made for another preprocessing."""
+    works on a fresh machine) and rebuilt if it was made for another preprocessing. Its folder is keyed
+    on the split's content (:func:`dataset_key`), not on the dataset folder's name."""
     from efficientdet.data.loader import load_dataset
 
-    path = Path(root) / f"{Path(data).name}-{preprocess_spec['input_size']}"
+    dataset = load_dataset(data, "train", verify_images=False)
+    path = default_set_path(dataset, data, preprocess_spec["input_size"], root)
     if path.is_dir():
         existing = load_calibration_set(path)
         try:
@@ -162,5 +189,4 @@ def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200,
             return existing
         except CalibrationError:
             pass
-    dataset = load_dataset(data, "train", verify_images=False)
     return build_calibration_set(dataset, preprocess_spec, path, n=n, seed=seed, source=str(data))

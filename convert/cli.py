@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "training labels")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity analysis that a "
                    "failing int8 gate otherwise runs (the benchmark's exports, where only the verdict is needed)")
+    p.add_argument("--accept-unmeasurable", action="store_true",
+                   help="exit 0 although an int8 gate could not be measured (too few FP32 detections on the "
+                   "evaluation images to compare); recorded in the report and the manifests")
     p.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE",
                    help="override a gate threshold for this run, e.g. rel_err_max=1e-6 (recorded in the report)")
     return p
@@ -301,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
     from runtime.anchors import anchor_spec_from_config
     from runtime.preprocess import read_image
 
-    from .gates import gate_for
+    from .gates import FAIL, NOT_MEASURABLE, gate_for
+    from .manifest_writer import folder_inventory, gate_record, mark_gate
     from .parity import original_coords, run_parity
     from .report import parity_image, write_report
 
@@ -317,11 +321,16 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     ckpt_sha = file_sha256(ckpt)
     _log(f"model {config.name} at {config.input_size} on {len(dataset.records)} images of {args.data}")
-    artifacts, fp32_onnx = _export_all(model, config, targets, precisions, out, ckpt, ckpt_sha, int8, qat)
-    _log("parity gate: " + ", ".join(f"{a.target} {a.precision}" for a in artifacts))
-    reference, entries, detections = run_parity(
-        model, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()), dataset,
-        [(a, gates[a.precision]) for a in artifacts], threads=args.threads)
+    try:
+        artifacts, fp32_onnx = _export_all(model, config, targets, precisions, out, ckpt, ckpt_sha, int8, qat)
+        _log("parity gate: " + ", ".join(f"{a.target} {a.precision}" for a in artifacts))
+        reference, entries, detections = run_parity(
+            model, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()), dataset,
+            [(a, gates[a.precision]) for a in artifacts], threads=args.threads)
+    except KeyboardInterrupt:  # Ctrl-C: say in OUT what is there, each artifact with its (missing) verdict
+        write_report(out, {"interrupted": True, "checkpoint": str(ckpt), "checkpoint_sha256": None,
+                           "artifacts": [], "folder": folder_inventory(out, [])}, None, interrupted=True)
+        raise
     best = max(range(len(dataset.records)), key=lambda i: len(reference.detections[i]))
     image = parity_image(read_image(dataset.records[best].path),
                          original_coords(reference.detections[best], reference.letterboxes[best]),
@@ -333,14 +342,21 @@ def run(args: argparse.Namespace) -> int:
         "map_ref": reference.metrics["map"], "gates": {p: g.to_dict() for p, g in gates.items()},
         "gate_overrides": overrides, "artifacts": entries, "wall_time_s": round(time.time() - t0, 1),
     }
-    failed_int8 = any(not e["gate"]["passed"] for e in entries if e["precision"].startswith("int8"))
+    if args.accept_unmeasurable:
+        for e in entries:
+            if e["gate"]["status"] == NOT_MEASURABLE:
+                e["gate"]["accepted"] = True  # the user's explicit choice, recorded beside the verdict
+    for e in entries:
+        mark_gate(e["path"], gate_record(e, report))
+    report["folder"] = folder_inventory(out, entries)
+    failed_int8 = any(e["gate"]["status"] == FAIL for e in entries if e["precision"].startswith("int8"))
     if int8 is not None and (int8.sensitivity is not None or (failed_int8 and not args.no_sensitivity)):
         worst = int8.measure_sensitivity(fp32_onnx, _log)
         report["sensitivity"] = {"method": "each layer quantized alone (int8 weight per-channel + uint8 input), "
                                            "SNR of the raw outputs vs FP32 on calibration images",
                                  "layers": [s.to_dict() for s in worst]}
         for e in entries:
-            if e["precision"].startswith("int8") and not e["gate"]["passed"]:
+            if e["precision"].startswith("int8") and e["gate"]["status"] == FAIL:
                 e["gate"]["failures"].append("most sensitive layers: " + ", ".join(
                     f"{s.node} ({s.worst_snr_db:.1f} dB)" for s in worst[:5]))
     paths = write_report(out, report, image)
@@ -348,17 +364,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summarise(entries: list[dict[str, Any]], paths: dict[str, Path]) -> int:
-    failed = [e for e in entries if not e["gate"]["passed"]]
+    """One line per artifact, then every failure with what to try next; 1 if a gate failed or could not be
+    measured (unless that was accepted explicitly)."""
+    from .gates import FAIL, NOT_MEASURABLE, next_steps
+
+    labels = {"pass": "PASS", FAIL: "FAIL", NOT_MEASURABLE: "NOT MEASURABLE"}
     for e in entries:
-        p = e["parity"]
-        print(f"{'PASS' if e['gate']['passed'] else 'FAIL'} {e['target']:8s} {e['precision']}  rel_err "
-              f"{p['rel_err']:.2e}  det_match {p['det_match']:.2%}/{p['det_match_reverse']:.2%}  mAP {p['map']:.4f} "
-              f"(ref {p['map_ref']:.4f})  {e['path']}")
+        p, g = e["parity"], e["gate"]
+        label = labels[g["status"]] + (" (accepted)" if g.get("accepted") else "")
+        print(f"{label} {e['target']:8s} {e['precision']}  rel_err {p['rel_err']:.2e}  det_match "
+              f"{p['det_match']:.2%}/{p['det_match_reverse']:.2%} of {p['num_detections_ref']} reference detections  "
+              f"mAP {p['map']:.4f} (ref {p['map_ref']:.4f})  {e['path']}")
     print(f"report: {paths['md']}")
-    for e in failed:
+    bad = [e for e in entries if e["gate"]["status"] == FAIL
+           or (e["gate"]["status"] == NOT_MEASURABLE and not e["gate"].get("accepted"))]
+    for e in bad:
+        word = "GATE FAILED" if e["gate"]["status"] == FAIL else "GATE NOT MEASURABLE"
         for f in e["gate"]["failures"]:
-            print(f"GATE FAILED: {e['target']} {e['precision']} ({e['path']}): {f}", file=sys.stderr)
-    return 1 if failed else 0
+            print(f"{word}: {e['target']} {e['precision']} ({e['path']}): {f}", file=sys.stderr)
+    failed_precisions = sorted({e["precision"] for e in bad if e["gate"]["status"] == FAIL})
+    for precision in failed_precisions:
+        print(f"what to try next for {precision}, in order:", file=sys.stderr)
+        for i, step in enumerate(next_steps(precision), 1):
+            print(f"  {i}. {step}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,3 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # disk full, permissions, a vanished folder: nothing half-written is left in OUT
         print(f"error: {write_error(e)}", file=sys.stderr)
         return 4
+    except KeyboardInterrupt:
+        print("interrupted: the artifacts written so far are marked 'not gated' (report.json lists them)",
+              file=sys.stderr)
+        return 130

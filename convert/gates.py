@@ -36,6 +36,48 @@ GATES: dict[str, GateThresholds] = {
 }
 
 
+# Fewer FP32 reference detections than this over the evaluation images, and detection matching cannot tell
+# a working artifact from a broken one: at 10 one missed box moves det_match by 10 points, and at 0 (a
+# model that detects nothing) every artifact "matched 100 %" and passed (issue 14: 9 of 9 artifacts of one
+# dataset, 3 of 3 of another). A gate that bounds only detections and mAP (int8: ``rel_err_max`` None) is
+# then "not measurable", never a pass. Float gates also bound the raw outputs element by element, which
+# stays a real check with no detections at all, so they keep their verdict.
+MIN_REFERENCE_DETECTIONS = 10
+
+PASS, FAIL, NOT_MEASURABLE = "pass", "fail", "not measurable"
+
+# What to try when an int8 gate fails, cheapest first (printed with the failure and written to report.md).
+INT8_NEXT_STEPS = (
+    "more calibration images: `make calib DATA=... N=500`, then `CALIB=calib_data/sets/NAME`",
+    "another calibration method: `CALIB_METHOD=onnx=entropy` / `openvino=minmax` / `tflite=minmax`",
+    "keep the most sensitive layers in float: `FLOAT_LAYERS=K` (ONNX and OpenVINO; the report lists them)",
+    "fine-tune with fake quantization: `QAT=1`",
+)
+FLOAT_NEXT_STEPS = ("a float artifact that differs from PyTorch is a converter problem, not a setting: keep the "
+                    "report.json and parity.png and report it",)
+
+
+def verdict(parity: dict[str, Any], gate: GateThresholds,
+            min_reference: int = MIN_REFERENCE_DETECTIONS) -> tuple[str, list[str]]:
+    """``(status, reasons)``: ``fail`` with the failures, ``not measurable`` when too few reference detections
+    make the detection check vacuous (a real failure still wins), else ``pass``."""
+    failures = check(parity, gate)
+    if failures:
+        return FAIL, failures
+    count = parity["num_detections_ref"]
+    if gate.rel_err_max is None and count < min_reference:
+        return NOT_MEASURABLE, [
+            f"the FP32 model made {count} detections at the deployment threshold on {parity['num_images']} "
+            f"evaluation images (at least {min_reference} are needed), so matching detections proves nothing: "
+            "evaluate on data where the model detects objects (DATA=, EXPORT_SPLIT=, more images), or accept "
+            "the unmeasured artifact explicitly with --accept-unmeasurable (make ACCEPT_UNMEASURABLE=1)"]
+    return PASS, []
+
+
+def next_steps(precision: str) -> tuple[str, ...]:
+    return INT8_NEXT_STEPS if precision.startswith("int8") else FLOAT_NEXT_STEPS
+
+
 def gate_for(precision: str) -> GateThresholds:
     try:
         return GATES[precision]

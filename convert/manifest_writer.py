@@ -20,7 +20,7 @@ from efficientdet.model.config import ModelConfig
 from runtime.anchors import anchor_spec_from_config
 from runtime.box_coding import BOX_CODING
 from runtime.fileio import atomic_write_bytes
-from runtime.manifest import MANIFEST_FORMAT, METADATA_KEY, sidecar_path, validate_manifest
+from runtime.manifest import MANIFEST_FORMAT, METADATA_KEY, NOT_GATED, TARGETS, sidecar_path, validate_manifest
 from runtime.postprocess import DEFAULT_POSTPROCESS
 
 TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "openvino", "onnx2tf", "tensorflow",
@@ -103,8 +103,51 @@ def remove_stale_sidecar(artifact_path: str | os.PathLike[str]) -> None:
 
 
 def write_manifest(artifact_path: str | os.PathLike[str], manifest: dict[str, Any], sha256: str) -> Path:
-    """Fill in the artifact's hash and write ``<artifact>.json`` atomically (after the artifact is in place)."""
+    """Fill in the artifact's hash and write ``<artifact>.json`` atomically (after the artifact is in place).
+
+    The sidecar starts as ``gate: not gated``; :func:`mark_gate` records the verdict once the gate has run,
+    so a file left by an interrupted export says so itself (and the runtime warns when it loads it).
+    """
     final = copy.deepcopy(manifest)
     final["artifact"]["sha256"] = sha256
+    final["gate"] = {"status": NOT_GATED}
     validate_manifest(final)
     return atomic_write_bytes(sidecar_path(artifact_path), (json.dumps(final, indent=2) + "\n").encode())
+
+
+def gate_record(entry: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """What an artifact's own manifest keeps of its parity-gate verdict (the report has the rest)."""
+    gate, parity = entry["gate"], entry["parity"]
+    return {"status": gate["status"], **({"accepted": True} if gate.get("accepted") else {}),
+            "failures": gate["failures"][:3], "data": report["data"], "split": report["split"],
+            "images": parity["num_images"], "reference_detections": parity["num_detections_ref"],
+            "det_match": parity["det_match"], "map_delta": parity["map_delta"], "report": "report.json"}
+
+
+def mark_gate(artifact_path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Record the gate verdict in the artifact's sidecar (only the sidecar: the artifact's bytes, and so its
+    hash and embedded copy, stay as they are)."""
+    path = sidecar_path(artifact_path)
+    manifest = json.loads(path.read_text())
+    manifest["gate"] = record
+    validate_manifest(manifest)
+    atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def folder_inventory(out: str | os.PathLike[str], entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every artifact in ``out`` with its gate state: those of this run, and those an earlier or interrupted
+    export left there (which the report would otherwise not mention)."""
+    gated = {Path(e["path"]).resolve() for e in entries}
+    rows = []
+    for path in sorted(Path(out).iterdir()):
+        if path.suffix not in TARGETS or path.name.startswith("."):
+            continue
+        side = sidecar_path(path)
+        try:
+            manifest = json.loads(side.read_text())
+            artifact, gate = manifest.get("artifact", {}), manifest.get("gate") or {"status": NOT_GATED}
+        except (OSError, ValueError):
+            artifact, gate = {}, {"status": "no manifest"}
+        rows.append({"path": str(path), "target": artifact.get("target"), "precision": artifact.get("precision"),
+                     "gate": gate.get("status"), "in_this_report": path.resolve() in gated})
+    return rows

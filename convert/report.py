@@ -20,6 +20,8 @@ from runtime.draw import draw_detections
 from runtime.fileio import atomic_write_bytes
 from runtime.postprocess import Detections
 
+from .gates import MIN_REFERENCE_DETECTIONS, next_steps
+
 PANEL_HEIGHT = 360
 PANELS_PER_ROW = 4
 TITLE_HEIGHT = 28
@@ -86,7 +88,8 @@ def markdown(report: dict[str, Any]) -> str:
     for a in report["artifacts"]:
         p = a["parity"]
         outs = p["outputs"]
-        verdict = "PASS" if a["gate"]["passed"] else "**FAIL**"
+        verdict = {"pass": "PASS", "fail": "**FAIL**"}.get(a["gate"]["status"], "**NOT MEASURABLE**") + (
+            " (accepted)" if a["gate"].get("accepted") else "")
         lines.append(
             f"| {a['target']} | {a['precision']} | {a['size_bytes'] / 1e6:.2f} "
             f"| {_fmt(outs['logits']['rel_err'], '.2e')} | {_fmt(outs['box_regression']['rel_err'], '.2e')} "
@@ -98,6 +101,15 @@ def markdown(report: dict[str, Any]) -> str:
     if failures:
         lines += ["", "## Gate failures", ""]
         lines += [f"- {a['target']} {a['precision']} (`{a['path']}`): {f}" for a, f in failures]
+        failed = sorted({a["precision"] for a in report["artifacts"] if a["gate"]["status"] == "fail"})
+        for precision in failed:
+            lines += ["", f"What to try next for {precision}, in order:", ""]
+            lines += [f"{i}. {step}" for i, step in enumerate(next_steps(precision), 1)]
+    lines += ["", f"int8 gates need at least {MIN_REFERENCE_DETECTIONS} FP32 detections on the evaluation images; "
+              "with fewer they are reported NOT MEASURABLE, never PASS (float gates also bound the raw outputs)."]
+    others = [a for a in report.get("folder", []) if not a["in_this_report"]]
+    if others:
+        lines += ["", "## Other artifacts in this folder (not gated by this run)", "", *_folder_table(others)]
     quantized = [a for a in report["artifacts"] if a.get("quantization")]
     if quantized:
         lines += ["", "## Quantization", "", "| target | precision | tool | method | ranges | calibration | "
@@ -123,9 +135,25 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_dir: str | Path, report: dict[str, Any], image: np.ndarray | None = None) -> dict[str, Path]:
+def _folder_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| artifact | target | precision | gate (from its manifest) |", "|---|---|---|---|"]
+    return lines + [f"| `{Path(a['path']).name}` | {a['target']} | {a['precision']} | {a['gate']} |" for a in rows]
+
+
+def interrupted_markdown(report: dict[str, Any]) -> str:
+    lines = ["# Export interrupted", "", "No parity gate ran. The artifacts in this folder and their state:", ""]
+    return "\n".join(lines + _folder_table(report["folder"]) + [""])
+
+
+def write_report(out_dir: str | Path, report: dict[str, Any], image: np.ndarray | None = None,
+                 interrupted: bool = False) -> dict[str, Path]:
     """Write report.json, report.md and (when ``image`` is given) parity.png into ``out_dir``, atomically."""
     out_dir = Path(out_dir)
+    if interrupted:
+        paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
+        atomic_write_bytes(paths["json"], (json.dumps(report, indent=2) + "\n").encode())
+        atomic_write_bytes(paths["md"], interrupted_markdown(report).encode())
+        return paths
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
     if image is not None:
         ok, png = cv2.imencode(".png", image)

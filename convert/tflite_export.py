@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,7 @@ def onnx_to_saved_model(onnx_path: str | Path, work_dir: str | Path) -> Path:
     local.write_bytes(onnx2tf_safe(onnx.load(str(onnx_path))).SerializeToString(deterministic=True))
     cmd = [sys.executable, "-m", "onnx2tf", "-i", local.name, "-o", str(saved), "-osd", "-n"]
     try:
-        proc = subprocess.run(cmd, cwd=work_dir, env=_quiet_env(), capture_output=True, text=True,
-                              timeout=ONNX2TF_TIMEOUT_S)
+        proc = run_with_heartbeat(cmd, work_dir, _quiet_env(), ONNX2TF_TIMEOUT_S, "onnx2tf")
     except subprocess.TimeoutExpired as e:
         raise TfliteExportError(f"onnx2tf did not finish within {ONNX2TF_TIMEOUT_S} s") from e
     if proc.returncode != 0 or not (saved / "saved_model.pb").is_file():
@@ -137,11 +137,33 @@ def onnx_to_saved_model(onnx_path: str | Path, work_dir: str | Path) -> Path:
     return saved
 
 
-def _import_tf() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+HEARTBEAT_S = 60.0
 
-    return tf
+
+def run_with_heartbeat(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float, what: str,
+                       every: float = HEARTBEAT_S) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(capture_output=True)`` that says "still running" every ``every`` seconds: onnx2tf
+    prints nothing of its own here and took up to 12 minutes under load, which looked like a hang."""
+    start = time.monotonic()
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        while True:
+            left = timeout - (time.monotonic() - start)
+            try:
+                out, err = proc.communicate(timeout=max(0.01, min(every, left)))
+                return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - start
+                if elapsed >= timeout:
+                    proc.kill()
+                    proc.communicate()
+                    raise
+                print(f"[convert] {what} still running ({elapsed / 60:.1f} min)", file=sys.stderr, flush=True)
+
+
+def _import_tf() -> Any:
+    from .tensorflow_import import import_tensorflow
+
+    return import_tensorflow()
 
 
 def _identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple[str, dict[str, str]]:

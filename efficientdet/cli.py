@@ -44,6 +44,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resuming from {resume}", file=sys.stderr)
     t0 = time.time()
     trainer = Trainer(cfg, train_set, val_set, tcfg, out, resume=resume, init_weights=args.init)
+    if trainer.epoch >= tcfg.epochs:
+        print(f"already done: {out} holds all {trainer.epoch} of {tcfg.epochs} epochs (best validation mAP "
+              f"{trainer.best_map:.4f} in {out / 'best.pt'}); raise EPOCHS to train further, or pass --restart "
+              "(make: a new OUT) to start over", file=sys.stderr)
+        return 0
     record = trainer.fit()
     if trainer.rank == 0:
         print(json.dumps({"out": str(out), "best_val_map": trainer.best_map, "last": record,

@@ -4,7 +4,7 @@ Nothing here imports torch, TensorFlow or the training code; see README.md for u
 """
 
 from .backends import BackendUnavailableError
-from .detector import Detector, Result
+from .detector import Detector, Result, UngatedArtifactWarning
 from .draw import draw_detections
 from .errors import ArtifactError
 from .manifest import MANIFEST_FORMAT, ManifestError, load_manifest, validate_manifest
@@ -12,4 +12,4 @@ from .preprocess import ImageError
 
 __version__ = "0.1.0"
 __all__ = ["MANIFEST_FORMAT", "ArtifactError", "BackendUnavailableError", "Detector", "ImageError", "ManifestError",
-           "Result", "draw_detections", "load_manifest", "validate_manifest"]
+           "Result", "UngatedArtifactWarning", "draw_detections", "load_manifest", "validate_manifest"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .manifest import (
     check_against_backend,
     check_artifact,
     check_embedded_agrees,
+    gate_warning,
     load_manifest,
     validate_manifest,
 )
@@ -57,6 +59,10 @@ def _dequantize(value: np.ndarray, quant: dict[str, Any] | None, field: str) -> 
     return value.astype(np.float32, copy=False)
 
 
+class UngatedArtifactWarning(UserWarning):
+    """The artifact's own manifest says its parity gate failed, could not be measured, or never ran."""
+
+
 class Detector:
     """Load an ``.onnx``/``.xml``/``.tflite`` artifact and its manifest once; call it on images.
 
@@ -80,6 +86,9 @@ class Detector:
                                              inference_precision=manifest["inference_precision"], edgetpu=edgetpu,
                                              options=backend_options)
         check_embedded_agrees(manifest, self.backend.embedded_manifest(), self.model_path)
+        warning = gate_warning(manifest, self.model_path)
+        if warning:
+            warnings.warn(warning, UngatedArtifactWarning, stacklevel=2)
         check_against_backend(manifest, self.backend)
         self.anchors = generate_anchors(manifest["anchors"])
         self.class_names: list[str] = list(manifest["class_names"])
@@ -164,4 +173,4 @@ class Detector:
         return self(read_image(str(path)))
 
 
-__all__ = ["Detector", "ImageError", "ManifestError", "Result"]
+__all__ = ["Detector", "ImageError", "ManifestError", "Result", "UngatedArtifactWarning"]

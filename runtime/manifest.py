@@ -31,6 +31,9 @@ INPUT_DTYPES = ("float32", "uint8", "int8")
 OUTPUT_DTYPES = ("float32", "float16", "uint8", "int8")
 INTEGER_DTYPES = ("uint8", "int8")
 INFERENCE_PRECISIONS = ("f32", "f16", "bf16", None)
+# The parity-gate verdict a sidecar records (convert/manifest_writer.py: "not gated" until the gate has run).
+NOT_GATED = "not gated"
+GATE_STATES = ("pass", "fail", "not measurable", NOT_GATED)
 REQUIRED = ("format", "model", "artifact", "input", "outputs", "preprocess", "anchors", "box_coding",
             "postprocess", "class_names", "inference_precision", "source", "tools")
 
@@ -284,6 +287,9 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
         if _get(manifest, f"postprocess.{key}", int) < 1:
             raise ManifestError(f"manifest field 'postprocess.{key}' must be >= 1")
 
+    if "gate" in manifest:
+        _get(manifest, "gate", dict)
+        _one_of(manifest, "gate.status", GATE_STATES)
     _one_of(manifest, "inference_precision", INFERENCE_PRECISIONS)
     _get(manifest, "source", dict)
     _get(manifest, "tools", dict)
@@ -347,8 +353,9 @@ def check_artifact(manifest: dict[str, Any], artifact_path: str | os.PathLike[st
                                 "re-copy or re-export it")
 
 
-# Fields in which a sidecar legitimately differs from the copy embedded in the same artifact.
-_EMBED_EXEMPT = {("artifact", "sha256"), ("_source",)}
+# Fields in which a sidecar legitimately differs from the copy embedded in the same artifact (the gate
+# verdict is recorded after the artifact is written, in the sidecar only).
+_EMBED_EXEMPT = {("artifact", "sha256"), ("_source",), ("gate",)}
 
 
 def _first_difference(a: Any, b: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
@@ -412,3 +419,18 @@ def _check_tensor(spec: dict[str, Any], field: str, detail: Sequence[Any]) -> No
         if abs(mq["scale"] - quant["scale"]) > 1e-5 * max(abs(quant["scale"]), 1e-12) or \
                 mq["zero_point"] != quant["zero_point"]:
             raise ManifestError(f"manifest field '{field}.quantization' {mq} does not match the artifact's {quant}")
+
+
+def gate_warning(manifest: dict[str, Any], artifact_path: str | os.PathLike[str]) -> str | None:
+    """The warning for an artifact whose sidecar says its parity gate failed, could not be measured or never
+    ran; None when it passed or when the manifest holds no verdict (an embedded copy never does)."""
+    gate = manifest.get("gate")
+    if not isinstance(gate, dict) or gate.get("status") == "pass" or gate.get("accepted"):
+        return None
+    status = gate.get("status")
+    if status == NOT_GATED:
+        return (f"{artifact_path} was never checked against the FP32 model (its export was interrupted or the "
+                "parity gate did not run): its detections may be wrong; re-export it")
+    reasons = "; ".join(gate.get("failures") or [])
+    return (f"{artifact_path}: its parity gate result is '{status}' ({reasons or 'see report.json'}): its "
+            "detections may differ from the FP32 model's (the export's report.md says what to try)")

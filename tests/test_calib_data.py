@@ -85,3 +85,36 @@ def test_refuses_other_preprocessing_tampering_and_overlap(data: Path, tmp_path:
     (tmp_path / "set" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CalibrationError, match="drawn from the evaluation split"):
         load_calibration_set(tmp_path / "set", verify=False)
+
+
+def test_default_set_is_keyed_on_content_not_folder_name(tmp_path: Path) -> None:
+    """Two re-split copies both called ``data`` shared one default set: the second was refused with a misleading
+    overlap error (or, without overlap, would have calibrated on the other copy's images)."""
+    import shutil
+
+    from calib_data.store import default_set
+
+    a = generate_synthetic(tmp_path / "one" / "data", num_train=12, num_val=4, image_size=128, seed=3)
+    b = tmp_path / "two" / "data"
+    shutil.copytree(a, b)
+    swapped = b / "annotations"
+    train, val = (swapped / "instances_train.json").read_text(), (swapped / "instances_val.json").read_text()
+    (swapped / "instances_train.json").write_text(val)  # the same images, split the other way round
+    (swapped / "instances_val.json").write_text(train)
+    root = tmp_path / "sets"
+    set_a, set_b = default_set(a, SPEC, n=4, root=root), default_set(b, SPEC, n=4, root=root)
+    assert set_a.path != set_b.path and set_a.path.name.startswith("data-128-")
+    set_b.check_disjoint(load_dataset(b, "val"))  # no false "contains evaluation images"
+    same = tmp_path / "three" / "my data"
+    shutil.copytree(a, same)
+    set_c = default_set(same, SPEC, n=4, root=root)
+    assert set_c.path.name == set_a.path.name.replace("data-", "my-data-", 1)  # same content, no space in the name
+
+
+def test_calib_cli_refuses_a_foreign_dataset_without_a_checkpoint(data: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """Without CKPT, `make calib` on a user's dataset silently used the synthetic default model's preprocessing."""
+    from calib_data.__main__ import main
+
+    assert main(["--data", str(data), "--n", "4"]) == 2
+    assert "CKPT= is required" in capsys.readouterr().err

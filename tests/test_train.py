@@ -162,3 +162,50 @@ def test_ddp_two_processes_train_in_sync(tiny_data: Path, tmp_path: Path) -> Non
     assert ck["step"] == 2 and ck["epoch"] == 1
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(log) == 1 and "val_map" in log[0]  # only rank 0 evaluates and writes
+
+
+def test_a_last_batch_of_one_image_does_not_crash_the_epoch(tmp_path: Path) -> None:
+    """5 images at batch 2 left a last batch of 1: BatchNorm failed at the end of epoch 1, before any checkpoint."""
+    data = generate_synthetic(tmp_path / "five", num_train=5, num_val=1, image_size=128, seed=5)
+    ds = load_dataset(data, "train")
+    cfg = make_config("0", "d", num_classes=len(ds.class_names), class_names=ds.class_names, input_size=128)
+    trainer = Trainer(cfg, ds, None, TrainConfig(epochs=1, batch_size=2, workers=0), tmp_path / "run",
+                      progress=False)
+    record = trainer.fit()
+    assert record["steps"] == 2 and (tmp_path / "run" / "last.pt").is_file()
+    with pytest.raises(ValueError, match="BATCH=2 or more"):
+        Trainer(cfg, ds, None, TrainConfig(epochs=1, batch_size=1, workers=0), tmp_path / "one", progress=False)
+
+
+def test_init_replaces_the_class_head_for_another_class_count(tiny_data: Path, tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """--init from a checkpoint with other classes died with a raw size-mismatch traceback."""
+    ds = load_dataset(tiny_data, "train")
+    cfg = _tiny_config(ds)
+    Trainer(cfg, ds, None, TrainConfig(epochs=1, batch_size=4, workers=0, max_steps_per_epoch=1), tmp_path / "a",
+            progress=False).fit()
+    source = load_checkpoint(tmp_path / "a" / "last.pt")
+    two = dataclasses.replace(ds, class_names=ds.class_names[:2])
+    two_cfg = make_config("0", "lite", num_classes=2, class_names=two.class_names, input_size=128)
+    with caplog.at_level("INFO", logger="efficientdet.train"):
+        tuned = Trainer(two_cfg, two, None, TrainConfig(epochs=1, batch_size=4, workers=0), tmp_path / "b",
+                        init_weights=tmp_path / "a" / "last.pt", progress=False)
+    assert f"class head ({len(ds.class_names)} classes) was replaced for this dataset's 2 classes" in caplog.text
+    state = tuned.model.state_dict()
+    backbone = [k for k in state if k.startswith("backbone.")][5]
+    assert torch.equal(state[backbone], source["ema"][backbone].float())
+    assert state["class_net.predict.pointwise.weight"].shape[0] == 2 * cfg.num_anchors_per_location
+    other = make_config("1", "d", num_classes=2, class_names=two.class_names, input_size=128)
+    with pytest.raises(ValueError, match="different architecture"):
+        Trainer(other, two, None, TrainConfig(epochs=1, batch_size=4, workers=0), tmp_path / "c",
+                init_weights=tmp_path / "a" / "last.pt", progress=False)
+
+
+def test_rerunning_a_finished_training_says_it_is_done(tiny_data: Path, tmp_path: Path) -> None:
+    args = ["-m", "efficientdet", "train", "--data", str(tiny_data), "--phi", "0", "--variant", "lite",
+            "--input-size", "128", "--epochs", "1", "--batch-size", "4", "--max-steps", "1", "--workers", "0",
+            "--val-split", "", "--out", str(tmp_path / "run")]
+    first = _run(args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = _run(args)
+    assert again.returncode == 0 and "already done" in again.stderr and "raise EPOCHS" in again.stderr

@@ -9,6 +9,7 @@ weights) carry the full model config, so later stages need no flags repeated.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -33,6 +34,8 @@ from runtime.anchors import anchor_spec_from_config, generate_anchors
 from .batches import Augment, DetectionBatches
 from .ema import ModelEMA
 from .loss import detection_loss
+
+LOG = logging.getLogger("efficientdet.train")
 
 
 @dataclass
@@ -79,6 +82,37 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+def check_batch(config: ModelConfig, batch_size: int) -> None:
+    """BatchNorm in training needs two values per channel; the coarsest level has ceil(size / 2^max_level)^2."""
+    side = -(-config.input_size // 2 ** config.max_level)
+    if batch_size < 1 or batch_size * side * side < 2:
+        raise ValueError(f"batch size {batch_size} is too small at input size {config.input_size} (the P"
+                         f"{config.max_level} feature map is {side}x{side}, and BatchNorm needs two values per "
+                         "channel in training): use BATCH=2 or more")
+
+
+def init_from(model: EfficientDet, path: str | Path) -> None:
+    """Fine-tuning start: every weight of ``path`` that fits, the class head re-initialised when the class count
+    differs (it used to die with a raw size-mismatch traceback). Anything else that does not fit is refused."""
+    ck = load_checkpoint(path)
+    weights = ck.get("ema") or ck["model"]
+    own = model.state_dict()
+    head = "class_net.predict."
+    mismatched = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
+    other = [k for k in mismatched if not k.startswith(head)]
+    if other:
+        raise ValueError(f"--init {path} is a different architecture ({ModelConfig.from_dict(ck['config']).name}): "
+                         f"{len(other)} tensors do not fit, e.g. {other[:3]}; initialise from a checkpoint of the "
+                         "same variant and PHI")
+    kept = {k: v.float() if v.is_floating_point() else v for k, v in weights.items() if k not in mismatched}
+    missing, unexpected = model.load_state_dict(kept, strict=False)
+    if unexpected or [k for k in missing if not k.startswith(head)]:
+        raise ValueError(f"--init {path} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    if mismatched:
+        LOG.info("initialised from %s; its class head (%d classes) was replaced for this dataset's %d classes",
+                 path, ModelConfig.from_dict(ck["config"]).num_classes, model.config.num_classes)
+
+
 class Trainer:
     def __init__(self, config: ModelConfig, train_set: DetectionDataset, val_set: DetectionDataset | None,
                  tcfg: TrainConfig, out_dir: str | Path, resume: str | Path | None = None,
@@ -93,15 +127,20 @@ class Trainer:
         self.anchors = generate_anchors(self.anchor_spec)
         self.model = EfficientDet(config)
         if init_weights:
-            ck = load_checkpoint(init_weights)
-            self.model.load_state_dict(ck.get("ema") or ck["model"])
+            init_from(self.model, init_weights)
         self.ema = ModelEMA(self.model, tcfg.ema_decay)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, tcfg.weight_decay), lr=tcfg.lr)
         self.data = DetectionBatches(train_set, self.pre_spec, self.anchor_spec, tcfg.augment, tcfg.seed)
         sampler = (DistributedSampler(self.data, self.world, self.rank, seed=tcfg.seed) if self.world > 1
                    else RandomSampler(self.data, generator=torch.Generator().manual_seed(tcfg.seed)))
         self.sampler = sampler
-        self.loader = DataLoader(self.data, batch_size=tcfg.batch_size, sampler=sampler, drop_last=False,
+        check_batch(config, tcfg.batch_size)
+        # A last batch of one image crashed BatchNorm at small input sizes ("Expected more than 1 value per
+        # channel", P7 is 1x1 at 128 px) at the end of the first epoch, before any checkpoint (issue 14): drop it.
+        drop_last = len(sampler) % tcfg.batch_size == 1 and tcfg.batch_size > 1
+        if drop_last and self.rank == 0:
+            LOG.info("the last batch of each epoch would hold one image; it is skipped (BatchNorm needs two)")
+        self.loader = DataLoader(self.data, batch_size=tcfg.batch_size, sampler=sampler, drop_last=drop_last,
                                  num_workers=tcfg.workers, persistent_workers=tcfg.workers > 0)
         self.steps_per_epoch = len(self.loader)
         if tcfg.max_steps_per_epoch:
@@ -201,4 +240,8 @@ class Trainer:
                     tqdm.write(json.dumps(shown))
             if self.world > 1:
                 dist.barrier()
+        if self.rank == 0 and self.val_set is not None and self.best_map <= 0 and record:
+            LOG.warning("validation mAP stayed 0 at every evaluation, so best.pt holds the first evaluated epoch: "
+                        "the model has not learned to detect yet (train longer or with a higher LR, start from a "
+                        "pretrained checkpoint with INIT=, or check that the labels match the images)")
         return record

@@ -1,0 +1,45 @@
+"""The Makefile as a user drives it: paths with spaces reach the commands as one argument, the variables that
+matter are in `make help`, and `make eval` writes under runs/ (dry runs, `make -n`: nothing is executed)."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+
+
+def _dry(*args: str) -> list[list[str]]:
+    out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [shlex.split(line) for line in out.replace("\\\n", " ").splitlines() if "python" in line]
+
+
+def _value(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+@pytest.mark.parametrize(("target", "module", "flags"), [
+    ("train", "efficientdet", {"--data": "DATA", "--out": "OUT", "--init": "INIT"}),
+    ("export", "convert", {"--data": "DATA", "--ckpt": "CKPT", "--out": "OUT", "--calib": "CALIB"}),
+    ("eval", "efficientdet", {"--data": "DATA", "--ckpt": "CKPT"}),
+    ("calib", "calib_data", {"--data": "DATA", "--ckpt": "CKPT", "--out": "OUT"}),
+    ("bench", "benchmarks.bench", {"--data": "DATA", "--ckpt": "CKPT"}),
+])
+def test_paths_with_spaces_stay_one_argument(target: str, module: str, flags: dict[str, str]) -> None:
+    """`make train DATA="a b"` failed with "unrecognized arguments"."""
+    values = {var: f"/tmp/my {var.lower()} dir/x" for var in set(flags.values())}
+    commands = _dry(target, *(f"{k}={v}" for k, v in values.items()))
+    command = next(c for c in commands if module in c and c[c.index(module) - 1] == "-m")
+    for flag, var in flags.items():
+        assert _value(command, flag) == values[var], (target, flag, command)
+
+
+def test_help_names_the_variables_that_matter() -> None:
+    text = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for word in ("BATCH=", "INIT=", "EPOCHS=", "INPUT_SIZE=", "CLASS_MAP=", "ACCEPT_UNMEASURABLE=", "test-quick"):
+        assert word in text, word
