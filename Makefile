@@ -49,7 +49,7 @@ REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test test-quick lint summary train eval export calib edgetpu data bccd-train bccd-eval clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
+.PHONY: help setup test test-quick lint summary train split eval export calib edgetpu data bccd-train bccd-eval clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -59,6 +59,8 @@ help:
 	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=50] [BATCH=8] [OUT=runs/NAME] [INPUT_SIZE=]"
 	@echo "     [INIT=checkpoint.pt]: fine-tune from a checkpoint (its class head is replaced if the classes differ);"
 	@echo "     re-running the same command resumes OUT/last.pt"
+	@echo "make split DATA=<dataset> [SPLIT_OUT=runs/split]   the train/val/test lists (automatic seeded split where"
+	@echo "     the dataset has none: VOC without ImageSets, a single COCO json)"
 	@echo "make eval CKPT=... DATA=... [SPLIT=test] [EVAL_OUT=runs/eval/<ckpt>-<split>.json] [CLASS_MAP=a=x,b=y]"
 	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16|int8|all [CKPT=] [OUT=exports/NAME]"
 	@echo "     [INPUT_SIZE=N]: export at another multiple of 128 than the checkpoint's"
@@ -114,6 +116,12 @@ export: $(STAMP)
 	$(PY) -m convert --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION),) --phi $(PHI) --variant $(VARIANT) \
 		$(if $(CKPT),--ckpt "$(CKPT)",) --data "$(DATA)" --split $(EXPORT_SPLIT) --out "$(export_out)" $(int8_flags) \
 		$(size_flag) $(class_map_flag) $(if $(filter 1,$(ACCEPT_UNMEASURABLE)),--accept-unmeasurable,)
+
+# The train/val/test image lists the loaders use (a VOC folder without ImageSets or a single COCO json is
+# split automatically, seeded): written to SPLIT_OUT, never into the dataset.
+SPLIT_OUT ?= runs/split
+split: $(STAMP)
+	$(PY) -m efficientdet split --data "$(DATA)" --out "$(SPLIT_OUT)"
 
 calib: $(STAMP)
 	$(PY) -m calib_data --data "$(DATA)" --n $(N) $(if $(CKPT),--ckpt "$(CKPT)",) \

@@ -39,6 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                        seed=args.seed, eval_every=args.eval_every, max_steps_per_epoch=args.max_steps,
                        augment=Augment(scale_range=(args.jitter_min, args.jitter_max)))
     out = Path(args.out)
+    if train_set.split_rule:  # an automatic split: write it down next to the run, so the run can be reproduced
+        write_split(out / "split.json", [s for s in (train_set, val_set) if s is not None])
     resume = args.resume or (out / "last.pt" if (out / "last.pt").exists() and not args.restart else None)
     if resume:
         print(f"resuming from {resume}", file=sys.stderr)
@@ -53,6 +55,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.rank == 0:
         print(json.dumps({"out": str(out), "best_val_map": trainer.best_map, "last": record,
                           "session_wall_s": round(time.time() - t0, 1)}))
+    return 0
+
+
+def write_split(path: Path, splits: list) -> None:
+    """``{"rule", "splits": {name: [image files]}}`` for the splits a command used."""
+    from runtime.fileio import atomic_write_json
+
+    atomic_write_json(path, {"rule": splits[0].split_rule, "source": splits[0].source,
+                             "splits": {s.split: sorted(os.path.basename(r.path) for r in s.records) for s in splits}})
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    """Write the train/val/test image lists the loaders use for ``--data`` into ``--out`` (never into the data)."""
+    from efficientdet.data.loader import load_dataset
+    from efficientdet.data.synthetic import resolve_dataset
+    from runtime.fileio import atomic_write_bytes
+
+    data = resolve_dataset(args.data)
+    out = Path(args.out)
+    if out.resolve().is_relative_to(Path(data).resolve()):
+        raise ValueError(f"--out {out} is inside the dataset {data}; the user's folder is never written to: "
+                         "choose another folder")
+    splits = [load_dataset(data, name, verify_images=False) for name in ("train", "val", "test")]
+    for s in splits:
+        names = "".join(os.path.basename(r.path) + "\n" for r in s.records)
+        atomic_write_bytes(out / f"{s.split}.txt", names.encode())
+    write_split(out / "split.json", splits)
+    print(f"wrote {out}/train.txt, val.txt, test.txt ({', '.join(f'{len(s.records)} {s.split}' for s in splits)}): "
+          f"{splits[0].split_rule or 'the split files of the dataset'}")
     return 0
 
 
@@ -181,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "a dataset with classes the model does not know is refused")
     e.add_argument("--threads", type=int, default=0)
     e.set_defaults(func=cmd_eval)
+    sp = sub.add_parser("split", help="write the train/val/test image lists of a dataset (VOC without ImageSets, "
+                        "a single COCO json: the automatic seeded split) into a folder")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out", required=True, help="folder for train.txt, val.txt, test.txt and split.json")
+    sp.set_defaults(func=cmd_split)
     r = sub.add_parser("run-report", help="Markdown + learning-curve PNG for a run and its eval JSON")
     r.add_argument("--run", required=True, help="training output folder (metrics.jsonl)")
     r.add_argument("--eval", required=True, help="JSON written by `eval --out`")

@@ -141,8 +141,8 @@ def test_coco_json_file_resolves_images_beside_it(tmp_path: Path) -> None:
             "annotations": [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 2, 4, 4]}],
             "categories": [{"id": 1, "name": " thing "}]}
     (tmp_path / "flat" / "labels.json").write_text(json.dumps(data))
-    ds = load_dataset(tmp_path / "flat" / "labels.json", "val")
-    assert (ds.split, ds.class_names, _boxes(ds), ds.issues) == ("val", ["thing"], {0: [[2, 2, 6, 6]]}, Counter())
+    ds = load_dataset(tmp_path / "flat" / "labels.json", "train")  # one image: the automatic split's train part
+    assert (ds.split, ds.class_names, _boxes(ds), ds.issues) == ("train", ["thing"], {0: [[2, 2, 6, 6]]}, Counter())
 
 
 def test_to_coco_round_trips_through_pycocotools(coco_dir: Path, tmp_path: Path,
@@ -353,3 +353,82 @@ def test_real_bccd(split: str, count: int, zero_area: int) -> None:
     assert boxes[:, 2].max() <= 640
     assert boxes[:, 3].max() <= 480
     assert set(np.concatenate([r.labels for r in ds.records]).tolist()) == {0, 1, 2}
+
+
+# --- layouts people have (issue 14) -----------------------------------------------------------------------------
+
+
+def _voc_folder(root: Path, ann_dir: str, img_dir: str, count: int) -> list[str]:
+    names = []
+    for i in range(count):
+        name = f"shot {i:03d}.jpg"  # a space in the file name, as cameras and exports produce
+        img = _grey(40, 60) if i % 3 == 0 else _colour(40, 60)  # some greyscale, as in the audit's folder
+        _write(root / img_dir / name, img)
+        ann = root / ann_dir / f"shot {i:03d}.xml"
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        ann.write_text(_voc_xml(name, (60, 40), [("Känguru" if i % 2 else "cat", (5, 5, 30, 30))]))
+        names.append(name)
+    return names
+
+
+@pytest.mark.parametrize(("ann_dir", "img_dir"), [("Annotations", "JPEGImages"), ("annotations", "images"),
+                                                  ("annots", "images")])
+def test_voc_without_split_files_is_split_deterministically(tmp_path: Path, ann_dir: str, img_dir: str) -> None:
+    """A VOC folder without ImageSets (and images/ + annots/ side by side) needed hand-restructuring."""
+    root = tmp_path / "user data"
+    names = _voc_folder(root, ann_dir, img_dir, 40)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    parts = {s: load_dataset(root, s) for s in ("train", "val", "test")}
+    files = {s: sorted(os.path.basename(r.path) for r in d.records) for s, d in parts.items()}
+    assert [len(files[s]) for s in ("train", "val", "test")] == [32, 4, 4]
+    assert sorted(files["train"] + files["val"] + files["test"]) == sorted(names)  # disjoint, complete
+    assert files == {s: sorted(os.path.basename(r.path) for r in load_dataset(root, s).records) for s in parts}
+    assert "automatic split 80/10/10" in parts["train"].split_rule
+    assert parts["train"].class_names == ["Känguru", "cat"]
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written into the user's folder
+    assert len(load_dataset(root, "trainval").records) == 36
+    with pytest.raises(DatasetError, match="use train, val, test or trainval"):
+        load_dataset(root, "holdout")
+
+
+def test_split_command_writes_the_lists_elsewhere(tmp_path: Path) -> None:
+    from efficientdet.cli import main
+
+    root = tmp_path / "data"
+    _voc_folder(root, "annots", "images", 20)
+    assert main(["split", "--data", str(root), "--out", str(root / "lists")]) == 2  # never inside the dataset
+    assert main(["split", "--data", str(root), "--out", str(tmp_path / "lists")]) == 0
+    doc = json.loads((tmp_path / "lists" / "split.json").read_text())
+    assert [len(doc["splits"][s]) for s in ("train", "val", "test")] == [16, 2, 2]
+    assert (tmp_path / "lists" / "val.txt").read_text().splitlines() == doc["splits"]["val"]
+
+
+def test_a_single_coco_json_is_split_not_validated_on_its_training_images(tmp_path: Path) -> None:
+    images = []
+    for i in range(20):
+        _write(tmp_path / "flat" / f"{i}.png", _colour(20, 30))
+        images.append({"id": i, "file_name": f"{i}.png", "width": 30, "height": 20})
+    anns = [{"id": i + 1, "image_id": i, "category_id": 1, "bbox": [2, 2, 10, 10]} for i in range(20)]
+    (tmp_path / "flat" / "all.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                             "categories": [{"id": 1, "name": "x"}]}))
+    train, val = (load_dataset(tmp_path / "flat" / "all.json", s) for s in ("train", "val"))
+    assert len(train.records) == 16 and len(val.records) == 2
+    assert not {r.path for r in train.records} & {r.path for r in val.records}
+    assert "single COCO json has no splits" in val.split_rule
+
+
+def test_coco_2017_layout_is_found_by_plain_split_names(tmp_path: Path) -> None:
+    """annotations/instances_{train,val}2017.json + train2017/ + val2017/, non-contiguous category ids."""
+    root = tmp_path / "coco"
+    for split, ids in (("train2017", [1, 2, 3]), ("val2017", [4])):
+        imgs = [{"id": i, "file_name": f"{i:012d}.jpg", "width": 30, "height": 20} for i in ids]
+        for img in imgs:
+            _write(root / split / img["file_name"], _colour(20, 30))
+        anns = [{"id": i, "image_id": i, "category_id": 13 if i % 2 else 90, "bbox": [1, 1, 5, 5]} for i in ids]
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(
+            {"images": imgs, "annotations": anns, "categories": [{"id": 13, "name": "stop sign"},
+                                                                 {"id": 90, "name": "toothbrush"}]}))
+    train = load_dataset(root, "train")
+    assert len(train.records) == 3 and not train.issues and train.class_names == ["stop sign", "toothbrush"]
+    assert load_dataset(root, "val2017").records[0].path.endswith("val2017/000000000004.jpg")

@@ -12,17 +12,24 @@ from typing import Any
 from efficientdet.data import checks
 from efficientdet.data.records import DatasetError, DetectionDataset
 
+# COCO's official release names its splits with the year (instances_train2017.json + train2017/): asking for
+# ``train`` or ``val`` finds those too, so a downloaded COCO needs no renaming.
+YEARS = ("", "2017", "2014")
+
 
 def coco_json_path(root: Path, split: str) -> Path:
-    """Where a COCO directory keeps the annotations of ``split``."""
-    return root / "annotations" / f"instances_{split}.json"
+    """Where a COCO directory keeps the annotations of ``split`` (``instances_{split}[2017|2014].json``)."""
+    candidates = [root / "annotations" / f"instances_{split}{year}.json" for year in YEARS]
+    return next((c for c in candidates if c.is_file()), candidates[0])
 
 
 def image_dirs(json_path: Path, split: str) -> list[Path]:
-    """Directories a relative ``file_name`` is resolved against, in order: images/{split}/, images/, the json's dir."""
+    """Directories a relative ``file_name`` is resolved against, in order: images/{split}/, {split}/ (COCO's own
+    ``train2017/``), images/, the json's dir; ``split`` as the json names it (``train2017``) and as asked."""
     json_dir = json_path.parent
     root = json_dir.parent if json_dir.name == "annotations" else json_dir
-    dirs = [root / "images" / split, root / "images", json_dir]
+    names = dict.fromkeys([json_path.stem.removeprefix("instances_"), split])
+    dirs = [d for name in names for d in (root / "images" / name, root / name)] + [root / "images", json_dir]
     return list(dict.fromkeys(dirs))
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from efficientdet.data import coco, voc, yolo
 from efficientdet.data.checks import remap_classes
 from efficientdet.data.records import DatasetError, DetectionDataset
+
+LOG = logging.getLogger("efficientdet.data")
 
 
 def detect_format(source: Path, split: str) -> str:
@@ -32,8 +36,8 @@ def detect_format(source: Path, split: str) -> str:
         return "voc"
     raise DatasetError(
         f"cannot recognise a dataset in {source}: looked for annotations/instances_{split}.json (COCO), "
-        f"{' or '.join(yolo.YAML_NAMES)} or classes.txt (YOLO), and Annotations/ + JPEGImages/ + ImageSets/Main/ "
-        "here or in exactly one subdirectory (Pascal VOC)")
+        f"{' or '.join(yolo.YAML_NAMES)} or classes.txt (YOLO), and XML annotations beside images "
+        f"({' or '.join(f'{a}/ + {i}/' for a, i in voc.LAYOUTS)}) here or in exactly one subdirectory (Pascal VOC)")
 
 
 def load_dataset(source: str | Path, split: str = "train", verify_images: bool = True, *,
@@ -46,12 +50,29 @@ def load_dataset(source: str | Path, split: str = "train", verify_images: bool =
     """
     path = Path(source).expanduser().resolve()
     fmt = detect_format(path, split)
+    if fmt == "coco" and path.is_file():
+        return _split_single_json(path, split, verify_images, class_names)
     if fmt == "coco":
-        json_path = path if path.is_file() else coco.coco_json_path(path, split)
-        return coco.load_coco(json_path, split, verify_images, class_names=class_names)
+        return coco.load_coco(coco.coco_json_path(path, split), split, verify_images, class_names=class_names)
     if fmt == "yolo":
         return yolo.load_yolo(path, split, verify_images, class_names=class_names)
     return voc.load_voc(path, split, verify_images, class_names=class_names)
+
+
+def _split_single_json(path: Path, split: str, verify_images: bool,
+                       class_names: Sequence[str] | None) -> DetectionDataset:
+    """One COCO json holds no split: training and validation on it used to be the same images (validation
+    on the training set, silently). Its images are split like a VOC folder without split files."""
+    everything = coco.load_coco(path, split, verify_images, class_names=class_names)
+    chosen = set(voc.auto_split([os.path.basename(r.path) for r in everything.records], split))
+    train, val, test = (round(r * 100) for r in voc.SPLIT_RATIOS)
+    everything.records = [r for r in everything.records if os.path.basename(r.path) in chosen]
+    everything.split_rule = (f"automatic split {train}/{val}/{test} (seed {voc.SPLIT_SEED}) of the images of {path}: "
+                             "a single COCO json has no splits")
+    LOG.info("%s split %r: %s", path.name, split, everything.split_rule)
+    if not everything.records:
+        raise DatasetError(f"split {split!r} of {path} is empty after the automatic split; add images")
+    return everything
 
 
 def parse_class_map(text: str | None) -> dict[str, str]:

@@ -51,6 +51,7 @@ class DetectionDataset:
     class_names: list[str]
     records: list[ImageRecord]
     issues: collections.Counter = field(default_factory=collections.Counter)
+    split_rule: str | None = None  # how the split was made when no split file defined it (VOC auto-split)
 
     @property
     def num_boxes(self) -> int:
