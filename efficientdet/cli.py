@@ -28,6 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from efficientdet.model.config import make_config
     from efficientdet.train.batches import Augment
     from efficientdet.train.trainer import TrainConfig, Trainer
+    from runtime.fileio import atomic_write_json
 
     torch.set_num_threads(args.threads) if args.threads else None
     data = resolve_dataset(args.data)
@@ -39,8 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                        seed=args.seed, eval_every=args.eval_every, max_steps_per_epoch=args.max_steps,
                        augment=Augment(scale_range=(args.jitter_min, args.jitter_max)))
     out = Path(args.out)
+    used = [s for s in (train_set, val_set) if s is not None]
     if train_set.split_rule:  # an automatic split: write it down next to the run, so the run can be reproduced
-        write_split(out / "split.json", [s for s in (train_set, val_set) if s is not None])
+        write_split(out / "split.json", used)
+    listed = {s.split: getattr(s.issues, "files", {}) for s in used if getattr(s.issues, "files", None)}
+    if listed:  # the warnings name a few files each; every one is here
+        atomic_write_json(out / "data-issues.json", listed)
+        print(f"every skipped or fixed file is listed in {out / 'data-issues.json'}", file=sys.stderr)
     resume = args.resume or (out / "last.pt" if (out / "last.pt").exists() and not args.restart else None)
     if resume:
         print(f"resuming from {resume}", file=sys.stderr)

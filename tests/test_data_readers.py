@@ -358,13 +358,13 @@ def test_real_bccd(split: str, count: int, zero_area: int) -> None:
 # --- layouts people have (issue 14) -----------------------------------------------------------------------------
 
 
-def _voc_folder(root: Path, ann_dir: str, img_dir: str, count: int) -> list[str]:
+def _voc_folder(root: Path, ann_dir: str, img_dir: str, count: int, sep: str = " ") -> list[str]:
     names = []
     for i in range(count):
-        name = f"shot {i:03d}.jpg"  # a space in the file name, as cameras and exports produce
+        name = f"shot{sep}{i:03d}.jpg"  # by default a space in the file name, as cameras and exports produce
         img = _grey(40, 60) if i % 3 == 0 else _colour(40, 60)  # some greyscale, as in the audit's folder
         _write(root / img_dir / name, img)
-        ann = root / ann_dir / f"shot {i:03d}.xml"
+        ann = root / ann_dir / f"shot{sep}{i:03d}.xml"
         ann.parent.mkdir(parents=True, exist_ok=True)
         ann.write_text(_voc_xml(name, (60, 40), [("Känguru" if i % 2 else "cat", (5, 5, 30, 30))]))
         names.append(name)
@@ -432,3 +432,22 @@ def test_coco_2017_layout_is_found_by_plain_split_names(tmp_path: Path) -> None:
     train = load_dataset(root, "train")
     assert len(train.records) == 3 and not train.issues and train.class_names == ["stop sign", "toothbrush"]
     assert load_dataset(root, "val2017").records[0].path.endswith("val2017/000000000004.jpg")
+
+
+def test_warnings_name_the_files_and_where_a_missing_image_was_looked_for(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The warning said "missing image file skipped: 5" and named none of them."""
+    root = tmp_path / "data"
+    names = _voc_folder(root, "Annotations", "JPEGImages", 10, sep="_")  # VOC split files cannot list spaces
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("".join(n.removesuffix(".jpg") + "\n" for n in names))
+    gone = [root / "JPEGImages" / names[i] for i in (1, 2, 4, 5, 7)]
+    for path in gone:
+        path.unlink()
+    _corrupt(root / "JPEGImages" / names[3])
+    with caplog.at_level(logging.WARNING, logger="efficientdet.data"):
+        ds = load_dataset(root, "train")
+    message = caplog.records[-1].getMessage()
+    assert f"missing image file skipped: 5 ({gone[0]}, {gone[1]}, {gone[2]} and 2 more)" in message
+    assert f"unreadable image skipped: 1 ({root / 'JPEGImages' / names[3]})" in message
+    assert ds.issues.files[c.MISSING_IMAGE] == [str(p) for p in gone]

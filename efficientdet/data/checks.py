@@ -40,6 +40,28 @@ OUTSIDE = "box outside image skipped"
 CLIPPED = "box clipped to image"
 
 _CLIP_TOLERANCE = 0.01
+SHOWN = 3  # files named per reason in the summary line
+
+
+class Issues(collections.Counter):
+    """Counts per reason, and the files behind each count: a warning that says "missing image file skipped: 7"
+    without naming one sent users hunting (issue 14). ``files[reason]`` lists every file, in order."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.files: dict[str, list[str]] = {}
+
+    def note(self, reason: str, where: str | os.PathLike[str], count: int = 1) -> None:
+        self[reason] += count
+        self.files.setdefault(reason, []).append(str(where))
+
+    def describe(self, reason: str) -> str:
+        """``reason: N`` with the first files named (for a missing image: the path that was looked for)."""
+        files = list(dict.fromkeys(self.files.get(reason, [])))
+        if not files:
+            return f"{reason}: {self[reason]}"
+        more = f" and {len(files) - SHOWN} more" if len(files) > SHOWN else ""
+        return f"{reason}: {self[reason]} ({', '.join(files[:SHOWN])}{more})"
 
 
 def read_text(path: Path) -> str:
@@ -58,7 +80,7 @@ def image_size(path: str, annotated: tuple[int, int] | None, verify: bool,
     size is trusted and only existence is checked (decoding is then needed only when no size is annotated).
     """
     if not os.path.isfile(path):
-        issues[MISSING_IMAGE] += 1
+        note_issue(issues, MISSING_IMAGE, path)
         return None
     usable = annotated is not None and annotated[0] > 0 and annotated[1] > 0
     if usable and not verify:
@@ -66,15 +88,24 @@ def image_size(path: str, annotated: tuple[int, int] | None, verify: bool,
     try:
         height, width = read_image(path).shape[:2]
     except ImageError:
-        issues[UNREADABLE_IMAGE] += 1
+        note_issue(issues, UNREADABLE_IMAGE, path)
         return None
     if annotated is not None and tuple(annotated) != (width, height):
-        issues[SIZE_MISMATCH] += 1
+        note_issue(issues, SIZE_MISMATCH, path)
     return width, height
 
 
+def note_issue(issues: collections.Counter, reason: str, where: str | os.PathLike[str] | None,
+               count: int = 1) -> None:
+    """Count ``reason``, and remember ``where`` (the file) when ``issues`` is an :class:`Issues`."""
+    if isinstance(issues, Issues) and where is not None:
+        issues.note(reason, where, count)
+    else:
+        issues[reason] += count
+
+
 def clean_boxes(boxes: np.ndarray, labels: np.ndarray, width: int, height: int,
-                issues: collections.Counter) -> tuple[np.ndarray, np.ndarray]:
+                issues: collections.Counter, where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Drop non-finite, empty, inverted and fully outside boxes; clip the rest into the image.
 
     ``boxes`` are xyxy pixels (0-based, end-exclusive). Returns ``float32 [N, 4]`` and ``int64 [N]``.
@@ -94,9 +125,9 @@ def clean_boxes(boxes: np.ndarray, labels: np.ndarray, width: int, height: int,
         else:
             over = max(-x1, -y1, x2 - width, y2 - height)
             if over > _CLIP_TOLERANCE:
-                issues[CLIPPED] += 1
+                note_issue(issues, CLIPPED, where)
             continue
-        issues[reason] += 1
+        note_issue(issues, reason, where)
         keep[i] = False
     boxes, labels = boxes[keep], labels[keep]
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
@@ -111,7 +142,8 @@ def make_record(image_id: int, path: str, annotated: tuple[int, int] | None, box
     if size is None:
         return None
     width, height = size
-    clean, kept = clean_boxes(np.asarray(boxes, np.float64), np.asarray(labels, np.int64), width, height, issues)
+    clean, kept = clean_boxes(np.asarray(boxes, np.float64), np.asarray(labels, np.int64), width, height, issues,
+                              where=path)
     return ImageRecord(int(image_id), os.path.abspath(path), int(width), int(height), clean, kept)
 
 
@@ -137,7 +169,9 @@ def finish(dataset: DetectionDataset, listed: int, class_names: Sequence[str] | 
     """
     if class_names is not None:
         remap_classes(dataset, class_names)
-    dataset.issues = collections.Counter({k: v for k, v in dataset.issues.items() if v})
+    kept = Issues({k: v for k, v in dataset.issues.items() if v})
+    kept.files = {k: v for k, v in getattr(dataset.issues, "files", {}).items() if k in kept}
+    dataset.issues = kept
     if not dataset.records:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(dataset.issues.items())) or "no reason recorded"
         raise DatasetError(f"no usable images in split {dataset.split!r} of {dataset.source}: "

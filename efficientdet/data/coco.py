@@ -104,7 +104,7 @@ def load_coco(json_path: str | Path, split: str = "train", verify_images: bool =
     json_path = Path(json_path).resolve()
     data = _read_json(json_path)
     dirs = list(dirs) if dirs is not None else image_dirs(json_path, split)
-    issues: collections.Counter = collections.Counter()
+    issues: collections.Counter = checks.Issues()
     label_of, names = _categories(data, json_path, issues)
     entries: dict[int, dict[str, Any]] = {}
     for img in data["images"]:

@@ -62,7 +62,9 @@ class DetectionDataset:
         text = (f"{self.format} dataset {self.name!r} split {self.split!r} from {self.source}: "
                 f"{len(self.records)} images, {self.num_boxes} boxes, {len(self.class_names)} classes")
         if self.issues:
-            text += "; " + ", ".join(f"{reason}: {n}" for reason, n in sorted(self.issues.items()))
+            describe = getattr(self.issues, "describe", None)
+            text += "; " + ", ".join(describe(reason) if describe else f"{reason}: {n}"
+                                     for reason, n in sorted(self.issues.items()))
         return text
 
     def to_coco(self) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def _parse(xml_path: Path, stem: str, issues: collections.Counter) -> _Annotatio
     try:
         root = ET.parse(xml_path).getroot()
     except (OSError, ET.ParseError):
-        issues[checks.MALFORMED_FILE] += 1
+        checks.note_issue(issues, checks.MALFORMED_FILE, xml_path)
         return None
     width, height = _float(_text(root, "size/width")), _float(_text(root, "size/height"))
     size = (int(width), int(height)) if width and height else None
@@ -195,12 +195,12 @@ def load_voc(path: str | Path, split: str = "train", verify_images: bool = True,
     ids, rule = split_ids(tree, split)
     if rule:
         LOG.info("%s split %r: %s", path.name, split, rule)
-    issues: collections.Counter = collections.Counter()
+    issues: collections.Counter = checks.Issues()
     parsed: list[tuple[int, _Annotation]] = []
     for image_id, stem in enumerate(ids):
         xml_path = tree.annotations / f"{stem}.xml"
         if not xml_path.is_file():
-            issues[checks.MISSING_ANNOTATION] += 1
+            issues.note(checks.MISSING_ANNOTATION, xml_path)
             continue
         ann = _parse(xml_path, stem, issues)
         if ann is not None:

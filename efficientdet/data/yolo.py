@@ -113,7 +113,7 @@ def _read_labels(path: Path, width: int, height: int, num_classes: int,
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError):
-        issues[checks.MALFORMED_FILE] += 1
+        checks.note_issue(issues, checks.MALFORMED_FILE, path)
         return boxes, labels
     for line in lines:
         tokens = line.split()
@@ -144,7 +144,7 @@ def load_yolo(path: str | Path, split: str = "train", verify_images: bool = True
     if not images:
         raise DatasetError(f"no images found in split {split!r} of {config.parent}; looked for "
                            f"{', '.join(checks.IMAGE_EXTENSIONS)} files in {', '.join(map(str, sources))}")
-    issues: collections.Counter = collections.Counter()
+    issues: collections.Counter = checks.Issues()
     records = []
     for image_id, image in enumerate(images):
         size = checks.image_size(str(image), None, verify_images, issues)
@@ -156,7 +156,7 @@ def load_yolo(path: str | Path, split: str = "train", verify_images: bool = True
         if labels_file.is_file():
             boxes, labels = _read_labels(labels_file, size[0], size[1], len(names), issues)
         else:
-            issues[checks.NO_LABEL_FILE] += 1
+            checks.note_issue(issues, checks.NO_LABEL_FILE, image)
         clean, kept = checks.clean_boxes(np.asarray(boxes, np.float64), np.asarray(labels, np.int64),
                                          size[0], size[1], issues)
         records.append(ImageRecord(image_id, os.path.abspath(image), size[0], size[1], clean, kept))
