@@ -82,6 +82,7 @@ def build_manifest(config: ModelConfig, *, target: str, precision: str, artifact
         "box_coding": dict(BOX_CODING),
         "postprocess": dict(DEFAULT_POSTPROCESS),
         "class_names": names,
+        **({"class_ids": list(config.class_ids)} if config.class_ids else {}),
         "inference_precision": inference_precision,
         "source": {"checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256},
         "tools": tool_versions(),

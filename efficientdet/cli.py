@@ -35,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_set = load_dataset(data, args.train_split)
     val_set = load_dataset(data, args.val_split, class_names=train_set.class_names) if args.val_split else None
     cfg = make_config(args.phi, args.variant, len(train_set.class_names), train_set.class_names,
-                      input_size=args.input_size)
+                      input_size=args.input_size, class_ids=train_set.class_ids or ())
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers,
                        seed=args.seed, eval_every=args.eval_every, max_steps_per_epoch=args.max_steps,
                        augment=Augment(scale_range=(args.jitter_min, args.jitter_max)))

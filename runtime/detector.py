@@ -40,15 +40,18 @@ class Result:
     scores: np.ndarray
     class_ids: np.ndarray
     labels: list[str]
+    dataset_ids: list[int] | None = None  # the dataset's own id of each class (COCO category id), where known
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def to_dicts(self) -> list[dict[str, Any]]:
-        """JSON-ready ``[{"box", "score", "class_id", "label"}]``."""
+        """JSON-ready ``[{"box", "score", "class_id", "label"}]``, plus ``"dataset_id"`` (e.g. the COCO category
+        id) when the model was trained on a dataset that has its own ids."""
+        ids = self.dataset_ids if self.dataset_ids is not None else [None] * len(self.labels)
         return [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 5), "class_id": int(cid),
-                 "label": label}
-                for box, score, cid, label in zip(self.boxes, self.scores, self.class_ids, self.labels)]
+                 "label": label, **({"dataset_id": did} if did is not None else {})}
+                for box, score, cid, label, did in zip(self.boxes, self.scores, self.class_ids, self.labels, ids)]
 
 
 def _dequantize(value: np.ndarray, quant: dict[str, Any] | None, field: str) -> np.ndarray:
@@ -92,6 +95,7 @@ class Detector:
         check_against_backend(manifest, self.backend)
         self.anchors = generate_anchors(manifest["anchors"])
         self.class_names: list[str] = list(manifest["class_names"])
+        self.dataset_class_ids: list[int] | None = manifest.get("class_ids")
         self.post_spec = dict(manifest["postprocess"])
         if score_threshold is not None:
             if not 0 <= score_threshold < 1:
@@ -151,7 +155,9 @@ class Detector:
         names = self.class_names
         class_ids = dets.class_ids[keep]
         labels = [names[c] if 0 <= c < len(names) else str(c) for c in class_ids.tolist()]
-        return Result(boxes[keep], dets.scores[keep], class_ids, labels)
+        own = self.dataset_class_ids
+        dataset_ids = [own[c] for c in class_ids.tolist()] if own else None
+        return Result(boxes[keep], dets.scores[keep], class_ids, labels, dataset_ids)
 
     def timed(self, image: np.ndarray, color: str = "bgr") -> tuple[Result, dict[str, float]]:
         """Detect and report the milliseconds spent in pre-processing, inference and post-processing."""

@@ -239,6 +239,9 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     model_names = manifest["model"].get("class_names")
     if model_names:
         _equal("model.class_names", list(model_names), "class_names", names)
+    if "class_ids" in manifest:  # the dataset's own ids (COCO category ids), one per class
+        _int_list(manifest, "class_ids", num_classes)
+        _equal("class_ids", manifest["class_ids"], "model.class_ids", list(manifest["model"].get("class_ids") or []))
 
     _one_of(manifest, "artifact.target", TARGETS.values())
     _one_of(manifest, "artifact.precision", PRECISIONS)

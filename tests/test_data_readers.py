@@ -431,6 +431,7 @@ def test_coco_2017_layout_is_found_by_plain_split_names(tmp_path: Path) -> None:
                                                                  {"id": 90, "name": "toothbrush"}]}))
     train = load_dataset(root, "train")
     assert len(train.records) == 3 and not train.issues and train.class_names == ["stop sign", "toothbrush"]
+    assert train.class_ids == [13, 90]  # COCO's own category ids travel with the contiguous labels
     assert load_dataset(root, "val2017").records[0].path.endswith("val2017/000000000004.jpg")
 
 

@@ -398,3 +398,18 @@ def test_infer_raw_rejects_wrong_shape(detectors: dict[str, Detector]) -> None:
     with pytest.raises(ValueError, match=r"\(1, 3, 128, 128\)"):
         detectors["onnx"].infer_raw(np.zeros((1, SIZE, SIZE, 3), np.float32))
 
+
+
+def test_dataset_class_ids_reach_the_detections(artifacts: dict[str, Any], tmp_path: Path) -> None:
+    """A detection of "stop sign" can be reported with its COCO category id (13), not only the contiguous id."""
+    path = tmp_path / "coco.onnx"
+    shutil.copy(artifacts["onnx"], path)
+    config = artifacts["config"].replace(class_ids=(13, 90, 5))
+    write_sidecar(path, make_manifest(config, "onnx", path, *float_io(config)))
+    det = Detector(path, threads=1, score_threshold=0.01)
+    dicts = det(test_image()).to_dicts()
+    assert dicts and all(d["dataset_id"] == (13, 90, 5)[d["class_id"]] for d in dicts)
+    manifest = load_manifest(path)
+    manifest["class_ids"] = [13, 90]
+    with pytest.raises(ManifestError, match="'class_ids'"):
+        validate_manifest(manifest)

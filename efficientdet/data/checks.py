@@ -151,6 +151,9 @@ def remap_classes(dataset: DetectionDataset, class_names: Sequence[str]) -> Dete
     """Re-index labels onto ``class_names`` by name (e.g. val onto train's classes); unknown names are skipped."""
     index = {name: i for i, name in enumerate(class_names)}
     lookup = np.array([index.get(name, -1) for name in dataset.class_names] + [-1], np.int64)
+    if dataset.class_ids is not None:  # the dataset's own ids follow its classes onto the new order
+        own = dict(zip(dataset.class_names, dataset.class_ids))
+        dataset.class_ids = [own[n] for n in class_names] if all(n in own for n in class_names) else None
     records = []
     for rec in dataset.records:
         new = lookup[rec.labels] if len(rec.labels) else rec.labels

@@ -60,7 +60,8 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _categories(data: dict[str, Any], path: Path, issues: collections.Counter) -> tuple[dict[int, int], list[str]]:
+def _categories(data: dict[str, Any], path: Path, issues: collections.Counter
+                ) -> tuple[dict[int, int], list[str]]:
     cats: dict[int, str] = {}
     for cat in data.get("categories") or []:
         cid = cat.get("id") if isinstance(cat, dict) else None
@@ -129,5 +130,6 @@ def load_coco(json_path: str | Path, split: str = "train", verify_images: bool =
         if rec is not None:
             records.append(rec)
     root = json_path.parent.parent if json_path.parent.name == "annotations" else json_path.parent
-    dataset = DetectionDataset(name or root.name, split, str(json_path), "coco", names, records, issues)
+    dataset = DetectionDataset(name or root.name, split, str(json_path), "coco", names, records, issues,
+                               class_ids=sorted(label_of))
     return checks.finish(dataset, len(entries), class_names)

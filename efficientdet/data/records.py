@@ -52,6 +52,7 @@ class DetectionDataset:
     records: list[ImageRecord]
     issues: collections.Counter = field(default_factory=collections.Counter)
     split_rule: str | None = None  # how the split was made when no split file defined it (VOC auto-split)
+    class_ids: list[int] | None = None  # the dataset's own id per class (COCO category ids), when it has them
 
     @property
     def num_boxes(self) -> int:

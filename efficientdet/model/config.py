@@ -96,6 +96,8 @@ class ModelConfig:
     phi: int | str = 0
     num_classes: int = 90
     class_names: tuple[str, ...] = ()
+    # The dataset's own id of each class (COCO category ids, e.g. 13 for "stop sign"); empty when it has none.
+    class_ids: tuple[int, ...] = ()
     input_size: int = 512
     backbone: str = "b0"
     fpn_width: int = 64
@@ -132,6 +134,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["class_names"] = list(self.class_names)
+        d["class_ids"] = list(self.class_ids)
         d["aspect_ratios"] = [list(a) for a in self.aspect_ratios]
         d["preprocess"] = self.preprocess.to_dict()
         return d
@@ -146,6 +149,7 @@ class ModelConfig:
         pp = d.pop("preprocess", None)
         pre = PreprocessSpec(**{**pp, "mean": tuple(pp["mean"]), "std": tuple(pp["std"])}) if pp else None
         d["class_names"] = tuple(d.get("class_names", ()))
+        d["class_ids"] = tuple(int(i) for i in d.get("class_ids", ()))
         if "aspect_ratios" in d:
             d["aspect_ratios"] = tuple(tuple(a) for a in d["aspect_ratios"])
         cfg = cls(**d)
@@ -197,6 +201,7 @@ def make_config(
     class_names: tuple[str, ...] | list[str] = (),
     input_size: int | None = None,
     fusion: str | None = None,
+    class_ids: tuple[int, ...] | list[int] = (),
 ) -> ModelConfig:
     """Look up the compound-scaling row for (variant, PHI), optionally at another input size."""
     p = _parse_phi(variant, phi)
@@ -210,11 +215,15 @@ def make_config(
     names = tuple(class_names)
     if names and len(names) != num_classes:
         raise ValueError(f"{len(names)} class names given for num_classes={num_classes}")
+    ids = tuple(int(i) for i in class_ids)
+    if ids and len(ids) != num_classes:
+        raise ValueError(f"{len(ids)} class ids given for num_classes={num_classes}")
     return ModelConfig(
         variant=variant,
         phi=p,
         num_classes=num_classes,
         class_names=names,
+        class_ids=ids,
         input_size=size,
         backbone=row.backbone,
         fpn_width=row.fpn_width,
