@@ -320,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
     gates = {p: gate_for(p).tightened(**overrides) for p in precisions + (["int8-qat"] if args.qat else [])}
     t0 = time.time()
     ckpt_sha = file_sha256(ckpt)
+    previous = _previous_report(out, ckpt_sha, config.input_size)
     _log(f"model {config.name} at {config.input_size} on {len(dataset.records)} images of {args.data}")
     try:
         artifacts, fp32_onnx = _export_all(model, config, targets, precisions, out, ckpt, ckpt_sha, int8, qat)
@@ -348,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
                 e["gate"]["accepted"] = True  # the user's explicit choice, recorded beside the verdict
     for e in entries:
         mark_gate(e["path"], gate_record(e, report))
+        _compare_float_layers(e, previous)
     report["folder"] = folder_inventory(out, entries)
     failed_int8 = any(e["gate"]["status"] == FAIL for e in entries if e["precision"].startswith("int8"))
     if int8 is not None and (int8.sensitivity is not None or (failed_int8 and not args.no_sensitivity)):
@@ -361,6 +363,36 @@ def run(args: argparse.Namespace) -> int:
                     f"{s.node} ({s.worst_snr_db:.1f} dB)" for s in worst[:5]))
     paths = write_report(out, report, image)
     return _summarise(entries, paths)
+
+
+def _previous_report(out: Path, ckpt_sha: str, input_size: int) -> dict[str, Any] | None:
+    """The report an earlier export of the same checkpoint and size left in ``out`` (read before it is replaced)."""
+    import json
+
+    try:
+        report = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = report.get("checkpoint_sha256") == ckpt_sha and report.get("input_size") == input_size
+    return report if same else None
+
+
+def _compare_float_layers(entry: dict[str, Any], previous: dict[str, Any] | None) -> None:
+    """A re-run with FLOAT_LAYERS says which layers it kept in float and what that changed against the previous
+    export of the same artifact in OUT (stored in the entry as ``float_layers_effect`` and printed)."""
+    kept = (entry.get("quantization") or {}).get("float_layers") or []
+    before = next((a for a in (previous or {}).get("artifacts", []) if (a["target"], a["precision"]) ==
+                   (entry["target"], entry["precision"])), None)
+    if not kept or before is None:
+        return
+    was = (before.get("quantization") or {}).get("float_layers") or []
+    p, q = entry["parity"], before["parity"]
+    entry["float_layers_effect"] = {"kept_in_float": kept, "previously_in_float": was,
+                                    "map_delta_before": q["map_delta"], "map_delta_now": p["map_delta"],
+                                    "det_match_before": q["det_match"], "det_match_now": p["det_match"]}
+    _log(f"{entry['target']} {entry['precision']}: kept in float {kept} (before: {was or 'none'}); ΔmAP "
+         f"{q['map_delta'] * 100:+.2f} -> {p['map_delta'] * 100:+.2f} points, det match {q['det_match']:.1%} -> "
+         f"{p['det_match']:.1%}")
 
 
 def _summarise(entries: list[dict[str, Any]], paths: dict[str, Path]) -> int:

@@ -120,6 +120,16 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {a['target']} | {a['precision']} | {q['tool']} | {q['method']} "
                          f"| {q.get('ranges', 'calibrated')} | {cal['count']} images of {cal['source']} "
                          f"[{cal['split']}] | {len(q['float_layers']) or 'none'} |")
+    effects = [a for a in report["artifacts"] if a.get("float_layers_effect")]
+    if effects:
+        lines += ["", "## Layers kept in float, against the previous export in this folder", "",
+                  "| target | precision | kept in float | ΔmAP before → now (points) | det match before → now |",
+                  "|---|---|---|---|---|"]
+        for a in effects:
+            f = a["float_layers_effect"]
+            lines.append(f"| {a['target']} | {a['precision']} | {', '.join(f'`{n}`' for n in f['kept_in_float'])} "
+                         f"| {f['map_delta_before'] * 100:+.2f} → {f['map_delta_now'] * 100:+.2f} "
+                         f"| {f['det_match_before']:.1%} → {f['det_match_now']:.1%} |")
     if report.get("sensitivity"):
         layers = report["sensitivity"]["layers"]
         lines += ["", "## Most sensitive layers", "", report["sensitivity"]["method"] + ".", "",

@@ -135,3 +135,25 @@ def test_a_failed_int8_gate_says_what_to_try_next() -> None:
     text = err.getvalue()
     steps = [text.index(s) for s in ("make calib", "CALIB_METHOD", "FLOAT_LAYERS", "QAT=1")]
     assert steps == sorted(steps) and "what to try next for int8" in text
+
+
+@pytest.mark.slow
+def test_a_rerun_with_float_layers_says_what_it_kept_and_what_changed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    base = ["--ckpt", str(DEFAULT_MODEL), "--target", "onnx", "--precision", "int8", "--input-size", "128",
+            "--max-images", "6", "--calib-method", "onnx=minmax", "--no-sensitivity", "--out", str(out)]
+    first = _convert(*base)
+    assert first.returncode in (0, 1), first.stderr[-2000:]
+    (before,) = json.loads((out / "report.json").read_text())["artifacts"]
+    again = _convert(*base, "--float-layers", "2")
+    assert again.returncode in (0, 1), again.stderr[-2000:]
+    (entry,) = json.loads((out / "report.json").read_text())["artifacts"]
+    effect = entry["float_layers_effect"]
+    assert effect["kept_in_float"] == entry["quantization"]["float_layers"] and len(effect["kept_in_float"]) == 2
+    assert effect["previously_in_float"] == []
+    assert (effect["map_delta_before"], effect["det_match_before"]) == (before["parity"]["map_delta"],
+                                                                        before["parity"]["det_match"])
+    assert (effect["map_delta_now"], effect["det_match_now"]) == (entry["parity"]["map_delta"],
+                                                                  entry["parity"]["det_match"])
+    assert "kept in float" in again.stderr and "->" in again.stderr
+    assert "Layers kept in float, against the previous export" in (out / "report.md").read_text()
