@@ -76,22 +76,23 @@ def _categories(data: dict[str, Any], path: Path, issues: collections.Counter
 
 
 def _boxes_by_image(data: dict[str, Any], image_ids: set[int], label_of: dict[int, int],
-                    issues: collections.Counter) -> dict[int, list[tuple[list[float], int]]]:
+                    issues: collections.Counter, path: Path) -> dict[int, list[tuple[list[float], int]]]:
     by_image: dict[int, list[tuple[list[float], int]]] = collections.defaultdict(list)
-    for ann in data.get("annotations") or []:
+    for k, ann in enumerate(data.get("annotations") or []):
+        where = f"{path} annotation #{k}" + (f" (id {ann.get('id')})" if isinstance(ann, dict) else "")
         if not isinstance(ann, dict):
-            issues[checks.MALFORMED_ENTRY] += 1
+            checks.note_issue(issues, checks.MALFORMED_ENTRY, where)
         elif not isinstance(ann.get("image_id"), int) or ann["image_id"] not in image_ids:
-            issues[checks.ORPHAN_ANNOTATION] += 1
+            checks.note_issue(issues, checks.ORPHAN_ANNOTATION, where)
         elif ann.get("iscrowd", 0):
-            issues[checks.CROWD] += 1
+            checks.note_issue(issues, checks.CROWD, where)
         elif not isinstance(ann.get("category_id"), int) or ann["category_id"] not in label_of:
-            issues[checks.UNKNOWN_CLASS] += 1
+            checks.note_issue(issues, checks.UNKNOWN_CLASS, where)
         else:
             bbox = ann.get("bbox")
             xywh = [_number(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else [None]
             if any(v is None for v in xywh):
-                issues[checks.MALFORMED_BOX] += 1
+                checks.note_issue(issues, checks.MALFORMED_BOX, where)
                 continue
             x, y, w, h = xywh
             by_image[ann["image_id"]].append(([x, y, x + w, y + h], label_of[ann["category_id"]]))
@@ -111,14 +112,14 @@ def load_coco(json_path: str | Path, split: str = "train", verify_images: bool =
     for img in data["images"]:
         iid = img.get("id") if isinstance(img, dict) else None
         if isinstance(iid, bool) or not isinstance(iid, int) or not isinstance(img.get("file_name"), str):
-            issues[checks.MALFORMED_ENTRY] += 1
+            checks.note_issue(issues, checks.MALFORMED_ENTRY, f"{json_path} image entry {img!r:.80}")
         elif iid in entries:
-            issues[checks.DUPLICATE_IMAGE] += 1
+            checks.note_issue(issues, checks.DUPLICATE_IMAGE, f"{json_path} image id {iid}")
         else:
             entries[iid] = img
     if not entries:
         raise DatasetError(f"no images found in split {split!r} of {json_path}: its 'images' list has no valid entries")
-    by_image = _boxes_by_image(data, set(entries), label_of, issues)
+    by_image = _boxes_by_image(data, set(entries), label_of, issues, json_path)
     records = []
     for iid in sorted(entries):
         img = entries[iid]

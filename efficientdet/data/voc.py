@@ -129,9 +129,9 @@ def _parse(xml_path: Path, stem: str, issues: collections.Counter) -> _Annotatio
         name = _text(obj, "name")
         box = [_float(_text(obj, f"bndbox/{k}")) for k in _BOX_KEYS]
         if not name:
-            issues[checks.MALFORMED_ENTRY] += 1
+            checks.note_issue(issues, checks.MALFORMED_ENTRY, xml_path)
         elif any(v is None for v in box):
-            issues[checks.MALFORMED_BOX] += 1
+            checks.note_issue(issues, checks.MALFORMED_BOX, xml_path)
         else:
             objects.append((name, box))
     return _Annotation(stem, _text(root, "filename") or "", size, objects)
@@ -147,13 +147,13 @@ def _image_path(images: Path, ann: _Annotation) -> Path:
     return images / (ann.filename or f"{ann.stem}.jpg")
 
 
-def _to_pixels(box: list[float], issues: collections.Counter) -> list[float] | None:
+def _to_pixels(box: list[float], issues: collections.Counter, where: Path) -> list[float] | None:
     xmin, ymin, xmax, ymax = box
     if xmax < xmin or ymax < ymin:
-        issues[checks.INVERTED] += 1
+        checks.note_issue(issues, checks.INVERTED, where)
         return None
     if xmax == xmin or ymax == ymin:
-        issues[checks.ZERO_AREA] += 1
+        checks.note_issue(issues, checks.ZERO_AREA, where)
         return None
     return [xmin - 1, ymin - 1, xmax, ymax]
 
@@ -211,7 +211,7 @@ def load_voc(path: str | Path, split: str = "train", verify_images: bool = True,
     for image_id, ann in parsed:
         boxes, labels = [], []
         for obj_name, raw in ann.objects:
-            box = _to_pixels(raw, issues)
+            box = _to_pixels(raw, issues, tree.annotations / f"{ann.stem}.xml")
             if box is not None:
                 boxes.append(box)
                 labels.append(label_of[obj_name])

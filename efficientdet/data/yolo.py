@@ -121,11 +121,11 @@ def _read_labels(path: Path, width: int, height: int, num_classes: int,
             continue
         parsed = _parse_line(tokens)
         if parsed is None:
-            issues[checks.MALFORMED_LINE] += 1
+            checks.note_issue(issues, checks.MALFORMED_LINE, path)
             continue
         cls, (cx, cy, w, h) = parsed
         if not 0 <= cls < num_classes:
-            issues[checks.UNKNOWN_CLASS] += 1
+            checks.note_issue(issues, checks.UNKNOWN_CLASS, path)
             continue
         boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
         labels.append(cls)
