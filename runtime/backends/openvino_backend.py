@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import corrupt
-from . import Backend, TensorInfo, missing
+from . import METADATA_KEY, Backend, TensorInfo, missing
 
 
 class OpenVinoBackend(Backend):
@@ -43,6 +43,7 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(path))
         except RuntimeError as e:
             raise corrupt(f"{path} (with {weights.name})", "OpenVINO IR", e) from e
+        self._embedded = str(model.get_rt_info(METADATA_KEY).astype(str)) if model.has_rt_info(METADATA_KEY) else None
         self.compiled = core.compile_model(model, device, settings)
         self._local = threading.local()
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -70,3 +71,6 @@ class OpenVinoBackend(Backend):
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         results = self._request().infer({0: x})
         return {port.get_any_name(): np.asarray(value) for port, value in results.items()}
+
+    def embedded_manifest(self) -> str | None:
+        return self._embedded
