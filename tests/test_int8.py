@@ -28,7 +28,9 @@ from tests.conftest import ROOT, bccd_dir
 
 DEFAULT = ROOT / "models" / "default-d0.pt"
 BCCD_MODEL = ROOT / "models" / "bccd-d0.pt"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DEFAULT.is_file(), reason="default model not built")]
+# The module's first test carries the export of every target (int8 + QAT): ~5 min idle, over 15 under load.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000),
+              pytest.mark.skipif(not DEFAULT.is_file(), reason="default model not built")]
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +107,47 @@ def test_bccd_int8_passes_the_gate(tmp_path: Path) -> None:
                         "int8", "--calib", str(calib)).returncode
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     (entry,) = report["artifacts"]
+    kernels, emulated = _int8_kernel_disagreement(Path(entry["path"]), config)
+    assert emulated < 0.15, f"the quantized model itself is off: QDQ arithmetic rel err {emulated:.3f}"
+    if code != 0 and kernels > 3 * emulated:
+        pytest.xfail(f"onnxruntime's int8 kernels on this CPU ({_cpu_flags()}) disagree with the artifact's own "
+                     f"QDQ arithmetic (logits rel err {kernels:.3f} with them, {emulated:.3f} without): the gate "
+                     "rightly failed the artifact here; docs/INT8-CPU-CLASSES.md")
     assert code == 0, entry["gate"]["failures"]
     assert entry["parity"]["num_images"] == 72 and entry["parity"]["det_match"] >= 0.9
+
+
+def _cpu_flags() -> str:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return " ".join(f for f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags) or "unknown"
+
+
+def _int8_kernel_disagreement(path: Path, config: ModelConfig) -> tuple[float, float]:
+    """Logits rel err against FP32 PyTorch on 3 test images: with onnxruntime's int8 kernels, and with the same
+    QDQ model computed in float (``session.disable_quant_qdq``: the artifact's own arithmetic, no int8 kernel)."""
+    import onnxruntime as ort
+    import torch
+
+    from efficientdet.checkpoint import load_model
+    from runtime.preprocess import preprocess, read_image, to_layout
+
+    model, _ = load_model(BCCD_MODEL)
+    records = load_dataset(bccd_dir(), "test", verify_images=False).records[:3]
+    worst = [0.0, 0.0]
+    for k, config_entries in enumerate(({}, {"session.disable_quant_qdq": "1"})):
+        opts = ort.SessionOptions()
+        for key, value in config_entries.items():
+            opts.add_session_config_entry(key, value)
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        for rec in records:
+            x = to_layout(preprocess(read_image(rec.path), config.preprocess.to_dict())[0], "nchw")
+            with torch.no_grad():
+                ref = model(torch.from_numpy(x))[0][0].numpy()
+            out = session.run(None, {session.get_inputs()[0].name: x})[names.index("logits")][0]
+            worst[k] = max(worst[k], float(np.abs(out - ref).max() / np.abs(ref).max()))
+    return worst[0], worst[1]
 
 
 def test_qat_artifacts_for_every_target(exported: dict[str, Any]) -> None:
