@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .store import DEFAULT_ROOT, CalibrationError, build_calibration_set, default_set_path
 
-DEFAULT_DATA, DEFAULT_MODEL = "data/synthetic", "models/default-d0.pt"
+DEFAULT_MODEL = "models/default-d0.pt"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,15 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from efficientdet.checkpoint import load_checkpoint
     from efficientdet.data.loader import load_dataset
-    from efficientdet.data.synthetic import resolve_dataset
+    from efficientdet.data.synthetic import is_default_dataset, resolve_dataset
     from efficientdet.model.config import ModelConfig
 
     try:
-        data = resolve_dataset(args.data)
-        if args.ckpt is None and data.resolve() != resolve_dataset(DEFAULT_DATA).resolve():
+        if args.ckpt is None and not is_default_dataset(args.data):
             raise ValueError(f"CKPT= is required for {args.data}: a calibration set is pre-processed the way the "
                              "model to quantize is (input size, normalisation), and the default model was made for "
                              "the embedded synthetic dataset, not this one")
+        data = resolve_dataset(args.data)
         config = ModelConfig.from_dict(load_checkpoint(args.ckpt or DEFAULT_MODEL)["config"])
         spec = config.preprocess.to_dict()
         if args.input_size:

@@ -346,11 +346,15 @@ DEFAULT_DIR = "data/synthetic"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def is_default_dataset(path: str | Path) -> bool:
+    """Whether ``path`` names the embedded default dataset (relative to here or to the project root)."""
+    return Path(path).resolve() in {Path(DEFAULT_DIR).resolve(), (PROJECT_ROOT / DEFAULT_DIR).resolve()}
+
+
 def resolve_dataset(path: str | Path) -> Path:
     """``path`` as given, except that the embedded default dataset is generated on first use."""
     path = Path(path)
-    defaults = {Path(DEFAULT_DIR).resolve(), (PROJECT_ROOT / DEFAULT_DIR).resolve()}
-    if path.resolve() in defaults and not (path / "annotations").is_dir():
+    if is_default_dataset(path) and not (path / "annotations").is_dir():
         print(f"generating the embedded default dataset in {path} ...", file=sys.stderr)
         generate_synthetic(path)
     return path
