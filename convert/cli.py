@@ -9,6 +9,7 @@ conversion failed, 4 the output could not be written (disk full, permissions).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -367,8 +368,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _previous_report(out: Path, ckpt_sha: str, input_size: int) -> dict[str, Any] | None:
     """The report an earlier export of the same checkpoint and size left in ``out`` (read before it is replaced)."""
-    import json
-
     try:
         report = json.loads((out / "report.json").read_text())
     except (OSError, ValueError):
