@@ -371,7 +371,7 @@ def test_make_eval_writes_under_runs_not_beside_the_checkpoint() -> None:
         pytest.skip("make not installed")
     dry = subprocess.run([make, "-n", "eval", "CKPT=models/bccd-d0.pt", "SPLIT=test"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
-    assert "--out runs/eval/bccd-d0-test.json" in dry and "models/eval" not in dry
+    assert '--out "runs/eval/bccd-d0-test.json"' in dry and "models/eval" not in dry
 
 
 def test_openvino_sidecar_must_agree_with_embedded_copy(artifacts: dict[str, Any], tmp_path: Path) -> None:
