@@ -3,7 +3,7 @@
 * Exporter: torch 2.13's default dynamo exporter (``external_data=False`` so weights stay in the file),
   applied to ``model.export_form()`` (per-level heads, BN folded; exact).
 * Simplifier: **onnxsim**, not onnxslim. Both were exact on dynamo exports here, but onnxslim has been
-  measured silently rewriting a graph wrongly (TOOLCHAIN-FACTS), and onnxsim also drops the exporter's
+  measured silently rewriting a graph wrongly (docs/TOOLCHAIN.md), and onnxsim also drops the exporter's
   per-node debug metadata. Whichever tool runs, its result is re-checked against the un-simplified model
   with onnxruntime and the export fails loudly (:class:`OnnxExportError`) if they diverge.
 * FP16: ``onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)``

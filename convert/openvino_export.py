@@ -1,7 +1,7 @@
 """ONNX -> OpenVINO IR (``.xml`` + ``.bin``), FP32 or FP16-compressed weights.
 
 Converted from the FP32 ONNX (not from the ``nn.Module``): measured exact at f32 and faster at run
-time than the module route (TOOLCHAIN-FACTS). Both precisions are meant to *run* with
+time than the module route (docs/TOOLCHAIN.md). Both precisions are meant to *run* with
 ``INFERENCE_PRECISION_HINT=f32`` (manifest ``inference_precision: "f32"``): this CPU otherwise runs
 bf16 silently, and an FP16 IR is an FP16 *storage* format whose weights are decompressed to f32.
 The manifest goes into ``rt_info`` and a sidecar; ``artifact.sha256`` hashes the ``.xml`` (the file the

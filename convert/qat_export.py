@@ -2,7 +2,7 @@
 
 ONNX and OpenVINO take the QAT model's own Q/DQ graph, so the ranges QAT learned are the ranges
 they run. TFLite cannot: onnx2tf converts a QDQ ONNX into a wrong model without an error
-(TOOLCHAIN-FACTS) and the TFLite converter has no way to import ranges, so the TFLite artifact is
+(docs/TOOLCHAIN.md) and the TFLite converter has no way to import ranges, so the TFLite artifact is
 the QAT-fine-tuned *weights* calibrated again (the post-training TFLite method, on the same
 calibration set). Its manifest says so (``ranges: "recalibrated"``) and the report's QAT-vs-PTQ comparison shows
 what that costs.

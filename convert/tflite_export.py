@@ -11,7 +11,7 @@ so nothing ever depends on tensor order (which onnx2tf changes between float and
 
 onnx2tf runs in a subprocess whose working directory holds a local
 ``calibration_image_sample_data_20x128x128x3_float32.npy``: offline, onnx2tf otherwise tries to
-download that file and crashes (TOOLCHAIN-FACTS). It is deterministic pseudo-image data used only for
+download that file and crashes (docs/TOOLCHAIN.md). It is deterministic pseudo-image data used only for
 onnx2tf's internal output checks; it is NOT calibration data for int8 (pass ``-cind`` with real images).
 Before onnx2tf, non-integer nearest upsamples are rewritten as exact Gathers (:func:`onnx2tf_safe`).
 TensorFlow and onnx2tf are imported lazily (seconds to import, and only this target needs them).

@@ -2,7 +2,7 @@
 
 Why PT2E from torchao: torch 2.13 removed PT2E from ``torch.ao`` and deprecated eager/FX QAT (whose
 models did not export to ONNX here); PT2E's converted model exports with the dynamo exporter as a
-QDQ ONNX that onnxruntime and OpenVINO execute in int8 with the learned ranges (TOOLCHAIN-FACTS).
+QDQ ONNX that onnxruntime and OpenVINO execute in int8 with the learned ranges (docs/TOOLCHAIN.md).
 Two measured traps are designed around: the model is exported with a batch >= 2 and a dynamic batch
 dimension, and from ``export_form()`` (each head level its own conv with BN folded; shared convs with
 per-level BN broke ``convert_pt2e``). Stochastic depth is switched off first: the graph is traced in
@@ -232,7 +232,7 @@ def to_qdq_onnx(qat: torch.fx.GraphModule, input_size: int) -> onnx.ModelProto:
 
 def finetuned_float_model(qat: torch.fx.GraphModule, model: torch.nn.Module) -> torch.nn.Module:
     """``model``'s export form carrying the QAT-fine-tuned weights and BN statistics, without fake quantization:
-    for converters that cannot take QDQ (onnx2tf converts a QDQ ONNX wrongly, TOOLCHAIN-FACTS). The
+    for converters that cannot take QDQ (onnx2tf converts a QDQ ONNX wrongly, docs/TOOLCHAIN.md). The
     prepared graph keeps the module's parameter names, so the weights map back one to one."""
     form = model.export_form() if hasattr(model, "export_form") else model
     tuned = qat.state_dict()

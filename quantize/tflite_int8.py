@@ -1,12 +1,12 @@
 """Full-integer TFLite: TF's own TFLiteConverter with a representative dataset from the calibration set.
 
-Chosen over onnx2tf's ``-oiqt`` (identical int8 results here, TOOLCHAIN-FACTS) because the converter
+Chosen over onnx2tf's ``-oiqt`` (identical int8 results here, docs/TOOLCHAIN.md) because the converter
 route takes the shared calibration array directly and lets the I/O type be chosen. Every op is int8
 (``TFLITE_BUILTINS_INT8``, and :func:`convert.edgetpu.check_tflite` refuses any float tensor), inputs
 and outputs int8 or uint8 (uint8 for the Edge TPU).
 
 Calibration methods. The converter itself only knows min-max, the weakest method on these models
-(TOOLCHAIN-FACTS; on the default D0 it lost 1.67 mAP points and failed the gate). ``percentile``
+(docs/TOOLCHAIN.md; on the default D0 it lost 1.67 mAP points and failed the gate). ``percentile``
 splits the converter's own two steps, as TF's ``QuantizationDebugger`` does: the converter first
 *calibrates only* (a float model whose activation tensors carry the observed min/max), each of those
 ranges is then narrowed to the ``percentile`` of the values the calibration images produced in that

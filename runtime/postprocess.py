@@ -1,6 +1,6 @@
 """The one post-processing path: raw logits and box deltas -> final detections.
 
-Cost is dominated by touching the full ``[A, C]`` logits array (TOOLCHAIN-FACTS), so the score
+Cost is dominated by touching the full ``[A, C]`` logits array (docs/TOOLCHAIN.md, "Running"), so the score
 threshold is applied to logits (no sigmoid over the whole array) in one flat pass; only when
 more than ``pre_nms_top_k`` scores pass (an untrained or badly calibrated model) does it fall
 back to ranking anchors by their max logit. Decoding and class-aware NMS see survivors only.

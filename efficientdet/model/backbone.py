@@ -1,5 +1,5 @@
 """EfficientNet B0-B7 and EfficientNet-Lite0-4, written here because timm cannot be imported
-beside the CPU torch wheel (TOOLCHAIN-FACTS: every timm release imports torchvision).
+beside the CPU torch wheel (docs/TOOLCHAIN.md: every timm release imports torchvision).
 
 The detector uses ``features_only=True`` (stride 8/16/32 outputs); the classifier form exists so
 parameter counts can be checked against the published EfficientNets.

@@ -1,7 +1,7 @@
 """Small building blocks shared by the backbone, the BiFPN and the heads.
 
 Everything here is export-friendly: static shapes, padding decided from static sizes, and
-no -inf padding (which breaks int8 TFLite and onnxruntime, see TOOLCHAIN-FACTS).
+no -inf padding (which breaks int8 TFLite and onnxruntime, see docs/TOOLCHAIN.md).
 """
 
 from __future__ import annotations

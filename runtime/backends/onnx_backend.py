@@ -1,7 +1,7 @@
 """onnxruntime backend (CPU).
 
 Spinning is off by default: onnxruntime's busy-waiting thread pool doubles latency when another
-process holds a core (TOOLCHAIN-FACTS), which is the normal case on a phone or a Pi.
+process holds a core (docs/TOOLCHAIN.md, "Running"), which is the normal case on a phone or a Pi.
 
 Thread safety: ``InferenceSession.run`` is safe to call from several threads at once (onnxruntime
 documents it; 4 threads x 25 calls gave the single-threaded results, issue 13), so no lock is taken.

@@ -1,7 +1,7 @@
 """OpenVINO backend (CPU) for IR (``.xml`` + ``.bin``).
 
 The precision hint is always set: on CPUs with AVX512-BF16 OpenVINO silently runs an f32 IR in
-bf16 otherwise (max error 0.07 measured, TOOLCHAIN-FACTS). The precision reported is the one
+bf16 otherwise (max error 0.07 measured, docs/TOOLCHAIN.md, "Exporting"). The precision reported is the one
 the compiled model says it uses, not the one asked for.
 
 Thread safety: one compiled model, one infer request per calling thread. A single shared request
