@@ -308,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
     from .gates import FAIL, NOT_MEASURABLE, gate_for
     from .manifest_writer import folder_inventory, gate_record, mark_gate
     from .parity import original_coords, run_parity
-    from .report import parity_image, write_report
+    from .report import parity_image, write_interrupted_report, write_report
 
     if args.qat and "int8" not in precisions:
         raise UsageError("--qat (QAT=1) needs --precision int8 or all")
@@ -330,8 +330,8 @@ def run(args: argparse.Namespace) -> int:
             model, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()), dataset,
             [(a, gates[a.precision]) for a in artifacts], threads=args.threads)
     except KeyboardInterrupt:  # Ctrl-C: say in OUT what is there, each artifact with its (missing) verdict
-        write_report(out, {"interrupted": True, "checkpoint": str(ckpt), "checkpoint_sha256": None,
-                           "artifacts": [], "folder": folder_inventory(out, [])}, None, interrupted=True)
+        write_interrupted_report(out, {"interrupted": True, "checkpoint": str(ckpt), "checkpoint_sha256": None,
+                                       "artifacts": [], "folder": folder_inventory(out, [])})
         raise
     best = max(range(len(dataset.records)), key=lambda i: len(reference.detections[i]))
     image = parity_image(read_image(dataset.records[best].path),

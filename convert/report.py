@@ -150,20 +150,17 @@ def _folder_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines + [f"| `{Path(a['path']).name}` | {a['target']} | {a['precision']} | {a['gate']} |" for a in rows]
 
 
-def interrupted_markdown(report: dict[str, Any]) -> str:
+def write_interrupted_report(out_dir: str | Path, report: dict[str, Any]) -> None:
+    """report.json/report.md of an export stopped before its gate: every artifact in the folder, with its state."""
+    out_dir = Path(out_dir)
     lines = ["# Export interrupted", "", "No parity gate ran. The artifacts in this folder and their state:", ""]
-    return "\n".join(lines + _folder_table(report["folder"]) + [""])
+    atomic_write_bytes(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(out_dir / "report.md", "\n".join(lines + _folder_table(report["folder"]) + [""]).encode())
 
 
-def write_report(out_dir: str | Path, report: dict[str, Any], image: np.ndarray | None = None,
-                 interrupted: bool = False) -> dict[str, Path]:
+def write_report(out_dir: str | Path, report: dict[str, Any], image: np.ndarray | None = None) -> dict[str, Path]:
     """Write report.json, report.md and (when ``image`` is given) parity.png into ``out_dir``, atomically."""
     out_dir = Path(out_dir)
-    if interrupted:
-        paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
-        atomic_write_bytes(paths["json"], (json.dumps(report, indent=2) + "\n").encode())
-        atomic_write_bytes(paths["md"], interrupted_markdown(report).encode())
-        return paths
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
     if image is not None:
         ok, png = cv2.imencode(".png", image)

@@ -363,25 +363,3 @@ def test_disk_full_export_is_its_own_exit_code(tmp_path: Path) -> None:
     assert "cannot write" in proc.stderr and "disk full" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(out.glob("*.onnx")) and not list(out.glob(".*.tmp"))
-
-
-def test_make_eval_writes_under_runs_not_beside_the_checkpoint() -> None:
-    make = shutil.which("make")
-    if make is None:
-        pytest.skip("make not installed")
-    dry = subprocess.run([make, "-n", "eval", "CKPT=models/bccd-d0.pt", "SPLIT=test"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
-    assert '--out "runs/eval/bccd-d0-test.json"' in dry and "models/eval" not in dry
-
-
-def test_openvino_sidecar_must_agree_with_embedded_copy(artifacts: dict[str, Any], tmp_path: Path) -> None:
-    xml = _embed_openvino(artifacts, tmp_path)
-    manifest = load_manifest(xml)
-    manifest.pop("_source")
-    manifest["artifact"]["sha256"] = file_sha256(xml)
-    write_sidecar(xml, manifest)
-    Detector(xml, threads=1)
-    manifest["class_names"] = manifest["model"]["class_names"] = manifest["class_names"][::-1]
-    write_sidecar(xml, manifest)
-    with pytest.raises(ManifestError, match="'class_names' in .*embedded.xml.json differs from the copy embedded"):
-        Detector(xml, threads=1)

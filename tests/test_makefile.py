@@ -43,3 +43,9 @@ def test_help_names_the_variables_that_matter() -> None:
     text = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for word in ("BATCH=", "INIT=", "EPOCHS=", "INPUT_SIZE=", "CLASS_MAP=", "ACCEPT_UNMEASURABLE=", "test-quick"):
         assert word in text, word
+
+
+def test_make_eval_writes_under_runs_not_beside_the_checkpoint() -> None:
+    """`make eval` wrote eval-<split>.json beside the checkpoint, e.g. into the committed models/ (issue 13)."""
+    command = next(c for c in _dry("eval", "CKPT=models/bccd-d0.pt", "SPLIT=test") if "efficientdet" in c)
+    assert _value(command, "--out") == "runs/eval/bccd-d0-test.json"

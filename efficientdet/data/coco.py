@@ -5,7 +5,8 @@ from __future__ import annotations
 import collections
 import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +102,13 @@ def _boxes_by_image(data: dict[str, Any], image_ids: set[int], label_of: dict[in
 
 def load_coco(json_path: str | Path, split: str = "train", verify_images: bool = True,
               dirs: Sequence[Path] | None = None, name: str | None = None,
-              class_names: Sequence[str] | None = None) -> DetectionDataset:
-    """Load a COCO detection json; ``dirs`` overrides where relative image file names are looked up."""
+              class_names: Sequence[str] | None = None,
+              select: Callable[[list[str]], Collection[str]] | None = None) -> DetectionDataset:
+    """Load a COCO detection json; ``dirs`` overrides where relative image file names are looked up.
+
+    ``select`` picks the image file names (base names) to load from all those the json lists, before any
+    image is opened (an automatic split of a single json reads only its own images).
+    """
     json_path = Path(json_path).resolve()
     data = _read_json(json_path)
     dirs = list(dirs) if dirs is not None else image_dirs(json_path, split)
@@ -119,6 +125,11 @@ def load_coco(json_path: str | Path, split: str = "train", verify_images: bool =
             entries[iid] = img
     if not entries:
         raise DatasetError(f"no images found in split {split!r} of {json_path}: its 'images' list has no valid entries")
+    if select is not None:
+        keep = set(select([os.path.basename(img["file_name"]) for img in entries.values()]))
+        entries = {iid: img for iid, img in entries.items() if os.path.basename(img["file_name"]) in keep}
+        if not entries:
+            raise DatasetError(f"split {split!r} of {json_path} is empty after the automatic split; add images")
     by_image = _boxes_by_image(data, set(entries), label_of, issues, json_path)
     records = []
     for iid in sorted(entries):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -63,16 +62,13 @@ def _split_single_json(path: Path, split: str, verify_images: bool,
                        class_names: Sequence[str] | None) -> DetectionDataset:
     """One COCO json holds no split: training and validation on it used to be the same images (validation
     on the training set, silently). Its images are split like a VOC folder without split files."""
-    everything = coco.load_coco(path, split, verify_images, class_names=class_names)
-    chosen = set(voc.auto_split([os.path.basename(r.path) for r in everything.records], split))
+    dataset = coco.load_coco(path, split, verify_images, class_names=class_names,
+                             select=lambda names: voc.auto_split(names, split))
     train, val, test = (round(r * 100) for r in voc.SPLIT_RATIOS)
-    everything.records = [r for r in everything.records if os.path.basename(r.path) in chosen]
-    everything.split_rule = (f"automatic split {train}/{val}/{test} (seed {voc.SPLIT_SEED}) of the images of {path}: "
-                             "a single COCO json has no splits")
-    LOG.info("%s split %r: %s", path.name, split, everything.split_rule)
-    if not everything.records:
-        raise DatasetError(f"split {split!r} of {path} is empty after the automatic split; add images")
-    return everything
+    dataset.split_rule = (f"automatic split {train}/{val}/{test} (seed {voc.SPLIT_SEED}) of the images of {path}: "
+                          "a single COCO json has no splits")
+    LOG.info("%s split %r: %s", path.name, split, dataset.split_rule)
+    return dataset
 
 
 def parse_class_map(text: str | None) -> dict[str, str]:
