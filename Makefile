@@ -49,7 +49,7 @@ REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test test-quick lint summary train split eval export calib edgetpu data bccd-train bccd-eval clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
+.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -59,11 +59,15 @@ help:
 	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=50] [BATCH=8] [OUT=runs/NAME] [INPUT_SIZE=]"
 	@echo "     [INIT=checkpoint.pt]: fine-tune from a checkpoint (its class head is replaced if the classes differ);"
 	@echo "     re-running the same command resumes OUT/last.pt"
+	@echo "     VARIANT=lite PHI=0|1|2 starts from the ImageNet backbone (PRETRAINED=0: from scratch);"
+	@echo "     [BACKBONE_WEIGHTS=file]: a backbone in timm layout (tf_efficientnet_b*, efficientnet_lite*)"
+	@echo "make import-effdet CKPT=effdet.pth [ARCH=tf_efficientdet_d0] [OUT=models/NAME.pt] [INPUT_SIZE=]"
 	@echo "make split DATA=<dataset> [SPLIT_OUT=runs/split]   the train/val/test lists (automatic seeded split where"
 	@echo "     the dataset has none: VOC without ImageSets, a single COCO json)"
 	@echo "make eval CKPT=... DATA=... [SPLIT=test] [EVAL_OUT=runs/eval/<ckpt>-<split>.json] [CLASS_MAP=a=x,b=y]"
 	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16|int8|all [CKPT=] [OUT=exports/NAME]"
-	@echo "     [INPUT_SIZE=N]: export at another multiple of 128 than the checkpoint's"
+	@echo "     [INPUT_SIZE=N]: export at another multiple of 32 than the checkpoint's"
+	@echo "     [IMAGES=dir]: gate on unlabelled images (models of classes no labelled dataset at hand has)"
 	@echo "     int8: [QAT=1] [CALIB=folder] [CALIB_METHOD=onnx=percentile] [IO_DTYPE=int8|uint8] [FLOAT_LAYERS=K]"
 	@echo "     [ACCEPT_UNMEASURABLE=1]: exit 0 although an int8 gate had too few FP32 detections to measure"
 	@echo "make calib DATA=<dataset> CKPT=... [N=200] [OUT=calib_data/sets/NAME]   int8 calibration set"
@@ -107,7 +111,14 @@ data: $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m efficientdet train --data "$(DATA)" --phi $(PHI) --variant $(VARIANT) --epochs $(EPOCHS) \
-		--batch-size $(BATCH) --out "$(OUT)" $(size_flag) $(if $(INIT),--init "$(INIT)",)
+		--batch-size $(BATCH) --out "$(OUT)" $(size_flag) $(if $(INIT),--init "$(INIT)",) \
+		$(if $(filter 0,$(PRETRAINED)),--no-pretrained,) $(if $(BACKBONE_WEIGHTS),--backbone-weights "$(BACKBONE_WEIGHTS)",)
+
+# An effdet (rwightman/efficientdet-pytorch) checkpoint -> a checkpoint of this project.
+import-effdet: $(STAMP)
+	@test -n "$(CKPT)" || { echo "error: CKPT=<effdet checkpoint> is required"; exit 2; }
+	$(PY) -m efficientdet import-effdet "$(CKPT)" $(if $(ARCH),--arch $(ARCH),) $(size_flag) \
+		$(if $(filter command line environment,$(origin OUT)),--out "$(OUT)",)
 
 int8_flags = $(if $(CALIB),--calib "$(CALIB)",) $(foreach m,$(CALIB_METHOD),--calib-method $(m)) \
 	--io-dtype $(IO_DTYPE) --float-layers $(FLOAT_LAYERS) $(if $(filter 1,$(QAT)),--qat,)
@@ -115,6 +126,7 @@ int8_flags = $(if $(CALIB),--calib "$(CALIB)",) $(foreach m,$(CALIB_METHOD),--ca
 export: $(STAMP)
 	$(PY) -m convert --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION),) --phi $(PHI) --variant $(VARIANT) \
 		$(if $(CKPT),--ckpt "$(CKPT)",) --data "$(DATA)" --split $(EXPORT_SPLIT) --out "$(export_out)" $(int8_flags) \
+		$(if $(IMAGES),--images "$(IMAGES)",) \
 		$(size_flag) $(class_map_flag) $(if $(filter 1,$(ACCEPT_UNMEASURABLE)),--accept-unmeasurable,)
 
 # The train/val/test image lists the loaders use (a VOC folder without ImageSets or a single COCO json is

@@ -37,10 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None, help="class count the checkpoint must have "
                    "(default: whatever it has)")
     p.add_argument("--input-size", type=int, default=None, help="export at this square input size, a multiple of "
-                   "128 (default: the checkpoint's; the network is fully convolutional, anchors follow the size)")
+                   "32 (default: the checkpoint's; the network is fully convolutional, anchors follow the size)")
     p.add_argument("--ckpt", default=None, help="checkpoint (default models/default-<variant><phi>.pt)")
     p.add_argument("--data", default="data/synthetic", help="evaluation dataset for the parity gate")
     p.add_argument("--split", default="val")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="gate on this folder of unlabelled images instead of --data (a model whose classes no "
+                   "labelled dataset at hand has): raw outputs and detections are compared, mAP is not measured")
     p.add_argument("--class-map", default=None, metavar="DATA=MODEL,...",
                    help="map the dataset's class names onto the model's (an empty MODEL ignores that class); "
                    "without it a dataset with classes the model does not know is refused")
@@ -202,6 +205,10 @@ def _dataset(args: argparse.Namespace, config: Any) -> Any:
 
     from .parity import subset
 
+    if args.images:
+        from efficientdet.data.image_folder import load_image_folder
+
+        return subset(load_image_folder(args.images, list(config.class_names)), args.max_images or None)
     data = resolve_dataset(args.data)
     dataset = load_for_model(data, args.split, list(config.class_names), num_classes=config.num_classes,
                              class_map=parse_class_map(args.class_map))
@@ -285,8 +292,9 @@ def _log(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_images is not None and args.max_images < 0:
         raise UsageError("--max-images must be >= 0")
-    if args.input_size is not None and (args.input_size < 128 or args.input_size % 128):
-        raise UsageError(f"--input-size must be a positive multiple of 128 (the P7 stride), got {args.input_size}")
+    if args.input_size is not None and (args.input_size < 64 or args.input_size % 32):
+        raise UsageError(f"--input-size must be a multiple of 32 and at least 64 (the rule of every model config; "
+                         f"Lite0 is 320), got {args.input_size}")
     overrides = parse_gate_overrides(args.gate)
     targets = list(TARGETS) if args.target == "all" else args.target.split(",")
     if not targets or any(t not in TARGETS for t in targets):
@@ -322,7 +330,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     ckpt_sha = file_sha256(ckpt)
     previous = _previous_report(out, ckpt_sha, config.input_size)
-    _log(f"model {config.name} at {config.input_size} on {len(dataset.records)} images of {args.data}")
+    source = args.images or args.data
+    _log(f"model {config.name} at {config.input_size} on {len(dataset.records)} images of {source}"
+         + ("" if dataset.labelled else " (unlabelled: tensor and detection parity only, mAP not measured)"))
     try:
         artifacts, fp32_onnx = _export_all(model, config, targets, precisions, out, ckpt, ckpt_sha, int8, qat)
         _log("parity gate: " + ", ".join(f"{a.target} {a.precision}" for a in artifacts))
@@ -340,7 +350,8 @@ def run(args: argparse.Namespace) -> int:
                          list(dataset.class_names))
     report = {
         "model": config.name, "input_size": config.input_size, "checkpoint": str(ckpt), "checkpoint_sha256": ckpt_sha,
-        "data": str(args.data), "split": args.split, "num_images": len(dataset.records),
+        "data": str(source), "split": args.split if dataset.labelled else None, "labelled": dataset.labelled,
+        "num_images": len(dataset.records),
         "map_ref": reference.metrics["map"], "gates": {p: g.to_dict() for p, g in gates.items()},
         "gate_overrides": overrides, "artifacts": entries, "wall_time_s": round(time.time() - t0, 1),
     }
@@ -382,7 +393,7 @@ def _compare_float_layers(entry: dict[str, Any], previous: dict[str, Any] | None
     kept = (entry.get("quantization") or {}).get("float_layers") or []
     before = next((a for a in (previous or {}).get("artifacts", []) if (a["target"], a["precision"]) ==
                    (entry["target"], entry["precision"])), None)
-    if not kept or before is None:
+    if not kept or before is None or entry["parity"]["map_delta"] is None or before["parity"]["map_delta"] is None:
         return
     was = (before.get("quantization") or {}).get("float_layers") or []
     p, q = entry["parity"], before["parity"]
@@ -405,7 +416,8 @@ def _summarise(entries: list[dict[str, Any]], paths: dict[str, Path]) -> int:
         label = labels[g["status"]] + (" (accepted)" if g.get("accepted") else "")
         print(f"{label} {e['target']:8s} {e['precision']}  rel_err {p['rel_err']:.2e}  det_match "
               f"{p['det_match']:.2%}/{p['det_match_reverse']:.2%} of {p['num_detections_ref']} reference detections  "
-              f"mAP {p['map']:.4f} (ref {p['map_ref']:.4f})  {e['path']}")
+              + (f"mAP {p['map']:.4f} (ref {p['map_ref']:.4f})" if p["map"] is not None else "mAP not measured "
+                 "(unlabelled images)") + f"  {e['path']}")
     print(f"report: {paths['md']}")
     bad = [e for e in entries if e["gate"]["status"] == FAIL
            or (e["gate"]["status"] == NOT_MEASURABLE and not e["gate"].get("accepted"))]

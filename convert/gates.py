@@ -64,6 +64,11 @@ def verdict(parity: dict[str, Any], gate: GateThresholds,
     failures = check(parity, gate)
     if failures:
         return FAIL, failures
+    if gate.map_delta_max is not None and parity["map_delta"] is None:
+        return NOT_MEASURABLE, [
+            "the evaluation images are unlabelled, so the mAP change this gate bounds was not measured: gate on a "
+            "labelled dataset of the model's classes (DATA=), or accept the artifact explicitly with "
+            "--accept-unmeasurable (make ACCEPT_UNMEASURABLE=1)"]
     count = parity["num_detections_ref"]
     if gate.rel_err_max is None and count < min_reference:
         return NOT_MEASURABLE, [
@@ -96,7 +101,8 @@ def check(parity: dict[str, Any], gate: GateThresholds) -> list[str]:
                                                                         "artifact detections matched")):
         if not parity[key] >= gate.det_match_min:
             failures.append(f"{label} {parity[key]:.2%} < {gate.det_match_min:.2%} (IoU >= {gate.det_match_iou})")
-    if gate.map_delta_max is not None and not abs(parity["map_delta"]) <= gate.map_delta_max:
+    if gate.map_delta_max is not None and parity["map_delta"] is not None and \
+            not abs(parity["map_delta"]) <= gate.map_delta_max:
         failures.append(f"|mAP delta| {abs(parity['map_delta']) * 100:.3f} points > "
                         f"{gate.map_delta_max * 100:.3f} points (mAP {parity['map']:.4f} vs {parity['map_ref']:.4f})")
     return failures

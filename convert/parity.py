@@ -193,7 +193,7 @@ def _result(c: _Comparison, reference: Reference) -> dict[str, Any]:
         "num_detections": c.num_out,
         "map": metrics["map"],
         "map_ref": reference.metrics["map"],
-        "map_delta": metrics["map"] - reference.metrics["map"],
+        "map_delta": None if metrics["map"] is None else metrics["map"] - reference.metrics["map"],
         "map50": metrics["map50"],
         "map50_ref": reference.metrics["map50"],
         "num_images": len(reference.dataset.records),

@@ -75,8 +75,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"# Export parity report: {report['model']}",
         "",
         f"- checkpoint: `{report['checkpoint']}` (sha256 `{(report['checkpoint_sha256'] or '')[:16]}…`)",
-        f"- evaluation data: `{report['data']}` split `{report['split']}`, {report['num_images']} images",
-        f"- reference mAP@[.5:.95] (FP32 PyTorch): {report['map_ref']:.4f} (0-1 units)",
+        (f"- evaluation data: `{report['data']}` split `{report['split']}`, {report['num_images']} images"
+         if report.get("labelled", True) else
+         f"- evaluation data: `{report['data']}`, {report['num_images']} **unlabelled** images: raw outputs and "
+         "detections are compared with FP32 PyTorch; mAP and ΔmAP are **not measured** (—)"),
+        f"- reference mAP@[.5:.95] (FP32 PyTorch): {_fmt(report['map_ref'], '.4f')} (0-1 units)",
         "- rel err = max |artifact - reference| / max |reference| per raw output; det match = share of detections "
         "matched one-to-one (same class, IoU ≥ threshold), reference→artifact / artifact→reference; "
         "ΔmAP in mAP points (1 point = 0.01 in 0-1 units)",

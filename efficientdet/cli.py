@@ -26,6 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from efficientdet.data.loader import load_dataset
     from efficientdet.data.synthetic import resolve_dataset
     from efficientdet.model.config import make_config
+    from efficientdet.model.pretrained import PRETRAINED_PACKAGES, pretrained_config, pretrained_source
     from efficientdet.train.batches import Augment
     from efficientdet.train.trainer import TrainConfig, Trainer
     from runtime.fileio import atomic_write_json
@@ -36,9 +37,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_set = load_dataset(data, args.val_split, class_names=train_set.class_names) if args.val_split else None
     cfg = make_config(args.phi, args.variant, len(train_set.class_names), train_set.class_names,
                       input_size=args.input_size, class_ids=train_set.class_ids or ())
+    backbone = pretrained_source(cfg, args.pretrained, args.backbone_weights, args.init)
+    fine_tune = {}
+    if backbone is not None:
+        cfg = pretrained_config(cfg, args.backbone_padding)
+        fine_tune = {"freeze_backbone_epochs": args.freeze_backbone_epochs, "backbone_bn_momentum": 0.01}
+        source = (f"ImageNet weights of package {PRETRAINED_PACKAGES[cfg.backbone].distribution}"
+                  if backbone == "package" else backbone)
+        print(f"backbone: {source} ({cfg.conv_padding} padding, mean/std {cfg.preprocess.mean[0]:g}/"
+              f"{cfg.preprocess.std[0]:g}); PRETRAINED=0 trains from scratch", file=sys.stderr)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers,
                        seed=args.seed, eval_every=args.eval_every, max_steps_per_epoch=args.max_steps,
-                       augment=Augment(scale_range=(args.jitter_min, args.jitter_max)))
+                       augment=Augment(scale_range=(args.jitter_min, args.jitter_max)), **fine_tune)
     out = Path(args.out)
     used = [s for s in (train_set, val_set) if s is not None]
     if train_set.split_rule:  # an automatic split: write it down next to the run, so the run can be reproduced
@@ -51,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume:
         print(f"resuming from {resume}", file=sys.stderr)
     t0 = time.time()
-    trainer = Trainer(cfg, train_set, val_set, tcfg, out, resume=resume, init_weights=args.init)
+    trainer = Trainer(cfg, train_set, val_set, tcfg, out, resume=resume, init_weights=args.init, backbone=backbone)
     if trainer.epoch >= tcfg.epochs:
         print(f"already done: {out} holds all {trainer.epoch} of {tcfg.epochs} epochs (best validation mAP "
               f"{trainer.best_map:.4f} in {out / 'best.pt'}); raise EPOCHS to train further, or pass --restart "
@@ -119,6 +129,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(text)
     if args.out:
         atomic_write_bytes(args.out, (text + "\n").encode())
+    return 0
+
+
+def cmd_import_effdet(args: argparse.Namespace) -> int:
+    """An effdet checkpoint -> a checkpoint of this project (then eval/export/runtime work unchanged)."""
+    from efficientdet.effdet_import import import_effdet
+
+    src = Path(args.ckpt)
+    out = Path(args.out) if args.out else Path("models") / f"{src.stem}-imported.pt"
+    if out.resolve() == src.resolve():
+        raise ValueError(f"--out {out} is the input checkpoint; the input is never overwritten: choose another path")
+    names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    info = import_effdet(src, out, args.arch, args.input_size, names, args.ema)
+    print(json.dumps(info))
+    print(f"next: make eval CKPT={out} DATA=...  |  make export CKPT={out} VARIANT="
+          f"{'lite' if 'lite' in info['arch'] else 'd'} PHI={info['model'][-1]} TARGET=all [IMAGES=folder]",
+          file=sys.stderr)
     return 0
 
 
@@ -206,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", default=None, help="checkpoint to resume; OUT/last.pt is resumed automatically")
     t.add_argument("--restart", action="store_true", help="ignore an existing OUT/last.pt")
     t.add_argument("--init", default=None, help="initialise weights from a checkpoint (fine-tuning)")
+    t.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="start the backbone from ImageNet weights (default: on for Lite0/1/2, whose weights are "
+                   "installed packages; no pretrained weights exist here for Lite3/4 or D0-D7)")
+    t.add_argument("--backbone-weights", default=None, metavar="FILE",
+                   help="ImageNet backbone weights in timm's tf_efficientnet_b* / efficientnet_lite* layout")
+    t.add_argument("--backbone-padding", default="same", choices=["same", "symmetric"],
+                   help="padding the --backbone-weights were trained with (TF/tf_ weights: same)")
+    t.add_argument("--freeze-backbone-epochs", type=float, default=1.0,
+                   help="with a pretrained backbone: epochs it is held still while the new layers settle")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset split")
@@ -230,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--command", default="make bccd-train && make bccd-eval", help="reproduction command to print")
     r.add_argument("--note", default=None, help="a paragraph printed above the validation table")
     r.set_defaults(func=cmd_run_report)
+
+    im = sub.add_parser("import-effdet", help="turn an effdet (rwightman/efficientdet-pytorch) checkpoint into a "
+                        "checkpoint of this project")
+    im.add_argument("ckpt", help="effdet checkpoint: a state dict, or train.py's file "
+                    "(state_dict/state_dict_ema/model)")
+    im.add_argument("--arch", default=None, help="effdet model name, e.g. tf_efficientdet_d0 (default: read from the "
+                    "weights' shapes and the file's args)")
+    im.add_argument("--out", default=None, help="project checkpoint to write (default models/<name>-imported.pt)")
+    im.add_argument("--input-size", type=int, default=None, help="input size (default: the architecture's own)")
+    im.add_argument("--class-names", default=None, help="comma-separated names, one per class (default: COCO names "
+                    "for 90 classes, class1.. otherwise)")
+    im.add_argument("--ema", action="store_true", help="take state_dict_ema when the file has both")
+    im.set_defaults(func=cmd_import_effdet)
 
     sl = sub.add_parser("slim", help="fp16 EMA-only copy of a checkpoint with its provenance (for committing)")
     sl.add_argument("--ckpt", required=True)

@@ -49,7 +49,10 @@ def to_original(det: Detections, box: Letterbox) -> Detections:
 
 
 def coco_metrics(dataset: DetectionDataset, predictions: Iterable[Detections]) -> dict[str, Any]:
-    """``map``, ``map50`` and per-class AP (by class name) for predictions aligned with ``dataset.records``."""
+    """``map``, ``map50`` and per-class AP (by class name) for predictions aligned with ``dataset.records``;
+    None for an unlabelled image folder."""
+    if not dataset.labelled:  # no ground truth: mAP is not measured, and says so (never a silent 0)
+        return {"map": None, "map50": None, "per_class_ap": {}, "num_images": len(dataset.records)}
     gt = dataset.to_coco()
     results = []
     for rec, det in zip(dataset.records, predictions):

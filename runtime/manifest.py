@@ -274,6 +274,10 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
             raise ManifestError(f"manifest field 'preprocess.{key}' must be 3 finite numbers, got {vals!r}")
     if any(v <= 0 for v in manifest["preprocess"]["std"]):
         raise ManifestError(f"manifest field 'preprocess.std' must be > 0, got {manifest['preprocess']['std']!r}")
+    pad = manifest["preprocess"].get("pad_color")
+    if pad is not None and (not isinstance(pad, list) or len(pad) != 3 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in pad)):
+        raise ManifestError(f"manifest field 'preprocess.pad_color' must be 3 numbers in 0-255, got {pad!r}")
     _check_anchor_spec(manifest)
 
     _one_of(manifest, "box_coding.type", ("delta_xywh",))

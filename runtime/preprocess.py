@@ -4,7 +4,7 @@ every backend call this module, so what the device runs is what the model was tr
 Steps: validate/convert the image to 8-bit 3-channel, convert colour order, aspect-preserving
 resize so the longer side fits ``input_size`` (optionally jittered, for training), place at the
 top-left (training may offset), pad bottom/right with the mean colour (zero after
-normalisation), normalise with mean/std. Boxes map back with ``box / scale + offset``.
+normalisation) or the spec's ``pad_color``, normalise with mean/std. Boxes map back with ``box / scale + offset``.
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def preprocess(image: np.ndarray, spec: dict[str, Any], input_color: str = "bgr"
                jitter: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, Letterbox]:
     """Return the normalised ``HxWx3 float32`` network input (channel order per ``spec``) and its letterbox.
 
-    ``spec`` is the manifest's ``preprocess`` block (input_size, color_order, mean, std, interpolation).
+    ``spec`` is the manifest's ``preprocess`` block (input_size, color_order, mean, std, interpolation,
+    optional pad_color).
     """
     size = int(spec["input_size"])
     img = to_uint8_bgr(image)
@@ -136,6 +137,8 @@ def preprocess(image: np.ndarray, spec: dict[str, Any], input_color: str = "bgr"
     mean = np.asarray(spec["mean"], np.float32)
     std = np.asarray(spec["std"], np.float32)
     out = np.zeros((size, size, 3), np.float32)
+    if spec.get("pad_color") is not None:
+        out[:] = (np.asarray(spec["pad_color"], np.float32) - mean) / std
     ox, oy = int(round(box.offset_x)), int(round(box.offset_y))
     src = resized[max(oy, 0):, max(ox, 0):]
     dy, dx = max(-oy, 0), max(-ox, 0)

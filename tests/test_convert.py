@@ -116,7 +116,7 @@ def test_cli_missing_checkpoint(workspace: dict, tmp_path: Path, capsys: pytest.
 
 @pytest.mark.parametrize("args, expected", [
     (["--target", "onnx,coreml"], "--target must be one of onnx, openvino, tflite"),
-    (["--input-size", "300"], "--input-size must be a positive multiple of 128"),
+    (["--input-size", "300"], "--input-size must be a multiple of 32"),
 ])
 def test_cli_bad_target_or_size(workspace: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
                                 args: list[str], expected: str) -> None:

@@ -53,6 +53,7 @@ class DetectionDataset:
     issues: collections.Counter = field(default_factory=collections.Counter)
     split_rule: str | None = None  # how the split was made when no split file defined it (VOC auto-split)
     class_ids: list[int] | None = None  # the dataset's own id per class (COCO category ids), when it has them
+    labelled: bool = True  # False: images without annotations (parity on tensors and detections, no mAP)
 
     @property
     def num_boxes(self) -> int:

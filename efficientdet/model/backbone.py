@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import EFFICIENTNET_SCALING
-from .layers import ConvBNAct, DropPath, batch_norm, make_activation
+from .layers import BN_EPS, ConvBNAct, DropPath, batch_norm, make_activation
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,16 @@ class MBConv(nn.Module):
     """Inverted residual: expand 1x1, depthwise kxk, optional squeeze-excite, project 1x1."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
-                 use_se: bool, activation: str, drop_path: float) -> None:
+                 use_se: bool, activation: str, drop_path: float, padding: str = "symmetric",
+                 bn_eps: float = BN_EPS) -> None:
         super().__init__()
         mid = cin * expand
-        self.expand = ConvBNAct(cin, mid, 1, activation=activation) if expand != 1 else nn.Identity()
-        self.depthwise = ConvBNAct(mid, mid, kernel, stride, groups=mid, activation=activation)
+        self.expand = (ConvBNAct(cin, mid, 1, activation=activation, bn_eps=bn_eps) if expand != 1
+                       else nn.Identity())
+        self.depthwise = ConvBNAct(mid, mid, kernel, stride, groups=mid, activation=activation, padding=padding,
+                                   bn_eps=bn_eps)
         self.se = SqueezeExcite(mid, max(1, int(cin * SE_RATIO)), activation) if use_se else nn.Identity()
-        self.project = ConvBNAct(mid, cout, 1, activation=None)
+        self.project = ConvBNAct(mid, cout, 1, activation=None, bn_eps=bn_eps)
         self.residual = stride == 1 and cin == cout
         self.drop_path = DropPath(drop_path) if self.residual else nn.Identity()
 
@@ -86,17 +89,23 @@ class MBConv(nn.Module):
 
 
 class EfficientNet(nn.Module):
-    """EfficientNet / EfficientNet-Lite. ``num_classes=None`` gives the detector's feature extractor."""
+    """EfficientNet / EfficientNet-Lite. ``num_classes=None`` gives the detector's feature extractor.
 
-    def __init__(self, name: str = "b0", num_classes: int | None = None, drop_path_rate: float = 0.2) -> None:
+    ``padding``/``bn_eps``: "same" and 1e-3 for TensorFlow-trained weights (the EfficientNet-Lite
+    packages, timm's tf_ models); timm's PyTorch-trained ``efficientnet_b*`` use "symmetric" and 1e-5.
+    """
+
+    def __init__(self, name: str = "b0", num_classes: int | None = None, drop_path_rate: float = 0.2,
+                 padding: str = "symmetric", bn_eps: float = BN_EPS) -> None:
         super().__init__()
         if name not in EFFICIENTNET_SCALING:
             raise ValueError(f"unknown EfficientNet {name!r}; known: {sorted(EFFICIENTNET_SCALING)}")
+        self.name = name
         width, depth, _, dropout = EFFICIENTNET_SCALING[name]
         lite = name.startswith("lite")
         activation = "relu6" if lite else "swish"
         stem = 32 if lite else round_filters(32, width)  # Lite keeps stem and head unscaled
-        self.stem = ConvBNAct(3, stem, 3, 2, activation=activation)
+        self.stem = ConvBNAct(3, stem, 3, 2, activation=activation, padding=padding, bn_eps=bn_eps)
 
         stages = []
         for i, s in enumerate(B0_STAGES):
@@ -113,7 +122,7 @@ class EfficientNet(nn.Module):
             for r in range(s.repeats):
                 rate = drop_path_rate * block_idx / total_blocks
                 blocks.append(MBConv(cin, s.cout, s.kernel, s.stride if r == 0 else 1, s.expand,
-                                     not lite, activation, rate))
+                                     not lite, activation, rate, padding, bn_eps))
                 cin = s.cout
                 block_idx += 1
             self.stages.append(nn.Sequential(*blocks))
@@ -122,7 +131,7 @@ class EfficientNet(nn.Module):
         self.num_classes = num_classes
         if num_classes is not None:
             head = 1280 if lite else round_filters(1280, width)
-            self.head = ConvBNAct(cin, head, 1, activation=activation)
+            self.head = ConvBNAct(cin, head, 1, activation=activation, bn_eps=bn_eps)
             self.dropout = nn.Dropout(dropout)
             self.classifier = nn.Linear(head, num_classes)
 

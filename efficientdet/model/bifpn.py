@@ -70,7 +70,8 @@ class BiFPNLayer(nn.Module):
     bottom-up uses in the first layer.
     """
 
-    def __init__(self, width: int, method: str, activation: str, in_channels: tuple[int, int, int] | None) -> None:
+    def __init__(self, width: int, method: str, activation: str, in_channels: tuple[int, int, int] | None,
+                 pool_padding: str = "same") -> None:
         super().__init__()
         self.first = in_channels is not None
         if in_channels is not None:
@@ -81,7 +82,7 @@ class BiFPNLayer(nn.Module):
             self.p4_proj_bu = _project(c4, width)
             self.p5_proj_bu = _project(c5, width)
             self.p6_proj = _project(c5, width)
-        self.down = MaxPoolSame()
+        self.down = MaxPoolSame(padding=pool_padding)
         node = lambda n: FusionNode(width, n, method, activation)  # noqa: E731
         self.p6_td, self.p5_td, self.p4_td, self.p3_out = node(2), node(2), node(2), node(2)
         self.p4_out, self.p5_out, self.p6_out, self.p7_out = node(3), node(3), node(3), node(2)
@@ -112,10 +113,11 @@ class BiFPNLayer(nn.Module):
 
 
 class BiFPN(nn.Module):
-    def __init__(self, in_channels: tuple[int, int, int], width: int, depth: int, method: str, activation: str) -> None:
+    def __init__(self, in_channels: tuple[int, int, int], width: int, depth: int, method: str, activation: str,
+                 pool_padding: str = "same") -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            BiFPNLayer(width, method, activation, in_channels if i == 0 else None) for i in range(depth))
+            BiFPNLayer(width, method, activation, in_channels if i == 0 else None, pool_padding) for i in range(depth))
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         for layer in self.layers:

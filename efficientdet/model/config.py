@@ -80,11 +80,18 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
     std: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
     interpolation: str = "linear"
+    # Pixel colour (RGB, 0-255) of the letterbox padding; None pads with the mean (0 after
+    # normalisation). effdet pads with round(255 * mean), which imported models keep.
+    pad_color: tuple[float, float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        if self.pad_color is None:
+            del d["pad_color"]  # manifests of models without one stay as they were
+        else:
+            d["pad_color"] = list(self.pad_color)
         return d
 
 
@@ -111,7 +118,20 @@ class ModelConfig:
     num_scales: int = 3
     aspect_ratios: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
     drop_path_rate: float = 0.2
+    # Padding of strided backbone convs and of the BiFPN's max pools ("symmetric" or "same", see
+    # model/layers.py) and the backbone's BatchNorm eps. The defaults are this project's own models;
+    # pretrained TF-Lite backbones and imported effdet models set what their weights were trained with.
+    conv_padding: str = "symmetric"
+    pool_padding: str = "same"
+    backbone_bn_eps: float = 1e-3
     preprocess: PreprocessSpec = field(default_factory=lambda: PreprocessSpec(512))
+
+    def __post_init__(self) -> None:
+        for name in ("conv_padding", "pool_padding"):
+            if getattr(self, name) not in ("symmetric", "same"):
+                raise ValueError(f"{name} must be 'symmetric' or 'same', got {getattr(self, name)!r}")
+        if not 0 < float(self.backbone_bn_eps) < 1:
+            raise ValueError(f"backbone_bn_eps must be in (0, 1), got {self.backbone_bn_eps!r}")
 
     @property
     def name(self) -> str:
@@ -147,7 +167,11 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         pp = d.pop("preprocess", None)
-        pre = PreprocessSpec(**{**pp, "mean": tuple(pp["mean"]), "std": tuple(pp["std"])}) if pp else None
+        pre = None
+        if pp:
+            pad = pp.get("pad_color")
+            pre = PreprocessSpec(**{**pp, "mean": tuple(pp["mean"]), "std": tuple(pp["std"]),
+                                    "pad_color": tuple(pad) if pad is not None else None})
         d["class_names"] = tuple(d.get("class_names", ()))
         d["class_ids"] = tuple(int(i) for i in d.get("class_ids", ()))
         if "aspect_ratios" in d:

@@ -26,10 +26,11 @@ class EfficientDet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = EfficientNet(config.backbone, num_classes=None, drop_path_rate=config.drop_path_rate)
+        self.backbone = EfficientNet(config.backbone, num_classes=None, drop_path_rate=config.drop_path_rate,
+                                     padding=config.conv_padding, bn_eps=config.backbone_bn_eps)
         levels = config.max_level - config.min_level + 1
         self.fpn = BiFPN(self.backbone.feature_channels, config.fpn_width, config.fpn_depth,
-                         config.fusion, config.activation)
+                         config.fusion, config.activation, config.pool_padding)
         a = config.num_anchors_per_location
         self.class_net = HeadNet(config.fpn_width, config.head_depth, levels, a, config.num_classes,
                                  config.activation, prior_bias=class_prior_bias())

@@ -7,6 +7,7 @@ no -inf padding (which breaks int8 TFLite and onnxruntime, see docs/TOOLCHAIN.md
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 BN_EPS = 1e-3
@@ -23,21 +24,42 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}")
 
 
-def batch_norm(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+# How a strided convolution or pool pads: "symmetric" (PyTorch's k//2 on every side) or "same"
+# (TensorFlow SAME: the extra row/column goes bottom/right). Weights trained in TensorFlow, or with
+# effdet's tf_ models, only reproduce their outputs with "same" (docs/PRETRAINED-AND-EFFDET.md).
+PADDINGS = ("symmetric", "same")
+
+
+def check_padding(padding: str) -> str:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    return padding
+
+
+def batch_norm(channels: int, eps: float = BN_EPS) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=eps, momentum=BN_MOMENTUM)
 
 
 class ConvBNAct(nn.Module):
-    """Conv (symmetric 'k//2' padding, which every converter maps to a plain padded conv) + BN + act."""
+    """Conv + BN + act. Padding is k//2 on every side, or TF 'same' for strided convs with
+    ``padding="same"``: an explicit zero pad of static size before an unpadded conv, which every
+    converter maps to a plain PAD op (no run-time padding arithmetic in the graph)."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-                 activation: str | None = "swish") -> None:
+                 activation: str | None = "swish", padding: str = "symmetric", bn_eps: float = BN_EPS) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-        self.bn = batch_norm(cout)
+        self.same_pad = check_padding(padding) == "same" and stride > 1
+        self.kernel, self.stride = kernel, stride
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, 0 if self.same_pad else kernel // 2, groups=groups,
+                              bias=False)
+        self.bn = batch_norm(cout, bn_eps)
         self.act = make_activation(activation) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.same_pad:
+            top, bottom = same_pad_amounts(int(x.shape[2]), self.kernel, self.stride)
+            left, right = same_pad_amounts(int(x.shape[3]), self.kernel, self.stride)
+            x = F.pad(x, (left, right, top, bottom))
         return self.act(self.bn(self.conv(x)))
 
 
@@ -77,18 +99,24 @@ def edge_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> t
 
 
 class MaxPoolSame(nn.Module):
-    """3x3 stride-2 max pool with TF 'same' output size (ceil(size/2)), padding by edge replication.
+    """3x3 stride-2 max pool, padding by edge replication: TF 'same' (ceil(size/2) outputs, extra
+    row/column bottom/right) or ``padding="symmetric"`` (PyTorch's ``padding=1``, as in effdet's
+    non-tf_ models).
 
     Sizes are read from the input's static shape: in a traced/exported graph they are constants,
     so no padding is computed at run time.
     """
 
-    def __init__(self, kernel: int = 3, stride: int = 2) -> None:
+    def __init__(self, kernel: int = 3, stride: int = 2, padding: str = "same") -> None:
         super().__init__()
         self.kernel, self.stride = kernel, stride
+        self.symmetric = check_padding(padding) == "symmetric"
         self.pool = nn.MaxPool2d(kernel, stride, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.symmetric:
+            p = self.kernel // 2
+            return self.pool(edge_pad(x, p, p, p, p))
         top, bottom = same_pad_amounts(int(x.shape[2]), self.kernel, self.stride)
         left, right = same_pad_amounts(int(x.shape[3]), self.kernel, self.stride)
         return self.pool(edge_pad(x, top, bottom, left, right))

@@ -29,6 +29,7 @@ from efficientdet.data.records import DetectionDataset
 from efficientdet.evaluate import evaluate_model
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import EfficientDet
+from efficientdet.model.pretrained import load_backbone
 from runtime.anchors import anchor_spec_from_config, generate_anchors
 
 from .batches import Augment, DetectionBatches
@@ -51,6 +52,11 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1
     max_steps_per_epoch: int = 0  # 0 = the whole split; >0 caps steps (smoke runs, tests)
+    # Fine-tuning a pretrained backbone: its weights do not move for this many epochs while the new
+    # BiFPN and heads settle (their first, large gradients would otherwise overwrite ImageNet features),
+    # and its BatchNorm statistics then move at the reference's slow momentum (docs/PRETRAINED-AND-EFFDET.md).
+    freeze_backbone_epochs: float = 0.0
+    backbone_bn_momentum: float | None = None
     augment: Augment = field(default_factory=Augment)
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,12 +72,17 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for p in model.parameters():
+def _param_groups(model: torch.nn.Module, weight_decay: float, split_backbone: bool = False) -> list[dict[str, Any]]:
+    """Weight decay on weights, none on biases/BN; with ``split_backbone`` the backbone's groups are separate
+    (``"backbone": True``) so a fine-tune can hold them still. Without it the two groups of every earlier run
+    stay as they were, so those runs still resume."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            key = (split_backbone and name.startswith("backbone."), p.ndim > 1)
+            groups.setdefault(key, []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "backbone": backbone}
+            for (backbone, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1]))]
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -116,7 +127,9 @@ def init_from(model: EfficientDet, path: str | Path) -> None:
 class Trainer:
     def __init__(self, config: ModelConfig, train_set: DetectionDataset, val_set: DetectionDataset | None,
                  tcfg: TrainConfig, out_dir: str | Path, resume: str | Path | None = None,
-                 init_weights: str | Path | None = None, progress: bool = True) -> None:
+                 init_weights: str | Path | None = None, progress: bool = True,
+                 backbone: str | Path | None = None) -> None:
+        """``backbone``: "package" (the registry's ImageNet weights for this backbone) or a weights file."""
         self.rank, self.world = _distributed()
         torch.manual_seed(tcfg.seed + self.rank)
         self.config, self.tcfg, self.out = config, tcfg, Path(out_dir)
@@ -128,8 +141,18 @@ class Trainer:
         self.model = EfficientDet(config)
         if init_weights:
             init_from(self.model, init_weights)
+        self.backbone_source = None
+        if backbone is not None and not resume:
+            self.backbone_source = load_backbone(self.model.backbone, None if backbone == "package" else backbone)
+            LOG.info("backbone initialised from %s (sha256 %s)", self.backbone_source.get("package")
+                     or self.backbone_source["path"], self.backbone_source["sha256"][:12])
+        if tcfg.backbone_bn_momentum is not None:
+            for m in self.model.backbone.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.momentum = tcfg.backbone_bn_momentum
         self.ema = ModelEMA(self.model, tcfg.ema_decay)
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, tcfg.weight_decay), lr=tcfg.lr)
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, tcfg.weight_decay, split_backbone=tcfg.freeze_backbone_epochs > 0), lr=tcfg.lr)
         self.data = DetectionBatches(train_set, self.pre_spec, self.anchor_spec, tcfg.augment, tcfg.seed)
         sampler = (DistributedSampler(self.data, self.world, self.rank, seed=tcfg.seed) if self.world > 1
                    else RandomSampler(self.data, generator=torch.Generator().manual_seed(tcfg.seed)))
@@ -158,7 +181,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "step": self.step,
                 "best_map": self.best_map, "history": json.dumps(self.history),
                 "train": json.dumps(self.tcfg.to_dict()),
-                "class_names": list(self.train_set.class_names), "wall_time_s": self.wall_time}
+                "class_names": list(self.train_set.class_names), "wall_time_s": self.wall_time,
+                "backbone_source": json.dumps(self.backbone_source)}
 
     def _resume(self, path: str | Path) -> None:
         ck = load_checkpoint(path)
@@ -172,6 +196,7 @@ class Trainer:
         self.best_map = float(ck["best_map"])
         self.history = json.loads(ck["history"])
         self.wall_time = float(ck.get("wall_time_s", 0.0))
+        self.backbone_source = json.loads(ck.get("backbone_source") or "null")
 
     def train_epoch(self) -> dict[str, float]:
         self.net.train()
@@ -188,8 +213,9 @@ class Trainer:
             if n >= self.steps_per_epoch:
                 break
             lr = lr_at(self.step, total, warmup, self.tcfg.lr)
+            frozen = self.step < self.tcfg.freeze_backbone_epochs * self.steps_per_epoch
             for g in self.optimizer.param_groups:
-                g["lr"] = lr
+                g["lr"] = 0.0 if frozen and g.get("backbone") else lr
             logits, boxes = self.net(images)
             loss, cls_l, box_l = detection_loss(logits, boxes, cls_t, box_t)
             if not torch.isfinite(loss):
