@@ -322,6 +322,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--qat (QAT=1) needs --precision int8 or all")
     if "int8" in precisions:
         parse_methods(args.calib_method)  # bad methods fail before the slow work
+    if args.images and ("int8" in precisions and not args.calib or args.qat):
+        raise UsageError("int8 with --images (IMAGES=) needs a calibration set of the model's own domain: build one "
+                         "with `make calib DATA=<dataset> CKPT=...` and pass CALIB=; QAT needs labelled training data "
+                         "(DATA=)")
     model, config = _load(args, ckpt)
     dataset = _dataset(args, config)
     int8 = _int8_options(args, config, dataset) if "int8" in precisions else None
