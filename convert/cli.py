@@ -311,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
 
     from efficientdet.checkpoint import file_sha256
     from runtime.anchors import anchor_spec_from_config
+    from runtime.cpu_class import cpu_class
     from runtime.preprocess import read_image
 
     from .gates import FAIL, NOT_MEASURABLE, gate_for
@@ -355,6 +356,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "model": config.name, "input_size": config.input_size, "checkpoint": str(ckpt), "checkpoint_sha256": ckpt_sha,
         "data": str(source), "split": args.split if dataset.labelled else None, "labelled": dataset.labelled,
+        "cpu": cpu_class().to_dict(),
         "num_images": len(dataset.records),
         "map_ref": reference.metrics["map"], "gates": {p: g.to_dict() for p, g in gates.items()},
         "gate_overrides": overrides, "artifacts": entries, "wall_time_s": round(time.time() - t0, 1),

@@ -122,7 +122,8 @@ def gate_record(entry: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]
     return {"status": gate["status"], **({"accepted": True} if gate.get("accepted") else {}),
             "failures": gate["failures"][:3], "data": report["data"], "split": report["split"],
             "images": parity["num_images"], "reference_detections": parity["num_detections_ref"],
-            "det_match": parity["det_match"], "map_delta": parity["map_delta"], "report": "report.json"}
+            "det_match": parity["det_match"], "map_delta": parity["map_delta"], "report": "report.json",
+            "cpu": report["cpu"]}
 
 
 def mark_gate(artifact_path: str | os.PathLike[str], record: dict[str, Any]) -> None:

@@ -80,6 +80,9 @@ def markdown(report: dict[str, Any]) -> str:
          f"- evaluation data: `{report['data']}`, {report['num_images']} **unlabelled** images: raw outputs and "
          "detections are compared with FP32 PyTorch; mAP and ΔmAP are **not measured** (—)"),
         f"- reference mAP@[.5:.95] (FP32 PyTorch): {_fmt(report['map_ref'], '.4f')} (0-1 units)",
+        f"- gated on a `{(report.get('cpu') or {}).get('int8', 'unrecorded')}` CPU "
+        f"({(report.get('cpu') or {}).get('model') or 'model unknown'}): int8 kernels differ by CPU class, and the "
+        "runtime warns when an int8 artifact runs on another class (docs/INT8-CPU-CLASSES.md)",
         "- rel err = max |artifact - reference| / max |reference| per raw output; det match = share of detections "
         "matched one-to-one (same class, IoU ≥ threshold), reference→artifact / artifact→reference; "
         "ΔmAP in mAP points (1 point = 0.01 in 0-1 units)",

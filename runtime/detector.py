@@ -18,6 +18,7 @@ import numpy as np
 
 from .anchors import generate_anchors
 from .backends import Backend, open_backend
+from .cpu_class import cpu_class_warning
 from .manifest import (
     INTEGER_DTYPES,
     ManifestError,
@@ -66,6 +67,10 @@ class UngatedArtifactWarning(UserWarning):
     """The artifact's own manifest says its parity gate failed, could not be measured, or never ran."""
 
 
+class CpuClassWarning(UserWarning):
+    """An int8 artifact runs on another int8 CPU class than the one its parity gate ran on."""
+
+
 class Detector:
     """Load an ``.onnx``/``.xml``/``.tflite`` artifact and its manifest once; call it on images.
 
@@ -92,6 +97,9 @@ class Detector:
         warning = gate_warning(manifest, self.model_path)
         if warning:
             warnings.warn(warning, UngatedArtifactWarning, stacklevel=2)
+        warning = cpu_class_warning(manifest, self.model_path)
+        if warning:
+            warnings.warn(warning, CpuClassWarning, stacklevel=2)
         check_against_backend(manifest, self.backend)
         self.anchors = generate_anchors(manifest["anchors"])
         self.class_names: list[str] = list(manifest["class_names"])
@@ -179,4 +187,4 @@ class Detector:
         return self(read_image(str(path)))
 
 
-__all__ = ["Detector", "ImageError", "ManifestError", "Result", "UngatedArtifactWarning"]
+__all__ = ["CpuClassWarning", "Detector", "ImageError", "ManifestError", "Result", "UngatedArtifactWarning"]
