@@ -49,7 +49,7 @@ REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
+.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-lite0-int8 clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -81,7 +81,8 @@ help:
 	@echo "make example                    the embedding example on a generated video (bench/demo-annotated.mp4)"
 	@echo "make bench-post                 post-processing latency (results/postprocess-bench.md)"
 	@echo "make bccd-train / bccd-eval     the documented BCCD D0 run (results/bccd-d0-eval.json)"
-	@echo "make bccd-lite0-train / bccd-lite0-eval   BCCD Lite0 from the ImageNet backbone (results/bccd-lite0-eval.md)"
+	@echo "make bccd-lite0-train / bccd-lite0-eval / bccd-lite0-int8   BCCD Lite0 from the ImageNet backbone"
+	@echo "     (results/bccd-lite0-eval.md, results/bccd-lite0-int8.md)"
 	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
 
 $(STAMP):
@@ -199,6 +200,14 @@ bccd-int8: $(STAMP)
 		--data "$(BCCD)" --split test --max-images 0 --out $(BCCD_INT8_OUT); rc=$$?; \
 	$(PY) -m benchmarks.int8_results --report $(BCCD_INT8_OUT)/report.json --out results/bccd-d0-int8 \
 		--command "make bccd-int8" --note "$(BCCD_INT8_NOTE)" && exit $$rc
+
+# The same table for the BCCD Lite0 (results/bccd-lite0-int8.{json,md}).
+BCCD_LITE_INT8_OUT ?= exports/bccd-lite0-int8
+bccd-lite0-int8: $(STAMP)
+	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_LITE_MODEL) \
+		--variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0 --out $(BCCD_LITE_INT8_OUT); rc=$$?; \
+	$(PY) -m benchmarks.int8_results --report $(BCCD_LITE_INT8_OUT)/report.json --out results/bccd-lite0-int8 \
+		--command "make bccd-lite0-int8" && exit $$rc
 
 clean:
 	rm -rf runs exports .pytest_cache

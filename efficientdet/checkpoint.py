@@ -91,6 +91,7 @@ def slim_checkpoint(src: str | Path, dst: str | Path, provenance: dict[str, Any]
     slim = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     info = {"source_sha256": file_sha256(src), "epoch": ck.get("epoch"), "best_val_map": ck.get("best_map"),
             "train_wall_time_s": ck.get("wall_time_s"), "history": ck.get("history"), "train": ck.get("train"),
+            "backbone_source": ck.get("backbone_source"),
             **(provenance or {})}
     save_checkpoint(dst, {"config": ck["config"], "model": slim, "provenance": json.dumps(info),
                           "epoch": ck.get("epoch"), "wall_time_s": ck.get("wall_time_s")})
