@@ -49,7 +49,7 @@ REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-lite0-int8 clean default-model-train bench-post convert-matrix convert-full bccd-int8 bench report example
+.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-lite0-int8 clean default-model-train bench-post device-check convert-matrix convert-full bccd-int8 bench report example
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -77,6 +77,7 @@ help:
 	@echo "make convert-full               D0 at 512 and Lite0 at 320 through every exporter + gate"
 	@echo "make bench [PHI=0] [TARGETS=all] [THREADS=1,2] [QUICK=1] [CKPT=] [INPUT_SIZE=]   latency/size/accuracy of"
 	@echo "     every target x precision vs PyTorch and onnxruntime FP32 -> bench/results.{json,md} + plots"
+	@echo "make device-check [MODELS=a.tflite b.onnx] [IMAGES=...]   the runtime on emulated aarch64 (Pi OS base) vs x86"
 	@echo "make report [DEVICE_RESULTS=pi5.json,coral.json] [REPORT=exports/NAME/report.json]  bench/report.html"
 	@echo "make example                    the embedding example on a generated video (bench/demo-annotated.mp4)"
 	@echo "make bench-post                 post-processing latency (results/postprocess-bench.md)"
@@ -230,6 +231,12 @@ bench_ckpt = $(if $(CKPT),$(CKPT),models/default-$(VARIANT)$(PHI).pt)
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench --ckpt "$(bench_ckpt)" --targets $(TARGETS) --threads $(THREADS) --data "$(DATA)" \
 		$(if $(filter 1,$(QUICK)),--quick,) $(size_flag) --out "$(BENCH_OUT)"
+
+# The runtime on an emulated aarch64 Debian bookworm (Raspberry Pi OS's base) against this machine, per artifact:
+# raw-output error and detections matched -> results/device-check-aarch64.{json,md}. Needs Debian's
+# qemu-user-static and debootstrap; the emulated system is cached in .device/. Also prints the Coral steps.
+device-check: $(STAMP)
+	$(PY) -m benchmarks.device_check $(if $(MODELS),--models $(MODELS),) $(if $(IMAGES),--images $(IMAGES),)
 
 report: $(STAMP)
 	$(PY) -m benchmarks.html_report --bench $(BENCH_OUT)/results.json $(if $(REPORT),--report $(REPORT),) \

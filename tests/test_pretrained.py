@@ -137,3 +137,28 @@ def test_train_lite0_records_backbone_provenance(tmp_path: Path) -> None:
     mapped = map_backbone_state(read_state_dict(path), EfficientNet("lite0", padding="same"), "packaged", "x")
     assert torch.equal(ck["model"]["backbone.stages.3.0.depthwise.conv.weight"],
                        mapped["stages.3.0.depthwise.conv.weight"])
+
+
+def test_a_real_timm_backbone_file_loads(tmp_path: Path) -> None:
+    """timm's own layout, as effdet's tf_efficientdet_d0 fixture holds it under ``backbone.`` (made by timm 1.0.31):
+    saved as a BACKBONE_WEIGHTS file it loads strictly, and gives the features of the imported detector."""
+    from tests.conftest import shared_dir
+
+    src = shared_dir() / "fixtures" / "effdet" / "tf_efficientdet_d0" / "state_dict.pt"
+    if not src.is_file():
+        pytest.skip(f"effdet fixtures not found at {src.parent}")
+    from efficientdet.effdet_import import import_effdet
+
+    state = torch.load(src, weights_only=True)
+    file = tmp_path / "tf_efficientnet_b0.pth"
+    torch.save({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, file)
+    net = EfficientNet("b0", padding="same").eval()
+    assert load_backbone(net, file)["layout"] == "timm"
+    import_effdet(src, tmp_path / "d0.pt", input_size=256)
+    from efficientdet.checkpoint import load_model
+
+    detector, _ = load_model(tmp_path / "d0.pt")
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for got, want in zip(net(x), detector.backbone(x)):
+            assert torch.equal(got, want)
