@@ -260,7 +260,7 @@ def markdown(doc: dict[str, Any], command: str) -> str:
     lines += ["", "Emulated timings (qemu-user translates every instruction: **not device latency**, only proof that "
               "`python -m runtime bench` runs there):", "", "| row | device | total ms (emulated) |", "|---|---|---:|"]
     lines += [f"| {r['name']} | {r['device']} | {r['total_ms']:.0f} |" for r in doc["rows"]]
-    lines += ["", *[f"- {n}" for n in doc["notes"]], ""]
+    lines += ["", *[f"- {n}" for n in doc["notes"]], "", "## Coral", "", "```", CORAL_STEPS, "```", ""]
     return "\n".join(lines)
 
 
@@ -329,9 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                           k: v for k, v in device_info.get("versions", {}).items() if k in DEVICE_PACKAGES}},
            "images": len(images), "artifacts": entries, "rows": rows, "wall_time_s": round(time.time() - t0, 1),
            "notes": ["Emulated rows are marked `emulated`; `make report DEVICE_RESULTS=` shows them as such.",
-                     "ARM kernels round int8 differently from x86 (XNNPACK/ruy/MLAS arm64 paths), so int8 rows are "
-                     "expected to differ slightly; fp32 rows differ only by summation order.",
-                     CORAL_STEPS.replace("\n", " ")]}
+                     "int8 kernels differ by CPU architecture and, on x86, by CPU class (docs/INT8-CPU-CLASSES.md); "
+                     "the second table shows which side keeps the fp32 artifact's result. fp32 rows differ only by "
+                     "summation order."]}
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), doc)
     command = "make device-check" + (" MODELS=..." if args.models else "")

@@ -70,7 +70,7 @@ def cpu_class_warning(manifest: dict[str, Any], artifact_path: str | os.PathLike
     here = here or cpu_class()
     if gated["int8"] == here.int8 or "unknown" in (gated["int8"], here.int8):
         return None
-    return (f"{artifact_path} is int8 and passed its gate on a {gated['int8']} CPU ({gated.get('model') or '?'}); "
+    return (f"{artifact_path} is int8 and its parity gate ran on a {gated['int8']} CPU ({gated.get('model') or '?'}); "
             f"this CPU is {here.int8}, whose int8 kernels compute differently (docs/INT8-CPU-CLASSES.md: the same "
             "ONNX lost 16 mAP points on AVX2 and most detections on AMX): run its parity gate on a machine of this "
             "class (`make export` there) before relying on it")
