@@ -65,7 +65,7 @@ def _archs() -> dict[str, EffdetArch]:
 EFFDET_ARCHS: dict[str, EffdetArch] = _archs()
 
 # COCO 2017 category names by id: effdet's 90-class models predict class c as COCO id c + 1.
-COCO_NAMES: dict[int, str] = dict(enumerate((
+COCO_NAMES: dict[int, str | None] = dict(enumerate((
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
     "fire hydrant", None, "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
     "elephant", "bear", "zebra", "giraffe", None, "backpack", "umbrella", None, None, "handbag", "tie", "suitcase",
