@@ -181,6 +181,8 @@ def cmd_run_report(args: argparse.Namespace) -> int:
         f"| mAP@[.5:.95] | {result['map']:.3f} |",
         f"| mAP@.5 | {result['map50']:.3f} |",
         f"| per-class AP@[.5:.95] | {per_class} |",
+        *([f"| per-class AP@.5 | {' · '.join(f'{k} {v:.3f}' for k, v in result['per_class_ap50'].items())} |"]
+          if "per_class_ap50" in result else []),
         f"| images | {result['num_images']} |",
         f"| input size | {result['input_size']} |",
         f"| checkpoint (best validation mAP) | epoch {result['train_epochs']} of {records[-1]['epoch']} |",

@@ -49,10 +49,11 @@ def to_original(det: Detections, box: Letterbox) -> Detections:
 
 
 def coco_metrics(dataset: DetectionDataset, predictions: Iterable[Detections]) -> dict[str, Any]:
-    """``map``, ``map50`` and per-class AP (by class name) for predictions aligned with ``dataset.records``;
-    None for an unlabelled image folder."""
+    """``map``, ``map50`` and per-class AP@[.5:.95] and AP@.5 (by class name) for predictions aligned with
+    ``dataset.records``; None for an unlabelled image folder."""
     if not dataset.labelled:  # no ground truth: mAP is not measured, and says so (never a silent 0)
-        return {"map": None, "map50": None, "per_class_ap": {}, "num_images": len(dataset.records)}
+        return {"map": None, "map50": None, "per_class_ap": {}, "per_class_ap50": {},
+                "num_images": len(dataset.records)}
     gt = dataset.to_coco()
     results = []
     for rec, det in zip(dataset.records, predictions):
@@ -62,7 +63,8 @@ def coco_metrics(dataset: DetectionDataset, predictions: Iterable[Detections]) -
                             "score": float(s)})
     names = list(dataset.class_names)
     if not results:
-        return {"map": 0.0, "map50": 0.0, "per_class_ap": {n: 0.0 for n in names}, "num_images": len(dataset.records)}
+        return {"map": 0.0, "map50": 0.0, "per_class_ap": {n: 0.0 for n in names},
+                "per_class_ap50": {n: 0.0 for n in names}, "num_images": len(dataset.records)}
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt
@@ -73,12 +75,12 @@ def coco_metrics(dataset: DetectionDataset, predictions: Iterable[Detections]) -
         ev.accumulate()
         ev.summarize()
     precision = ev.eval["precision"]  # [T, R, K, area, maxDets]
-    per_class = {}
+    per_class, per_class50 = {}, {}
     for k, cat_id in enumerate(ev.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        per_class[names[cat_id - 1]] = float(p[p > -1].mean()) if (p > -1).any() else 0.0
+        for table, p in ((per_class, precision[:, :, k, 0, -1]), (per_class50, precision[0, :, k, 0, -1])):
+            table[names[cat_id - 1]] = float(p[p > -1].mean()) if (p > -1).any() else 0.0
     return {"map": float(max(ev.stats[0], 0.0)), "map50": float(max(ev.stats[1], 0.0)),
-            "per_class_ap": per_class, "num_images": len(dataset.records)}
+            "per_class_ap": per_class, "per_class_ap50": per_class50, "num_images": len(dataset.records)}
 
 
 def evaluate_model(model: torch.nn.Module, dataset: DetectionDataset, preprocess_spec: dict, anchors: np.ndarray,
