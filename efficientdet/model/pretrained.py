@@ -84,12 +84,20 @@ def package_weights_path(backbone: str) -> tuple[Path, PretrainedPackage]:
     return path, pkg
 
 
+# Stem and classifier-head prefixes of each layout (the blocks are mapped by the functions below).
+_PACKAGED_TOP = {"_conv_stem.": "stem.conv.", "_bn0.": "stem.bn.", "_conv_head.": "head.conv.", "_bn1.": "head.bn.",
+                 "_fc.": "classifier."}
+_TIMM_TOP = {"conv_stem.": "stem.conv.", "bn1.": "stem.bn.", "conv_head.": "head.conv.", "bn2.": "head.bn.",
+             "classifier.": "classifier."}
+
+
+def _top_level(key: str, table: dict[str, str]) -> str | None:
+    return next((dst + key[len(src):] for src, dst in table.items() if key.startswith(src)), None)
+
+
 def _packaged_to_project(key: str, block_index: Callable[[int], tuple[int, int]]) -> str | None:
-    top = {"_conv_stem.": "stem.conv.", "_bn0.": "stem.bn.", "_conv_head.": "head.conv.", "_bn1.": "head.bn.",
-           "_fc.": "classifier."}
-    for src, dst in top.items():
-        if key.startswith(src):
-            return dst + key[len(src):]
+    if (top := _top_level(key, _PACKAGED_TOP)) is not None:
+        return top
     m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
     if not m:
         return None
@@ -103,11 +111,8 @@ def _packaged_to_project(key: str, block_index: Callable[[int], tuple[int, int]]
 
 
 def _timm_to_project(key: str, expands: Callable[[int, int], bool]) -> str | None:
-    top = {"conv_stem.": "stem.conv.", "bn1.": "stem.bn.", "conv_head.": "head.conv.", "bn2.": "head.bn.",
-           "classifier.": "classifier."}
-    for src, dst in top.items():
-        if key.startswith(src):
-            return dst + key[len(src):]
+    if (top := _top_level(key, _TIMM_TOP)) is not None:
+        return top
     m = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.([\w.]+?)\.(\w+)", key)
     if not m:
         return None
