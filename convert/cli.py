@@ -292,9 +292,10 @@ def _log(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_images is not None and args.max_images < 0:
         raise UsageError("--max-images must be >= 0")
-    if args.input_size is not None and (args.input_size < 64 or args.input_size % 32):
-        raise UsageError(f"--input-size must be a multiple of 32 and at least 64 (the rule of every model config; "
-                         f"Lite0 is 320), got {args.input_size}")
+    from efficientdet.model.config import input_size_problem
+
+    if args.input_size is not None and (problem := input_size_problem(args.input_size)):
+        raise UsageError(f"--input-size {problem} (Lite0's own size is 320)")
     overrides = parse_gate_overrides(args.gate)
     targets = list(TARGETS) if args.target == "all" else args.target.split(",")
     if not targets or any(t not in TARGETS for t in targets):

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from efficientdet.model.config import input_size_problem
+
 from .cli import TARGETS
 
 PRECISIONS = ("fp32", "fp16")  # int8 needs a trained model and calibration data: see tests/test_int8.py
@@ -311,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for label in variants:
             parse_variant(label)
-        if args.size < 64 or args.size % 32:
-            raise ValueError(f"--size must be a multiple of 32 and at least 64, got {args.size}")
+        if problem := input_size_problem(args.size):
+            raise ValueError(f"--size {problem}")
         if not 1 <= args.num_classes <= 6 or args.images < 1:
             raise ValueError("--num-classes must be 1-6 (the synthetic classes) and --images at least 1")
     except ValueError as e:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from efficientdet.model.config import ConfigMismatchError, ModelConfig, make_config
+from efficientdet.model.config import ConfigMismatchError, ModelConfig, input_size_problem, make_config
 from efficientdet.model.detector import EfficientDet
 from runtime.fileio import atomic_write_bytes, file_sha256
 
@@ -72,8 +72,8 @@ def check_config(raw: Any, path: str | Path) -> ModelConfig:
         bad = {k: v for k, v in counts.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
         if bad:
             raise ValueError(f"these must be positive integers: {bad}")
-        if config.input_size < 64 or config.input_size % 32:
-            raise ValueError(f"input_size must be a multiple of 32 and at least 64, got {config.input_size}")
+        if problem := input_size_problem(config.input_size):
+            raise ValueError(f"input_size {problem}")
         make_config(config.phi, config.variant, config.num_classes)  # a known variant and PHI
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path} has an invalid model config ({e}); it was not written by this "

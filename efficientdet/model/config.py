@@ -201,6 +201,14 @@ class ModelConfig:
                 f"({self.num_classes} classes) was requested: " + "; ".join(diffs))
 
 
+def input_size_problem(size: int) -> str | None:
+    """Why ``size`` cannot be a model's input side, or None. The one rule (config, checkpoints, export, matrix):
+    a multiple of 32 of at least 64; levels above P5 round up ('same' padding), so 320 -> P7 3x3 is fine."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 64 or size % 32:
+        return f"must be a multiple of 32 and at least 64, got {size!r}"
+    return None
+
+
 def _parse_phi(variant: str, phi: int | str) -> int | str:
     if variant == "d":
         try:
@@ -234,8 +242,8 @@ def make_config(
     if fusion not in FUSION_METHODS:
         raise ValueError(f"fusion must be one of {FUSION_METHODS}, got {fusion!r}")
     size = int(input_size or row.input_size)
-    if size < 64 or size % 32:
-        raise ValueError(f"input size must be a multiple of 32 and at least 64, got {size}")
+    if problem := input_size_problem(size):
+        raise ValueError(f"input size {problem}")
     names = tuple(class_names)
     if names and len(names) != num_classes:
         raise ValueError(f"{len(names)} class names given for num_classes={num_classes}")
