@@ -162,3 +162,21 @@ def test_a_real_timm_backbone_file_loads(tmp_path: Path) -> None:
     with torch.no_grad():
         for got, want in zip(net(x), detector.backbone(x)):
             assert torch.equal(got, want)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_switch_between_scratch_and_pretrained(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """A run started with PRETRAINED=0 and resumed without it would have continued with the pretrained padding
+    and normalisation, on weights trained without them (regression: it resumed and exited 0)."""
+    from efficientdet.data.synthetic import generate_synthetic
+
+    data = generate_synthetic(tmp_path / "data", num_train=8, num_val=4, image_size=128, seed=3)
+    args = ["train", "--data", str(data), "--variant", "lite", "--phi", "0", "--input-size", "128", "--batch-size",
+            "4", "--max-steps", "1", "--out", str(tmp_path / "run")]
+    assert cli_main([*args, "--epochs", "1", "--no-pretrained"]) == 0
+    capsys.readouterr()
+    assert cli_main([*args, "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "conv_padding" in err and "PRETRAINED=" in err
+    assert cli_main([*args, "--epochs", "2", "--no-pretrained"]) == 0  # the same settings resume

@@ -188,6 +188,14 @@ class Trainer:
         ck = load_checkpoint(path)
         saved = ModelConfig.from_dict(ck["config"])
         self.config.check_compatible(saved, what=f"checkpoint {path}")
+        # What the weights were trained with (padding, normalisation) must not change under a resumed run, e.g.
+        # a run started with PRETRAINED=0 and resumed without it would switch to the pretrained settings.
+        changed = [f for f in ("conv_padding", "pool_padding", "backbone_bn_eps", "preprocess")
+                   if getattr(saved, f) != getattr(self.config, f)]
+        if changed:
+            raise ValueError(f"cannot resume {path}: it was trained with other {', '.join(changed)} than this "
+                             f"command asks for ({', '.join(f'{f}={getattr(saved, f)!r}' for f in changed)}); repeat "
+                             "the first command's PRETRAINED=/BACKBONE_WEIGHTS= settings, or start over (--restart)")
         self.model.load_state_dict(ck["model"])
         self.ema.module.load_state_dict(ck["ema"])
         self.ema.updates = int(ck["ema_updates"])
