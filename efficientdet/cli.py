@@ -28,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from efficientdet.model.config import make_config
     from efficientdet.model.pretrained import PRETRAINED_PACKAGES, pretrained_config, pretrained_source
     from efficientdet.train.batches import Augment
-    from efficientdet.train.trainer import TrainConfig, Trainer
+    from efficientdet.train.trainer import TrainConfig, Trainer, inherit_weight_settings
     from runtime.fileio import atomic_write_json
 
     torch.set_num_threads(args.threads) if args.threads else None
@@ -38,6 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = make_config(args.phi, args.variant, len(train_set.class_names), train_set.class_names,
                       input_size=args.input_size, class_ids=train_set.class_ids or ())
     backbone = pretrained_source(cfg, args.pretrained, args.backbone_weights, args.init)
+    if args.init:
+        cfg = inherit_weight_settings(cfg, args.init)
     fine_tune = {}
     if backbone is not None:
         cfg = pretrained_config(cfg, args.backbone_padding)

@@ -228,3 +228,22 @@ def test_int8_on_unlabelled_images_needs_a_calibration_set(imported: dict[str, P
                              "int8", "--images", str(images), "--out", str(out)])
     assert code == 2 and "needs a calibration set" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_fine_tuning_an_imported_model_keeps_its_padding_and_normalisation(imported: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """INIT= an imported effdet model: the new run keeps the weights' TF padding, mean/std and fill colour, and
+    replaces the 90-class head (regression: the run took this project's defaults, symmetric and ImageNet)."""
+    from efficientdet.checkpoint import load_checkpoint
+    from efficientdet.data.synthetic import generate_synthetic
+
+    data = generate_synthetic(tmp_path / "data", num_train=8, num_val=4, image_size=128, seed=3)
+    out = tmp_path / "run"
+    assert cli_main(["train", "--data", str(data), "--variant", "lite", "--phi", "0", "--input-size", "128",
+                     "--epochs", "1", "--batch-size", "4", "--max-steps", "1", "--out", str(out),
+                     "--init", str(imported["tf_efficientdet_lite0"])]) == 0
+    config = load_checkpoint(out / "last.pt")["config"]
+    assert config["conv_padding"] == "same" and config["pool_padding"] == "same"
+    assert config["preprocess"]["mean"] == [127.5] * 3 and config["preprocess"]["pad_color"] == [128.0] * 3
+    assert config["num_classes"] == 6 and config["input_size"] == 128

@@ -102,6 +102,19 @@ def check_batch(config: ModelConfig, batch_size: int) -> None:
                          "channel in training): use BATCH=2 or more")
 
 
+def inherit_weight_settings(config: ModelConfig, path: str | Path) -> ModelConfig:
+    """``config`` with the settings ``path``'s weights were trained with: padding, backbone BN eps and the
+    normalisation (mean/std/colour order/pad colour). Fine-tuning a pretrained Lite0 or an imported effdet model
+    under this project's defaults would otherwise feed its weights inputs they never saw."""
+    import dataclasses
+
+    saved = ModelConfig.from_dict(load_checkpoint(path)["config"])
+    pre = dataclasses.replace(config.preprocess, mean=saved.preprocess.mean, std=saved.preprocess.std,
+                              color_order=saved.preprocess.color_order, pad_color=saved.preprocess.pad_color)
+    return config.replace(conv_padding=saved.conv_padding, pool_padding=saved.pool_padding,
+                          backbone_bn_eps=saved.backbone_bn_eps, preprocess=pre)
+
+
 def init_from(model: EfficientDet, path: str | Path) -> None:
     """Fine-tuning start: every weight of ``path`` that fits, the class head re-initialised when the class count
     differs (it used to die with a raw size-mismatch traceback). Anything else that does not fit is refused."""
