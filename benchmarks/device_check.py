@@ -135,7 +135,10 @@ def install_site(cache: Path = CACHE, log=print) -> tuple[Path, dict[str, str]]:
         old.unlink()
     _run(pip + ["wheel", "--no-deps", "-w", str(wheels), str(ROOT / "runtime")], "building the runtime wheel")
     runtime_wheel = next(wheels.glob("efficientdet_runtime-*.whl"))
-    digest = hashlib.sha256(runtime_wheel.read_bytes() + json.dumps(DEVICE_PACKAGES).encode()).hexdigest()[:16]
+    # Keyed on the runtime's sources and the pins (a rebuilt wheel's bytes differ by timestamps alone).
+    sources = sorted((ROOT / "runtime").rglob("*.py")) + [ROOT / "runtime/pyproject.toml"]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sources) + json.dumps(DEVICE_PACKAGES).encode())
+    digest = digest.hexdigest()[:16]
     site = cache / f"site-{digest}"
     if not (site / COMPLETE).is_file():
         log("installing the runtime wheel and aarch64 wheels of " + ", ".join(f"{k}=={v}" for k, v in
