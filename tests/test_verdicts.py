@@ -38,6 +38,7 @@ def test_an_int8_gate_without_reference_detections_is_not_measurable() -> None:
     assert verdict(_parity(0, det_match=0.5), gate_for("int8"))[0] == FAIL  # a real failure wins
     # a float gate bounds every raw output value, which is a real check without any detection
     assert verdict(_parity(0), gate_for("fp32"))[0] == PASS
+    assert verdict(_parity(0, rel_err=1.0), gate_for("fp32"))[0] == FAIL
 
 
 def test_unlabelled_images_leave_map_unmeasured_not_passed() -> None:
@@ -49,7 +50,6 @@ def test_unlabelled_images_leave_map_unmeasured_not_passed() -> None:
     assert verdict({**unlabelled, "det_match": 0.5, "det_match_reverse": 0.5}, gate_for("int8"))[0] == FAIL
     assert verdict(unlabelled, gate_for("fp32"))[0] == PASS
     assert verdict({**unlabelled, "outputs": {"logits": {"rel_err": 1e-3}}}, gate_for("fp32"))[0] == FAIL
-    assert verdict(_parity(0, rel_err=1.0), gate_for("fp32"))[0] == FAIL
 
 
 @pytest.fixture(scope="module")
