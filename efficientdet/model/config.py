@@ -63,6 +63,8 @@ LITE_TABLE: dict[str, _DetRow] = {
 }
 
 FUSION_METHODS = ("fast", "softmax", "sum")
+# How strided convs and pools pad: "symmetric" (PyTorch's k//2) or "same" (TensorFlow SAME), see model/layers.py.
+PADDINGS = ("symmetric", "same")
 VARIANTS = ("d", "lite")
 
 
@@ -128,8 +130,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("conv_padding", "pool_padding"):
-            if getattr(self, name) not in ("symmetric", "same"):
-                raise ValueError(f"{name} must be 'symmetric' or 'same', got {getattr(self, name)!r}")
+            if getattr(self, name) not in PADDINGS:
+                raise ValueError(f"{name} must be one of {PADDINGS}, got {getattr(self, name)!r}")
         if not 0 < float(self.backbone_bn_eps) < 1:
             raise ValueError(f"backbone_bn_eps must be in (0, 1), got {self.backbone_bn_eps!r}")
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import PADDINGS
+
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.1
 
@@ -24,10 +26,9 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}")
 
 
-# How a strided convolution or pool pads: "symmetric" (PyTorch's k//2 on every side) or "same"
-# (TensorFlow SAME: the extra row/column goes bottom/right). Weights trained in TensorFlow, or with
-# effdet's tf_ models, only reproduce their outputs with "same" (docs/PRETRAINED-AND-EFFDET.md).
-PADDINGS = ("symmetric", "same")
+# PADDINGS: "symmetric" (PyTorch's k//2 on every side) or "same" (TensorFlow SAME: the extra row/column
+# goes bottom/right). Weights trained in TensorFlow, or with effdet's tf_ models, only reproduce their
+# outputs with "same" (docs/PRETRAINED-AND-EFFDET.md).
 
 
 def check_padding(padding: str) -> str:

@@ -18,6 +18,7 @@ weights' own reference implementation (bit-identical ImageNet logits for Lite0/1
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import importlib.util
 import re
@@ -250,8 +251,6 @@ def pretrained_config(config: ModelConfig, padding: str = "same") -> ModelConfig
     logits differ by 56 % (relative L2) when the strided convs pad symmetrically (measured, session 6).
     Lite weights take pixels scaled to [-1, 1] (mean = std = 127.5); B-series weights ImageNet mean/std.
     """
-    import dataclasses
-
     pre = config.preprocess
     if config.backbone.startswith("lite"):
         pre = dataclasses.replace(pre, mean=(LITE_MEAN_STD,) * 3, std=(LITE_MEAN_STD,) * 3)

@@ -8,6 +8,7 @@ weights) carry the full model config, so later stages need no flags repeated.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -106,8 +107,6 @@ def inherit_weight_settings(config: ModelConfig, path: str | Path) -> ModelConfi
     """``config`` with the settings ``path``'s weights were trained with: padding, backbone BN eps and the
     normalisation (mean/std/colour order/pad colour). Fine-tuning a pretrained Lite0 or an imported effdet model
     under this project's defaults would otherwise feed its weights inputs they never saw."""
-    import dataclasses
-
     saved = ModelConfig.from_dict(load_checkpoint(path)["config"])
     pre = dataclasses.replace(config.preprocess, mean=saved.preprocess.mean, std=saved.preprocess.std,
                               color_order=saved.preprocess.color_order, pad_color=saved.preprocess.pad_color)
