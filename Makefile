@@ -39,6 +39,8 @@ IO_DTYPE ?= int8
 FLOAT_LAYERS ?= 0
 N ?= 200
 EDGETPU_MIN ?= 0.95
+# ANDROID=1 (make export TARGET=tflite): also the -android.tflite for MediaPipe / the TFLite Task Library
+ANDROID ?=
 # make bench / report / example
 TARGETS ?= all
 THREADS ?= 1,2
@@ -49,7 +51,7 @@ REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-lite0-int8 clean default-model-train bench-post device-check convert-matrix convert-full bccd-int8 bench report example
+.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-lite0-int8 clean default-model-train bench-post device-check android-check convert-matrix convert-full bccd-int8 bench report example
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -78,6 +80,7 @@ help:
 	@echo "make bench [PHI=0] [TARGETS=all] [THREADS=1,2] [QUICK=1] [CKPT=] [INPUT_SIZE=]   latency/size/accuracy of"
 	@echo "     every target x precision vs PyTorch and onnxruntime FP32 -> bench/results.{json,md} + plots"
 	@echo "make device-check [MODELS=a.tflite b.onnx] [IMAGES=...]   the runtime on emulated aarch64 (Pi OS base) vs x86"
+	@echo "make android-check [MODELS=x-android.tflite]  MediaPipe ObjectDetector vs the runtime (docs/ANDROID.md)"
 	@echo "make report [DEVICE_RESULTS=pi5.json,coral.json] [REPORT=exports/NAME/report.json]  bench/report.html"
 	@echo "make example                    the embedding example on a generated video (bench/demo-annotated.mp4)"
 	@echo "make bench-post                 post-processing latency (results/postprocess-bench.md)"
@@ -130,7 +133,8 @@ export: $(STAMP)
 	$(PY) -m convert --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION),) --phi $(PHI) --variant $(VARIANT) \
 		$(if $(CKPT),--ckpt "$(CKPT)",) --data "$(DATA)" --split $(EXPORT_SPLIT) --out "$(export_out)" $(int8_flags) \
 		$(if $(IMAGES),--images "$(IMAGES)",) \
-		$(size_flag) $(class_map_flag) $(if $(filter 1,$(ACCEPT_UNMEASURABLE)),--accept-unmeasurable,)
+		$(size_flag) $(class_map_flag) $(if $(filter 1,$(ACCEPT_UNMEASURABLE)),--accept-unmeasurable,) \
+		$(if $(filter 1,$(ANDROID)),--android,)
 
 # The train/val/test image lists the loaders use (a VOC folder without ImageSets or a single COCO json is
 # split automatically, seeded): written to SPLIT_OUT, never into the dataset.
@@ -237,6 +241,11 @@ bench: $(STAMP)
 # qemu-user-static and debootstrap; the emulated system is cached in .device/. Also prints the Coral steps.
 device-check: $(STAMP)
 	$(PY) -m benchmarks.device_check $(if $(MODELS),--models $(MODELS),) $(if $(IMAGES),--images $(IMAGES),)
+
+# MediaPipe's ObjectDetector (the engine Android runs) against the runtime on -android.tflite files
+# (make export TARGET=tflite ANDROID=1) -> results/android-mediapipe.{json,md}; docs/ANDROID.md.
+android-check: $(STAMP)
+	$(PY) -m benchmarks.android_mediapipe $(or $(MODELS),$(wildcard exports/d0/*-android.tflite)) --data "$(DATA)"
 
 report: $(STAMP)
 	$(PY) -m benchmarks.html_report --bench $(BENCH_OUT)/results.json $(if $(REPORT),--report $(REPORT),) \

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 calibration method per target: onnx=minmax|ema-minmax|percentile|entropy "
                    "(default percentile), openvino=mixed|performance|minmax|quantile (default mixed), "
                    "tflite=minmax|percentile (default percentile)")
+    p.add_argument("--android", action="store_true",
+                   help="with --target tflite: also write <name>-<precision>-android.tflite (fp32, int8) for Android's "
+                   "detector APIs (MediaPipe ObjectDetector, TFLite Task Library): pixels in, post-processing in the "
+                   "graph, MediaPipe metadata; gated like the others (docs/ANDROID.md)")
     p.add_argument("--io-dtype", default="int8", choices=["int8", "uint8"], help="TFLite int8 input/output type "
                    "(uint8 for the Edge TPU)")
     p.add_argument("--float-layers", type=int, default=0, metavar="K",
@@ -222,7 +226,8 @@ def _dataset(args: argparse.Namespace, config: Any) -> Any:
 
 
 def _export_all(model: Any, config: Any, targets: list[str], precisions: list[str], out: Path, ckpt: Path,
-                ckpt_sha: str, int8: Any = None, qat: tuple[Any, Any] | None = None) -> tuple[list[Any], Any]:
+                ckpt_sha: str, int8: Any = None, qat: tuple[Any, Any] | None = None,
+                android: bool = False) -> tuple[list[Any], Any]:
     """Every requested artifact, and the FP32 ONNX they came from."""
     from runtime.fileio import remove_stale_temporaries, temp_dir
 
@@ -277,12 +282,27 @@ def _export_all(model: Any, config: Any, targets: list[str], precisions: list[st
             from .int8_export import export_int8
 
             artifacts += export_int8(targets, config, out, base, proto, onnx_fp32, saved_model, int8, source, _log)
+        if android:
+            from .android_export import PRECISIONS as ANDROID_PRECISIONS
+            from .android_export import export_android
+
+            for precision in [p for p in precisions if p in ANDROID_PRECISIONS]:
+                quantized = precision == "int8"
+                _log(f"converting tflite {precision} for Android (pixels in, detection op in the graph)")
+                artifacts.append(export_android(
+                    saved_model(), onnx_fp32, config, out, base, precision, calib=int8.calib if quantized else None,
+                    calib_method=int8.methods["tflite"] if quantized else "percentile",
+                    quantization=int8.describe("tflite", io_dtype="uint8") if quantized else None, **source))
         if qat is not None:
             from .qat_export import export_qat
 
             train_set, qcfg = qat
             artifacts += export_qat(model, config, targets, out, base, train_set, int8, qcfg, source, _log, Path(tmp))
     return artifacts, proto
+
+
+def _label(artifact: Any) -> str:
+    return " ".join(filter(None, (artifact.target, artifact.precision, artifact.flavour)))
 
 
 def _log(message: str) -> None:
@@ -320,6 +340,8 @@ def run(args: argparse.Namespace) -> int:
     from .parity import original_coords, run_parity
     from .report import parity_image, write_interrupted_report, write_report
 
+    if args.android and (targets != ["tflite"] or not {"fp32", "int8"} & set(precisions)):
+        raise UsageError("--android (ANDROID=1) needs --target tflite and --precision fp32, int8 or all")
     if args.qat and "int8" not in precisions:
         raise UsageError("--qat (QAT=1) needs --precision int8 or all")
     if "int8" in precisions:
@@ -340,11 +362,14 @@ def run(args: argparse.Namespace) -> int:
     _log(f"model {config.name} at {config.input_size} on {len(dataset.records)} images of {source}"
          + ("" if dataset.labelled else " (unlabelled: tensor and detection parity only, mAP not measured)"))
     try:
-        artifacts, fp32_onnx = _export_all(model, config, targets, precisions, out, ckpt, ckpt_sha, int8, qat)
-        _log("parity gate: " + ", ".join(f"{a.target} {a.precision}" for a in artifacts))
+        artifacts, fp32_onnx = _export_all(model, config, targets, precisions, out, ckpt, ckpt_sha, int8, qat,
+                                           args.android)
+        _log("parity gate: " + ", ".join(_label(a) for a in artifacts))
+        # The detection op in the Android graph leaves no raw outputs: its gate bounds detections and mAP.
         reference, entries, detections = run_parity(
             model, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()), dataset,
-            [(a, gates[a.precision]) for a in artifacts], threads=args.threads)
+            [(a, gates[a.precision].tightened(rel_err_max=None) if a.flavour else gates[a.precision])
+             for a in artifacts], threads=args.threads)
     except KeyboardInterrupt:  # Ctrl-C: say in OUT what is there, each artifact with its (missing) verdict
         write_interrupted_report(out, {"interrupted": True, "checkpoint": str(ckpt), "checkpoint_sha256": None,
                                        "artifacts": [], "folder": folder_inventory(out, [])})
@@ -352,7 +377,7 @@ def run(args: argparse.Namespace) -> int:
     best = max(range(len(dataset.records)), key=lambda i: len(reference.detections[i]))
     image = parity_image(read_image(dataset.records[best].path),
                          original_coords(reference.detections[best], reference.letterboxes[best]),
-                         [(f"{a.target} {a.precision}", d[best]) for a, d in zip(artifacts, detections)],
+                         [(_label(a), d[best]) for a, d in zip(artifacts, detections)],
                          list(dataset.class_names))
     report = {
         "model": config.name, "input_size": config.input_size, "checkpoint": str(ckpt), "checkpoint_sha256": ckpt_sha,
@@ -421,7 +446,9 @@ def _summarise(entries: list[dict[str, Any]], paths: dict[str, Path]) -> int:
     for e in entries:
         p, g = e["parity"], e["gate"]
         label = labels[g["status"]] + (" (accepted)" if g.get("accepted") else "")
-        print(f"{label} {e['target']:8s} {e['precision']}  rel_err {p['rel_err']:.2e}  det_match "
+        what = " ".join(filter(None, (e["precision"], e.get("flavour"))))
+        rel = "n/a (detections out)" if p["rel_err"] is None else f"{p['rel_err']:.2e}"
+        print(f"{label} {e['target']:8s} {what}  rel_err {rel}  det_match "
               f"{p['det_match']:.2%}/{p['det_match_reverse']:.2%} of {p['num_detections_ref']} reference detections  "
               + (f"mAP {p['map']:.4f} (ref {p['map_ref']:.4f})" if p["map"] is not None else "mAP not measured "
                  "(unlabelled images)") + f"  {e['path']}")

@@ -38,6 +38,7 @@ class Artifact:
     manifest_path: Path
     sha256: str
     size_bytes: int
+    flavour: str = ""  # "android": the TFLite for Android's detector APIs (post-processing in the graph)
 
 
 
@@ -66,8 +67,12 @@ def build_manifest(config: ModelConfig, *, target: str, precision: str, artifact
                    input_spec: dict[str, Any], outputs: dict[str, dict[str, Any]],
                    inference_precision: str | None = None, checkpoint: str | None = None,
                    checkpoint_sha256: str | None = None, sha256: str | None = None,
-                   extra_artifact: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A validated manifest; ``sha256`` is filled in later by :func:`write_manifest` for the sidecar."""
+                   extra_artifact: dict[str, Any] | None = None,
+                   postprocess: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A validated manifest; ``sha256`` is filled in later by :func:`write_manifest` for the sidecar.
+
+    ``postprocess``: the deployment post-processing, the runtime's default unless the artifact does it in its graph.
+    """
     cfg = config.to_dict()
     names = list(config.class_names) or [str(i) for i in range(config.num_classes)]
     manifest = {
@@ -80,7 +85,7 @@ def build_manifest(config: ModelConfig, *, target: str, precision: str, artifact
         "preprocess": config.preprocess.to_dict(),
         "anchors": anchor_spec_from_config(cfg),
         "box_coding": dict(BOX_CODING),
-        "postprocess": dict(DEFAULT_POSTPROCESS),
+        "postprocess": dict(postprocess or DEFAULT_POSTPROCESS),
         "class_names": names,
         **({"class_ids": list(config.class_ids)} if config.class_ids else {}),
         "inference_precision": inference_precision,

@@ -28,7 +28,7 @@ from efficientdet.data.records import DetectionDataset
 from efficientdet.evaluate import coco_metrics
 from runtime.anchors import generate_anchors
 from runtime.detector import Detector, UngatedArtifactWarning
-from runtime.postprocess import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, Detections, postprocess
+from runtime.postprocess import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, Detections, at_threshold, postprocess
 from runtime.preprocess import Letterbox, preprocess, read_image, to_layout
 
 from .gates import PASS, GateThresholds, verdict
@@ -124,25 +124,38 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def match_count(ref: Detections, out: Detections, iou_threshold: float) -> int:
-    """One-to-one greedy matches (reference in score order, best IoU, same class).
+def match_pairs(ref: Detections, out: Detections, iou_threshold: float) -> list[tuple[int, int]]:
+    """One-to-one greedy matches ``(ref index, out index)``: reference in score order, best IoU, same class.
 
     Call it on unclipped boxes (network-input pixels): IoU is invariant to the letterbox's uniform scale
     and shift, while clipping to the image collapses off-image boxes to zero area, where IoU is undefined.
     """
     if len(ref) == 0 or len(out) == 0:
-        return 0
+        return []
     iou = _iou(ref.boxes.astype(np.float64), out.boxes.astype(np.float64))
     iou[ref.class_ids[:, None] != out.class_ids[None, :]] = -1.0
     used = np.zeros(len(out), bool)
-    matched = 0
+    pairs = []
     for i in np.argsort(-ref.scores, kind="stable"):
         row = np.where(used, -1.0, iou[i])
         j = int(row.argmax())
         if row[j] >= iou_threshold:
             used[j] = True
-            matched += 1
-    return matched
+            pairs.append((int(i), j))
+    return pairs
+
+
+def match_count(ref: Detections, out: Detections, iou_threshold: float) -> int:
+    """How many detections :func:`match_pairs` matches."""
+    return len(match_pairs(ref, out, iou_threshold))
+
+
+def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of matched xyxy boxes, row by row."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    inter = np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None).prod(-1)
+    union = _area(a) + _area(b) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def _open(artifact: Artifact, gate: GateThresholds, post: dict[str, Any], threads: int | None) -> _Comparison:
@@ -159,31 +172,37 @@ def _step(c: _Comparison, image: np.ndarray, x_ref: np.ndarray, raw: tuple[np.nd
           ref_dets: Detections, where: str) -> None:
     d = c.detector
     x, box = d.preprocess_image(image)
-    if d.input_spec["dtype"] == "float32" and not np.array_equal(x, to_layout(x_ref, d.input_spec["layout"])):
-        raise ParityError(f"the runtime's pre-processing for {c.artifact.path.name} differs from the reference's "
-                          f"on {where}")
-    logits, deltas = d.infer_raw(x)
-    for name, ref, out in zip(OUTPUTS, raw, (logits, deltas)):
-        if ref.shape != out.shape:
-            raise ParityError(f"{c.artifact.path.name}: {name} has shape {out.shape}, the reference {ref.shape}")
-        c.stats[name].add(ref, out)
-    det = postprocess(logits, deltas, d.anchors, d.post_spec)
+    if d.in_graph_nms:  # the graph ends in the detection op: detections and mAP only, no raw outputs
+        eval_det = d.infer_detections(x, EVAL_POSTPROCESS)
+        det = at_threshold(eval_det, d.post_spec)
+    else:
+        if d.input_spec["dtype"] == "float32" and not np.array_equal(x, to_layout(x_ref, d.input_spec["layout"])):
+            raise ParityError(f"the runtime's pre-processing for {c.artifact.path.name} differs from the "
+                              f"reference's on {where}")
+        logits, deltas = d.infer_raw(x)
+        for name, ref, out in zip(OUTPUTS, raw, (logits, deltas)):
+            if ref.shape != out.shape:
+                raise ParityError(f"{c.artifact.path.name}: {name} has shape {out.shape}, the reference {ref.shape}")
+            c.stats[name].add(ref, out)
+        det = postprocess(logits, deltas, d.anchors, d.post_spec)
+        eval_det = postprocess(logits, deltas, d.anchors, EVAL_POSTPROCESS)
     c.detections.append(original_coords(det, box))
-    c.eval_detections.append(original_coords(postprocess(logits, deltas, d.anchors, EVAL_POSTPROCESS), box))
+    c.eval_detections.append(original_coords(eval_det, box))
     c.matched += match_count(ref_dets, det, c.gate.det_match_iou)
     c.num_ref += len(ref_dets)
     c.num_out += len(det)
 
 
 def _result(c: _Comparison, reference: Reference) -> dict[str, Any]:
-    per_output = {name: s.result() for name, s in c.stats.items()}
+    # An artifact with the detection op in its graph has no raw outputs to compare.
+    per_output = {} if c.detector.in_graph_nms else {name: s.result() for name, s in c.stats.items()}
     metrics = coco_metrics(reference.dataset, c.eval_detections)
     snrs = [v["snr_db"] for v in per_output.values() if v["snr_db"] is not None]
     pearsons = [v["pearson"] for v in per_output.values() if v["pearson"] is not None]
     result = {
         "outputs": per_output,
-        "max_abs_err": max(v["max_abs_err"] for v in per_output.values()),
-        "rel_err": max(v["rel_err"] for v in per_output.values()),
+        "max_abs_err": max((v["max_abs_err"] for v in per_output.values()), default=None),
+        "rel_err": max((v["rel_err"] for v in per_output.values()), default=None),
         "snr_db": min(snrs) if snrs else None,
         "pearson": min(pearsons) if pearsons else None,
         "det_match": c.matched / c.num_ref if c.num_ref else 1.0,
@@ -239,6 +258,7 @@ def run_parity(model: torch.nn.Module, preprocess_spec: dict[str, Any], anchor_s
         entries.append({
             "target": c.artifact.target,
             "precision": c.artifact.precision,
+            **({"flavour": c.artifact.flavour} if c.artifact.flavour else {}),
             "path": str(Path(c.artifact.path)),
             "manifest": str(Path(c.artifact.manifest_path)),
             "size_bytes": c.artifact.size_bytes,

@@ -96,9 +96,10 @@ def markdown(report: dict[str, Any]) -> str:
         outs = p["outputs"]
         verdict = {"pass": "PASS", "fail": "**FAIL**"}.get(a["gate"]["status"], "**NOT MEASURABLE**") + (
             " (accepted)" if a["gate"].get("accepted") else "")
+        rel = {k: outs[k]["rel_err"] if k in outs else None for k in ("logits", "box_regression")}
         lines.append(
-            f"| {a['target']} | {a['precision']} | {a['size_bytes'] / 1e6:.2f} "
-            f"| {_fmt(outs['logits']['rel_err'], '.2e')} | {_fmt(outs['box_regression']['rel_err'], '.2e')} "
+            f"| {a['target']}{' ' + a['flavour'] if a.get('flavour') else ''} | {a['precision']} "
+            f"| {a['size_bytes'] / 1e6:.2f} | {_fmt(rel['logits'], '.2e')} | {_fmt(rel['box_regression'], '.2e')} "
             f"| {_fmt(p['snr_db'], '.1f')} "
             f"| {_fmt(p['pearson'], '.6f')} | {p['det_match']:.2%} | {p['det_match_reverse']:.2%} "
             f"| {_fmt(p['map'], '.4f')} | {_fmt(None if p['map_delta'] is None else p['map_delta'] * 100, '+.3f')} "

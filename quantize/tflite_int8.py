@@ -19,6 +19,7 @@ symmetric min-max and the model input keeps its range (it is the normalised imag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,33 +33,44 @@ PERCENTILE = 99.999  # share of each tensor's calibration values kept inside its
 HISTOGRAM_BINS = 4096
 
 
-def configure_full_int8(converter: Any, tf: Any, calib: CalibrationSet, io_dtype: str = "int8") -> None:
-    """Set ``converter`` (a ``tf.lite.TFLiteConverter``) up for a fully integer model calibrated on ``calib``."""
+def _samples(calib: CalibrationSet) -> Sequence[np.ndarray]:
+    """The calibration set as the ``[1, S, S, 3]`` batches the converter and the interpreter take."""
+    return [calib.nhwc(i) for i in range(len(calib))]
+
+
+def configure_full_int8(converter: Any, tf: Any, samples: Sequence[np.ndarray], io_dtype: str = "int8",
+                        float_outputs: bool = False) -> None:
+    """Set ``converter`` (a ``tf.lite.TFLiteConverter``) up for a fully integer model calibrated on ``samples``.
+
+    ``float_outputs``: keep float outputs (a graph that ends in the detection op, whose outputs are float).
+    """
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"TFLite int8 I/O type must be one of {IO_DTYPES}, got {io_dtype!r}")
-    count = len(calib)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([calib.nhwc(i)] for i in range(count))
+    converter.representative_dataset = lambda: ([s] for s in samples)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8 if io_dtype == "int8" else tf.uint8
-    converter.inference_output_type = tf.int8 if io_dtype == "int8" else tf.uint8
+    converter.inference_output_type = tf.float32 if float_outputs else converter.inference_input_type
 
 
-def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet, io_dtype: str = "int8",
-                      method: str = "percentile", progress: bool = True) -> bytes:
-    """The fully integer flatbuffer, its activation ranges calibrated by ``method`` on ``calib``."""
+def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[np.ndarray], io_dtype: str = "int8",
+                      method: str = "percentile", progress: bool = True, float_outputs: bool = False) -> bytes:
+    """The fully integer flatbuffer, its activation ranges calibrated by ``method`` on ``calib`` (a calibration
+    set, or its images already as the model's ``[1, S, S, 3]`` inputs)."""
     if method not in METHODS:
         raise ValueError(f"TFLite calibration method must be one of {METHODS}, got {method!r}")
-    configure_full_int8(converter, tf, calib, io_dtype)
+    samples = _samples(calib) if isinstance(calib, CalibrationSet) else list(calib)
+    configure_full_int8(converter, tf, samples, io_dtype, float_outputs)
     if method == "minmax":
         return converter.convert()
     from tensorflow.lite.python import convert as tf_convert
 
     converter._experimental_calibrate_only = True  # the converter's own first step, as QuantizationDebugger uses it
     calibrated = converter.convert()
-    narrowed = percentile_ranges(calibrated, calib, PERCENTILE, tf, progress)
+    narrowed = percentile_ranges(calibrated, samples, PERCENTILE, tf, progress)
     dtype = tf.int8 if io_dtype == "int8" else tf.uint8
-    return tf_convert.mlir_quantize(narrowed, input_data_type=dtype, output_data_type=dtype)
+    return tf_convert.mlir_quantize(narrowed, input_data_type=dtype,
+                                    output_data_type=tf.float32 if float_outputs else dtype)
 
 
 def _calibrated_tensors(model: Any) -> dict[int, tuple[float, float]]:
@@ -86,7 +98,7 @@ def _cut(hist: np.ndarray, edges: np.ndarray, percentile: float) -> tuple[float,
     return float(edges[lo]), float(edges[min(hi + 1, len(edges) - 1)])
 
 
-def percentile_ranges(calibrated: bytes, calib: CalibrationSet, percentile: float, tf: Any,
+def percentile_ranges(calibrated: bytes, samples: Sequence[np.ndarray], percentile: float, tf: Any,
                       progress: bool = True) -> bytes:
     """``calibrated`` with each recorded activation range narrowed to ``percentile`` of its calibration values.
 
@@ -101,8 +113,8 @@ def percentile_ranges(calibrated: bytes, calib: CalibrationSet, percentile: floa
     interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     hists = {i: np.zeros(HISTOGRAM_BINS, np.int64) for i in ranges}
-    for i in tqdm(range(len(calib)), desc="TFLite percentile calibration", unit="img", disable=not progress):
-        interpreter.set_tensor(inp["index"], calib.nhwc(i))
+    for sample in tqdm(samples, desc="TFLite percentile calibration", unit="img", disable=not progress):
+        interpreter.set_tensor(inp["index"], sample)
         interpreter.invoke()
         for index, (lo, hi) in ranges.items():
             if hi > lo:

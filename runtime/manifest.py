@@ -29,6 +29,10 @@ TARGETS = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
 PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
 INPUT_DTYPES = ("float32", "uint8", "int8")
 OUTPUT_DTYPES = ("float32", "float16", "uint8", "int8")
+# Artifacts for Android's detector APIs post-process in the graph with TFLite's own op; their outputs are
+# these four (boxes [1,K,4] ymin,xmin,ymax,xmax normalised to the input; classes, scores [1,K]; count [1]).
+IN_GRAPH_NMS = "TFLite_Detection_PostProcess"
+ANDROID_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 INTEGER_DTYPES = ("uint8", "int8")
 INFERENCE_PRECISIONS = ("f32", "f16", "bf16", None)
 # The parity-gate verdict a sidecar records (convert/manifest_writer.py: "not gated" until the gate has run).
@@ -305,6 +309,9 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
         num_anchors = int(generate_anchors(manifest["anchors"]).shape[0])
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"manifest field 'anchors' is malformed: {e!r}") from None
+    if in_graph_nms(manifest):
+        _check_in_graph_outputs(manifest)
+        return
     last_dims = (("logits", num_classes, "model.num_classes"), ("box_regression", 4, "4 (dx, dy, dw, dh)"))
     for out, last, last_name in last_dims:
         _get(manifest, f"outputs.{out}.name", str)
@@ -315,6 +322,34 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
             raise ManifestError(f"manifest field 'outputs.{out}.shape' {oshape} must have batch 1")
         _equal(f"outputs.{out}.shape[1]", oshape[1], "anchors (count from generate_anchors)", num_anchors)
         _equal(f"outputs.{out}.shape[2]", oshape[2], last_name, last)
+
+
+def in_graph_nms(manifest: dict[str, Any]) -> bool:
+    """True for an artifact whose graph ends in the detection op (Android's detector APIs need that form)."""
+    return isinstance(manifest.get("postprocess"), dict) and "in_graph" in manifest["postprocess"]
+
+
+def output_keys(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The manifest's output keys: the detection op's four outputs, or the raw logits and box deltas."""
+    return ANDROID_OUTPUTS if in_graph_nms(manifest) else ("logits", "box_regression")
+
+
+def _check_in_graph_outputs(manifest: dict[str, Any]) -> None:
+    _one_of(manifest, "artifact.target", ("tflite",))
+    _one_of(manifest, "postprocess.in_graph.op", (IN_GRAPH_NMS,))
+    thr = _get(manifest, "postprocess.in_graph.score_threshold", (int, float))
+    if not thr <= manifest["postprocess"]["score_threshold"]:
+        raise ManifestError(f"manifest field 'postprocess.in_graph.score_threshold' ({thr}) must not exceed "
+                            f"'postprocess.score_threshold' ({manifest['postprocess']['score_threshold']}): the "
+                            "graph would drop detections the threshold keeps")
+    k = _get(manifest, "postprocess.in_graph.max_detections", int)
+    shapes = {"detection_boxes": [1, k, 4], "detection_classes": [1, k], "detection_scores": [1, k],
+              "num_detections": [1]}
+    for out in ANDROID_OUTPUTS:
+        _get(manifest, f"outputs.{out}.name", str)
+        _one_of(manifest, f"outputs.{out}.dtype", ("float32",))
+        _equal(f"outputs.{out}.shape", _int_list(manifest, f"outputs.{out}.shape", len(shapes[out])),
+               f"the detection op's ({k} detections)", shapes[out])
 
 
 def _norm_shape(shape: Sequence[Any]) -> list[int | None]:
@@ -402,7 +437,7 @@ def check_against_backend(manifest: dict[str, Any], backend: Any) -> None:
         raise ManifestError(f"manifest field 'input': the artifact has {len(inputs)} inputs, expected 1")
     _check_tensor(manifest["input"], "input", inputs[0])
     outputs = {d[0]: d for d in backend.output_details()}
-    for key in ("logits", "box_regression"):
+    for key in output_keys(manifest):
         spec = manifest["outputs"][key]
         if spec["name"] not in outputs:
             raise ManifestError(f"manifest field 'outputs.{key}.name' ({spec['name']!r}) is not an output of the "

@@ -108,5 +108,34 @@ def _decode_nms(vals: np.ndarray, idx: np.ndarray, cls: np.ndarray, deltas: np.n
     return Detections(boxes[order].astype(np.float32), scores[order].astype(np.float32), cls[order].astype(np.int64))
 
 
+def from_detection_op(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray, count: np.ndarray,
+                      input_size: int, spec: dict[str, Any]) -> Detections:
+    """Detections in network-input pixels from ``TFLite_Detection_PostProcess``'s four outputs.
+
+    The op already decoded and suppressed (at its own, lower score threshold); here only the first
+    ``count`` rows are kept, boxes go from normalised (ymin, xmin, ymax, xmax) to input-pixel xyxy, and the
+    deployment ``score_threshold`` and ``max_detections`` of ``spec`` apply, as in :func:`postprocess`.
+    """
+    n = min(int(np.asarray(count).reshape(-1)[0]), int(np.asarray(scores).size))
+    if n <= 0:
+        return Detections.empty()
+    yxyx = np.asarray(boxes, np.float32).reshape(-1, 4)[:n] * np.float32(input_size)
+    xyxy = yxyx[:, [1, 0, 3, 2]]
+    probs = np.asarray(scores, np.float32).reshape(-1)[:n]
+    cls = np.asarray(classes).reshape(-1)[:n]
+    keep = np.isfinite(xyxy).all(axis=1) & np.isfinite(probs) & (probs > float(spec["score_threshold"]))
+    keep &= np.isfinite(cls)
+    xyxy, probs, cls = xyxy[keep], probs[keep], cls[keep].astype(np.int64)
+    order = np.argsort(-probs, kind="stable")[:int(spec["max_detections"])]
+    return Detections(xyxy[order], probs[order], cls[order])
+
+
+def at_threshold(dets: Detections, spec: dict[str, Any]) -> Detections:
+    """Detections found at a lower score threshold, cut to ``spec``'s threshold and count. Exact for greedy NMS:
+    a box below the threshold only ever suppresses boxes with lower scores, which the cut drops anyway."""
+    keep = np.flatnonzero(dets.scores > float(spec["score_threshold"]))[:int(spec["max_detections"])]
+    return Detections(dets.boxes[keep], dets.scores[keep], dets.class_ids[keep])
+
+
 DEFAULT_POSTPROCESS = {"score_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 100, "pre_nms_top_k": 5000}
 EVAL_POSTPROCESS = {"score_threshold": 0.05, "iou_threshold": 0.5, "max_detections": 100, "pre_nms_top_k": 5000}
