@@ -89,12 +89,14 @@ class MediapipeEngine:
         if not found:
             return Detections.empty()
         h, w = bgr.shape[:2]
-        boxes = np.array([[d.bounding_box.origin_x, d.bounding_box.origin_y,
-                           d.bounding_box.origin_x + d.bounding_box.width,
-                           d.bounding_box.origin_y + d.bounding_box.height] for d in found], np.float32)
+        # MediaPipe merges the op's detections that share a box (one anchor, several classes) into one
+        # Detection with several categories: each category is a detection of its own.
+        rows = [(d.bounding_box, c) for d in found for c in d.categories]
+        boxes = np.array([[b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height] for b, _ in rows],
+                         np.float32)
         boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
-        scores = np.array([d.categories[0].score for d in found], np.float32)
-        classes = np.array([self.class_names.index(d.categories[0].category_name) for d in found], np.int64)
+        scores = np.array([c.score for _, c in rows], np.float32)
+        classes = np.array([self.class_names.index(c.category_name) for _, c in rows], np.int64)
         order = np.argsort(-scores, kind="stable")
         return Detections(boxes[order], scores[order], classes[order])
 

@@ -171,9 +171,7 @@ def test_mediapipe_object_detector_loads_it_and_agrees_with_the_runtime(exported
         for mode in ("letterboxed square", "letterboxed non-square"):
             m = result["modes"][mode]
             assert m["runtime_detections"] > 0, (precision, mode)
-            # same tensor in: MediaPipe's detections are the runtime's, with their scores (int8: 1 of 345 differed
-            # on 120 images, kernels of two TFLite builds)
-            assert m["mediapipe_in_runtime"] >= 0.99, (precision, mode, m)
+            # same tensor in: the same detections with the same scores (int8: 1 of 375 differed on 120 images,
+            # the int8 kernels of two TFLite builds)
+            assert m["mediapipe_in_runtime"] >= 0.95 and m["runtime_in_mediapipe"] >= 0.95, (precision, mode, m)
             assert m["score_abs_diff_mean"] < 1e-3, (precision, mode, m)
-            # MediaPipe reports fewer (docs/ANDROID.md, "Measured"); the share is held where it was measured
-            assert m["runtime_in_mediapipe"] >= 0.85, (precision, mode, m)
