@@ -104,6 +104,28 @@ class MediapipeEngine:
         self._detector.close()
 
 
+class MediapipeTimed:
+    """MediaPipe's ObjectDetector as a bench row (``runtime.bench.Timed``): the app-side letterbox (the
+    runtime's pre-processing of the ``-android`` manifest, what docs/ANDROID.md's Kotlin does), MediaPipe's
+    ``detect`` (its own tensor conversion, inference and detection decoding), then boxes back to the frame."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self.engine = MediapipeEngine(detector.model_path, detector.class_names,
+                                      float(detector.post_spec["score_threshold"]))
+
+    def timed(self, image: np.ndarray) -> tuple[Detections, dict[str, float]]:
+        t0 = time.perf_counter()
+        x, box = self.detector.preprocess_image(image)
+        frame = np.ascontiguousarray(np.asarray(x[0] if x.dtype == np.uint8 else np.round(x[0]), np.uint8)[:, :, ::-1])
+        t1 = time.perf_counter()
+        found = self.engine.detect(frame)
+        t2 = time.perf_counter()
+        dets = box_to_image(found, box)
+        t3 = time.perf_counter()
+        return dets, {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3, "post_ms": (t3 - t2) * 1e3}
+
+
 @dataclass
 class _Tally:
     images: int = 0
@@ -271,11 +293,17 @@ def main(argv: list[str] | None = None) -> int:
 
     dataset = load_dataset(args.data, args.split)
     images = [r.path for r in dataset.records[: args.max_images]]
+    from runtime.manifest import ManifestError
+
     results = []
     for model in args.models:
         print(f"[android-check] {model}: MediaPipe {mediapipe_version()} vs runtime on {len(images)} images",
               file=sys.stderr, flush=True)
-        results.append(compare(model, images))
+        try:
+            results.append(compare(model, images))
+        except (ManifestError, ValueError, OSError) as e:
+            print(f"error: {model}: {e}", file=sys.stderr)
+            return 2
     doc = {"command": "python -m benchmarks.android_mediapipe " + " ".join(argv if argv is not None else sys.argv[1:]),
            "mediapipe": mediapipe_version(), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
            "data": f"{args.data} [{args.split}]", "images": len(images),

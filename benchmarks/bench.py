@@ -28,6 +28,7 @@ from runtime.detector import Detector
 from runtime.fileio import atomic_write_json
 from runtime.preprocess import read_image
 
+from .android_mediapipe import MediapipeTimed, mediapipe_version
 from .bench_output import write_outputs
 from .exports import PRECISIONS, ExportError, ensure_exports
 from .goals import check_goals
@@ -89,7 +90,23 @@ def _footprint(cmd: list[str]) -> dict[str, float]:
     return {"load_ms": row["load_ms"], "rss_mb": row["rss_mb"]}
 
 
+def _row_name(entry: dict[str, Any]) -> str:
+    return "-".join(filter(None, (entry["target"], entry["precision"], entry.get("flavour"))))
+
+
+def _mediapipe_row(runner: MediapipeTimed, name: str) -> dict[str, Any]:
+    """The artifact's row fields with MediaPipe as the engine. Accuracy is left unmeasured: the gate ran the
+    file through the runtime (MediaPipe's detections on the same tensor: results/android-mediapipe.md)."""
+    row = artifact_row(runner.detector, name)
+    row.update(backend=f"mediapipe {mediapipe_version()} ObjectDetector", engine="mediapipe",
+               inference_precision=None)
+    return row
+
+
 def _accuracy(row: dict[str, Any], entry: dict[str, Any] | None, map_ref: float) -> None:
+    if row.get("engine") == "mediapipe":
+        row.update(map=None, map_delta=None, det_match=None, gate_passed=None)
+        return
     if entry is None:
         row.update(map=map_ref, map_delta=0.0, det_match=1.0, gate_passed=None)
         return
@@ -117,7 +134,7 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
             macs: float) -> dict[str, Any]:
     entries = [a for a in report["artifacts"] if a["target"] in args.target_list
                and a["precision"] in args.precision_list]
-    entries.sort(key=lambda a: (TARGETS.index(a["target"]), PRECISIONS.index(a["precision"])))
+    entries.sort(key=lambda a: (TARGETS.index(a["target"]), PRECISIONS.index(a["precision"]), a.get("flavour", "")))
     fp32_onnx = next(a for a in report["artifacts"] if a["target"] == "onnx" and a["precision"] == "fp32")
     rows: list[dict[str, Any]] = []
     profile: dict[str, Any] = {}
@@ -128,21 +145,33 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
         detectors: dict[str, Detector] = {}
         runners.append(Detector(fp32_onnx["path"], threads=threads, backend_options={"allow_spinning": True}))
         names.append("onnxruntime-fp32")
+        by_name: dict[str, dict[str, Any]] = {}
         for e in entries:
             det = Detector(e["path"], threads=threads)
-            name = f"{e['target']}-{e['precision']}"
+            name = _row_name(e)
             detectors[name] = det
+            by_name[name] = e
             runners.append(det)
             names.append(name)
+            if e.get("flavour") == "android":  # the same file in the engine Android runs
+                runners.append(MediapipeTimed(det))
+                names.append(f"{name}-mediapipe")
         samples = interleaved_samples(runners, images, args.runs, args.warmup, desc=f"timing {threads}T")
         for name, runner, s in zip(names, runners, samples):
-            row = runner.row() if isinstance(runner, TorchDetector) else artifact_row(runner, name)
+            if isinstance(runner, MediapipeTimed):
+                row = _mediapipe_row(runner, name)
+            else:
+                row = runner.row() if isinstance(runner, TorchDetector) else artifact_row(runner, name)
             if name == "onnxruntime-fp32":
                 row.update(target="onnxruntime", backend="onnxruntime (default session options)")
             row.update(summarize(s), threads=threads, baseline=name in ("torch-fp32", "onnxruntime-fp32"),
                        device="build machine")
-            entry = next((e for e in entries if f"{e['target']}-{e['precision']}" == name), None)
-            _accuracy(row, fp32_onnx if name == "onnxruntime-fp32" else entry, report["map_ref"])
+            entry = by_name.get(name)
+            if entry is not None and entry.get("flavour"):
+                row.update(flavour=entry["flavour"], threads_used=1)  # the runtime runs the detection op on one
+            if isinstance(runner, MediapipeTimed):
+                row.update(flavour="android", threads_used=None)  # MediaPipe's Python API sets no thread count
+            _accuracy(row, fp32_onnx if name == "onnxruntime-fp32" else by_name.get(name), report["map_ref"])
             rows.append(row)
         this = [r for r in rows if r["threads"] == threads]
         for row in this:
@@ -154,6 +183,8 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
         del runners, detectors
     _log("measuring load time and peak memory, one fresh process per row")
     for row in rows:
+        if row.get("engine") == "mediapipe":
+            continue  # `python -m runtime bench` cannot load MediaPipe: no fresh-process footprint for this row
         if row["name"] == "torch-fp32":
             cmd = ["-m", "benchmarks.torch_baseline", "--ckpt", str(ckpt), "--manifest-of", fp32_onnx["path"],
                    "--threads", str(row["threads"])]

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from convert.android_export import PRECISIONS as ANDROID_PRECISIONS
 from runtime.fileio import file_sha256
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
@@ -47,11 +48,13 @@ def _intact(artifact: dict[str, Any]) -> bool:
     return path.is_file() and artifact.get("sha256") == file_sha256(path)
 
 
-def _pairs(report: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(a["target"], a["precision"]) for a in report.get("artifacts", []) if _intact(a) and current_recipe(a)}
+def _pairs(report: dict[str, Any]) -> set[tuple[str, ...]]:
+    """``(target, precision)`` of each intact artifact, ``(target, precision, flavour)`` of a flavoured one."""
+    return {(a["target"], a["precision"], *((a["flavour"],) if a.get("flavour") else ()))
+            for a in report.get("artifacts", []) if _intact(a) and current_recipe(a)}
 
 
-def reusable(out: Path, ckpt: Path, input_size: int, wanted: set[tuple[str, str]]) -> dict[str, Any] | None:
+def reusable(out: Path, ckpt: Path, input_size: int, wanted: set[tuple[str, ...]]) -> dict[str, Any] | None:
     """The existing report in ``out`` if it covers ``wanted`` for this checkpoint and size, else None."""
     path = out / "report.json"
     if not path.is_file():
@@ -72,7 +75,10 @@ def ensure_exports(out: Path, ckpt: Path, input_size: int, data: str, targets: l
     if unknown:
         raise ExportError(f"unknown precisions {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
     targets = sorted(set(targets) | {"onnx"})
-    wanted = {(t, p) for t in targets for p in precisions} | {("onnx", "fp32")}
+    wanted: set[tuple[str, ...]] = {(t, p) for t in targets for p in precisions} | {("onnx", "fp32")}
+    # the Android TFLite (MediaPipe's form) of each float/int8 TFLite, so MediaPipe gets a row beside the runtime
+    android = {("tflite", p, "android") for p in precisions if "tflite" in targets and p in ANDROID_PRECISIONS}
+    wanted |= android
     report = reusable(out, ckpt, input_size, wanted)
     if report is not None:
         log(f"reusing the artifacts in {out} (same checkpoint sha256 and input size)")
@@ -84,6 +90,8 @@ def ensure_exports(out: Path, ckpt: Path, input_size: int, data: str, targets: l
            "--out", str(out), "--no-sensitivity"]
     if calib:
         cmd += ["--calib", calib]
+    if android:
+        cmd.append("--android")
     if "int8-qat" in precisions:
         cmd += ["--qat", "--qat-epochs", str(qat_epochs)]
     log("exporting: " + " ".join(cmd[1:]))

@@ -124,14 +124,21 @@ def _jpeg(image: np.ndarray, width: int = 360) -> bytes:
     return buf.tobytes()
 
 
+def _num(value: float | None, spec: str) -> str:
+    """``value`` formatted, or "–" where it was not measured (an artifact with detections out has no raw-output
+    error; an exact one no SNR)."""
+    return "–" if value is None else format(value, spec)
+
+
 def parity_table(report: dict[str, Any]) -> tuple[Table, list[str]]:
     headers = ["target", "precision", "size MB", "rel err", "SNR dB", "det match (both ways)", "mAP",
                "ΔmAP pts", "gate"]
     cells, classes = [], []
     for a in report["artifacts"]:
         p = a["parity"]
-        cells.append([a["target"], a["precision"], f"{a['size_bytes'] / 1e6:.2f}", f"{p['rel_err']:.2e}",
-                      f"{p['snr_db']:.1f}", f"{p['det_match']:.1%} / {p['det_match_reverse']:.1%}",
+        cells.append([" ".join(filter(None, (a["target"], a.get("flavour")))), a["precision"],
+                      f"{a['size_bytes'] / 1e6:.2f}", _num(p["rel_err"], ".2e"), _num(p["snr_db"], ".1f"),
+                      f"{p['det_match']:.1%} / {p['det_match_reverse']:.1%}",
                       f"{p['map']:.4f}", f"{p['map_delta'] * 100:+.2f}", "pass" if a["gate"]["passed"] else "FAIL"])
         classes.append("" if a["gate"]["passed"] else "fail")
     return (headers, cells), classes
@@ -146,7 +153,8 @@ def detection_grid(report: dict[str, Any], images: list[Path], ckpt: Path | None
 
         fp32 = next((a for a in arts if a["precision"] == "fp32"), arts[0])
         columns.append(("PyTorch fp32 (reference)", TorchDetector(ckpt, fp32["path"], threads=2)))
-    columns += [(f"{a['target']} {a['precision']}", Detector(a["path"], threads=2)) for a in arts]
+    columns += [(" ".join(filter(None, (a["target"], a["precision"], a.get("flavour")))),
+                 Detector(a["path"], threads=2)) for a in arts]
     if not columns or not images:
         return "<p>No artifacts or images available here to draw.</p>"
     blocks = []

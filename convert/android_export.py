@@ -236,4 +236,4 @@ def export_android(saved_model: str | Path, onnx_path: str | Path, config: Model
     atomic_write_bytes(out_path, data)
     sha = file_sha256(out_path)
     sidecar = write_manifest(out_path, manifest, sha)
-    return Artifact("tflite", precision, out_path, sidecar, sha, out_path.stat().st_size)
+    return Artifact("tflite", precision, out_path, sidecar, sha, out_path.stat().st_size, flavour="android")

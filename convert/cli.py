@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default percentile), openvino=mixed|performance|minmax|quantile (default mixed), "
                    "tflite=minmax|percentile (default percentile)")
     p.add_argument("--android", action="store_true",
-                   help="with --target tflite: also write <name>-<precision>-android.tflite (fp32, int8) for Android's "
-                   "detector APIs (MediaPipe ObjectDetector, TFLite Task Library): pixels in, post-processing in the "
-                   "graph, MediaPipe metadata; gated like the others (docs/ANDROID.md)")
+                   help="with the tflite target: also write <name>-<precision>-android.tflite (fp32, int8) for "
+                   "Android's detector APIs (MediaPipe ObjectDetector, TFLite Task Library): pixels in, "
+                   "post-processing in the graph, MediaPipe metadata; gated like the others (docs/ANDROID.md)")
     p.add_argument("--io-dtype", default="int8", choices=["int8", "uint8"], help="TFLite int8 input/output type "
                    "(uint8 for the Edge TPU)")
     p.add_argument("--float-layers", type=int, default=0, metavar="K",
@@ -340,8 +340,8 @@ def run(args: argparse.Namespace) -> int:
     from .parity import original_coords, run_parity
     from .report import parity_image, write_interrupted_report, write_report
 
-    if args.android and (targets != ["tflite"] or not {"fp32", "int8"} & set(precisions)):
-        raise UsageError("--android (ANDROID=1) needs --target tflite and --precision fp32, int8 or all")
+    if args.android and ("tflite" not in targets or not {"fp32", "int8"} & set(precisions)):
+        raise UsageError("--android (ANDROID=1) needs --target tflite (or all) and --precision fp32, int8 or all")
     if args.qat and "int8" not in precisions:
         raise UsageError("--qat (QAT=1) needs --precision int8 or all")
     if "int8" in precisions:

@@ -108,7 +108,8 @@ def summarize(samples: np.ndarray) -> dict[str, Any]:
 def artifact_row(det: Detector, name: str | None = None) -> dict[str, Any]:
     """The fields of a result row that describe the artifact rather than its timing."""
     art = det.manifest["artifact"]
-    return {"name": name or f"{art['target']}-{art['precision']}", "target": art["target"],
+    default = "-".join(filter(None, (art["target"], art["precision"], art.get("flavour"))))
+    return {"name": name or default, "target": art["target"],
             "precision": art["precision"], "backend": det.backend.name,
             "inference_precision": det.backend.precision, "threads": det.threads, "model": str(det.model_path),
             "sha256": art.get("sha256"), "source_sha256": art.get("edgetpu_compiled_from_sha256"),

@@ -99,6 +99,16 @@ def test_android_needs_the_tflite_target() -> None:
     assert "--android" in proc.stderr and "--target tflite" in proc.stderr
 
 
+def test_android_check_refuses_a_file_without_the_detection_op(tflite_models: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.android_mediapipe", str(tflite_models["float"]),
+                           "--max-images", "2", "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "not an Android TFLite" in proc.stderr and "ANDROID=1" in proc.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """fp32 and int8 of the default D0 with the Android flavour, gated on 24 images (16 calibration images), with
