@@ -80,7 +80,8 @@ class Detector:
     Safe to share between threads (a camera thread and a UI thread may call one instance): onnxruntime
     sessions are thread-safe, OpenVINO gets one infer request per thread, a TFLite interpreter is locked.
 
-    ``threads``: CPU threads for the backend (default: all this process may use; at most 4 per CPU).
+    ``threads``: CPU threads for the backend (default: all this process may use; at most 4 per CPU); an
+    ``-android`` TFLite (detection op in its graph) always runs on one, see below.
     ``score_threshold`` overrides the manifest's. ``edgetpu`` loads the Coral delegate (TFLite only).
     ``backend_options`` go to the backend (e.g. ``{"allow_spinning": True}`` for onnxruntime).
     """
