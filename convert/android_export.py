@@ -40,7 +40,7 @@ from calib_data import CalibrationSet
 from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME
-from quantize.tflite_int8 import convert_full_int8
+from quantize.tflite_int8 import Batches, convert_full_int8
 from runtime.anchors import anchor_spec_from_config, generate_anchors
 from runtime.fileio import atomic_write_bytes, make_temp_dir
 from runtime.manifest import ANDROID_OUTPUTS, IN_GRAPH_NMS
@@ -123,14 +123,19 @@ def _graph(tf: Any, signature: Any, in_key: str, mapping: dict[str, str], config
     return serve.get_concrete_function()
 
 
-def pixel_calibration(calib: CalibrationSet, config: ModelConfig) -> list[np.ndarray]:
-    """The calibration images back in RGB pixels, plus one black and one white frame so the input range is
-    exactly 0-255 (scale 1, zero point 0 on a uint8 input)."""
+def pixel_calibration(calib: CalibrationSet, config: ModelConfig) -> Batches:
+    """The calibration images back in RGB pixels (the set stores them normalised), then one black and one white
+    frame so the input range is exactly 0-255 (scale 1, zero point 0 on a uint8 input)."""
     mean = np.asarray(config.preprocess.mean, np.float32)
     std = np.asarray(config.preprocess.std, np.float32)
-    size = config.input_size
-    images = [np.clip(calib.nhwc(i) * std + mean, 0.0, 255.0).astype(np.float32) for i in range(len(calib))]
-    return images + [np.zeros((1, size, size, 3), np.float32), np.full((1, size, size, 3), 255.0, np.float32)]
+    size, count = config.input_size, len(calib)
+
+    def make(i: int) -> np.ndarray:
+        if i >= count:
+            return np.full((1, size, size, 3), 0.0 if i == count else 255.0, np.float32)
+        return np.clip(calib.nhwc(i) * std + mean, 0.0, 255.0).astype(np.float32)
+
+    return Batches(make, count + 2)
 
 
 def android_tflite(saved_model: str | Path, onnx_path: str | Path, config: ModelConfig, precision: str,

@@ -19,7 +19,7 @@ symmetric min-max and the model input keeps its range (it is the normalised imag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,9 +33,24 @@ PERCENTILE = 99.999  # share of each tensor's calibration values kept inside its
 HISTOGRAM_BINS = 4096
 
 
-def _samples(calib: CalibrationSet) -> Sequence[np.ndarray]:
-    """The calibration set as the ``[1, S, S, 3]`` batches the converter and the interpreter take."""
-    return [calib.nhwc(i) for i in range(len(calib))]
+class Batches(Sequence[np.ndarray]):
+    """``[1, S, S, 3]`` model inputs made one at a time by ``make(i)``: a calibration set is memory-mapped, and
+    200 images at 512 px held at once would be 630 MB."""
+
+    def __init__(self, make: Callable[[int], np.ndarray], count: int) -> None:
+        self._make, self._count = make, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        if not 0 <= i < self._count:
+            raise IndexError(i)
+        return self._make(i)
+
+    @staticmethod
+    def of(calib: CalibrationSet) -> Batches:
+        return Batches(calib.nhwc, len(calib))
 
 
 def configure_full_int8(converter: Any, tf: Any, samples: Sequence[np.ndarray], io_dtype: str = "int8",
@@ -59,7 +74,7 @@ def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[
     set, or its images already as the model's ``[1, S, S, 3]`` inputs)."""
     if method not in METHODS:
         raise ValueError(f"TFLite calibration method must be one of {METHODS}, got {method!r}")
-    samples = _samples(calib) if isinstance(calib, CalibrationSet) else list(calib)
+    samples = Batches.of(calib) if isinstance(calib, CalibrationSet) else calib
     configure_full_int8(converter, tf, samples, io_dtype, float_outputs)
     if method == "minmax":
         return converter.convert()
