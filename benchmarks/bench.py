@@ -167,11 +167,11 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
             row.update(summarize(s), threads=threads, baseline=name in ("torch-fp32", "onnxruntime-fp32"),
                        device="build machine")
             entry = by_name.get(name)
-            if entry is not None and entry.get("flavour"):
-                row.update(flavour=entry["flavour"], threads_used=1)  # the runtime runs the detection op on one
             if isinstance(runner, MediapipeTimed):
                 row.update(flavour="android", threads_used=None)  # MediaPipe's Python API sets no thread count
-            _accuracy(row, fp32_onnx if name == "onnxruntime-fp32" else by_name.get(name), report["map_ref"])
+            elif entry is not None and entry.get("flavour"):
+                row.update(flavour=entry["flavour"], threads_used=runner.threads)  # the detection op: one thread
+            _accuracy(row, fp32_onnx if name == "onnxruntime-fp32" else entry, report["map_ref"])
             rows.append(row)
         this = [r for r in rows if r["threads"] == threads]
         for row in this:

@@ -12,10 +12,11 @@ What those APIs need and how this file meets it (measured in ``results/android-m
 * **Detections out, in float.** The post-processing is TFLite's own ``TFLite_Detection_PostProcess`` op
   (the 4-output form: boxes, classes, scores, count), which Android's APIs run natively. It decodes
   exactly the project's box coding (``delta_xywh`` with unit scales; only the deltas' order is swapped
-  to its ``ty, tx, th, tw``), takes sigmoid scores, and runs per-class ("regular") NMS like the runtime.
+  to its ``ty, tx, th, tw``; it lacks the runtime's clamp of absurd size deltas), takes sigmoid scores,
+  and runs per-class ("regular") NMS like the runtime.
   Its outputs are float even in an int8 model, which those APIs require.
   Chosen over the 2-output "without NMS" form, whose anchors and decoding live in the metadata, because
-  the in-graph op is executed identically by every TFLite host (the runtime, MediaPipe, the Task Library,
+  the in-graph op is executed by every TFLite host (the runtime, MediaPipe, the Task Library,
   a plain interpreter), so the parity gate measures the very thing the phone runs; the 2-output form is
   decoded only by MediaPipe's own calculators, which this project's runtime cannot run.
 * **Eval-level detections.** The op keeps boxes down to the evaluation score threshold (0.05, at most 100),
@@ -47,7 +48,8 @@ from runtime.manifest import ANDROID_OUTPUTS, IN_GRAPH_NMS
 from runtime.postprocess import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS
 
 from .manifest_writer import Artifact, build_manifest, remove_stale_sidecar, tensor_spec, write_manifest
-from .tflite_export import TfliteExportError, _identify_outputs, _import_tf
+from .tensorflow_import import import_tensorflow
+from .tflite_export import TfliteExportError, identify_outputs
 
 ANDROID_SUFFIX = "-android.tflite"
 PRECISIONS = ("fp32", "int8")
@@ -96,8 +98,8 @@ def center_size_anchors(config: ModelConfig) -> np.ndarray:
 
 def _graph(tf: Any, signature: Any, in_key: str, mapping: dict[str, str], config: ModelConfig,
            iou_threshold: float) -> Any:
-    """A concrete function: RGB pixels ``[1,S,S,3]`` -> the op's four outputs, keyed so that TFLite's output
-    order (sorted keys) is MediaPipe's: boxes, classes, scores, count."""
+    """A concrete function: RGB pixels ``[1,S,S,3]`` -> the op's four outputs under the signature names
+    (:func:`order_outputs` then puts them in the order MediaPipe reads)."""
     size = config.input_size
     mean = tf.constant(np.asarray(config.preprocess.mean, np.float32).reshape(1, 1, 1, 3))
     inv_std = tf.constant((1.0 / np.asarray(config.preprocess.std, np.float64)).astype(np.float32).reshape(1, 1, 1, 3))
@@ -140,17 +142,17 @@ def pixel_calibration(calib: CalibrationSet, config: ModelConfig) -> Batches:
 
 def android_tflite(saved_model: str | Path, onnx_path: str | Path, config: ModelConfig, precision: str,
                    calib: CalibrationSet | None = None, calib_method: str = "percentile",
-                   iou_threshold: float = 0.5) -> bytes:
+                   iou_threshold: float = float(DEFAULT_POSTPROCESS["iou_threshold"])) -> bytes:
     """The flatbuffer (outputs in Android's order, no metadata yet): float32 pixels in for fp32; for int8 uint8
     pixels in, every op int8 up to the detection op, calibrated by ``calib_method`` on ``calib``."""
     if precision not in PRECISIONS:
         raise ValueError(f"the Android TFLite is made in {PRECISIONS}, got {precision!r}")
     if precision == "int8" and calib is None:
         raise ValueError("the int8 Android TFLite needs a calibration set")
-    tf = _import_tf()
+    tf = import_tensorflow()
     loaded = tf.saved_model.load(str(saved_model))
     signature = loaded.signatures["serving_default"]
-    in_key, mapping = _identify_outputs(signature, Path(onnx_path), config.input_size)
+    in_key, mapping = identify_outputs(signature, Path(onnx_path), config.input_size)
     concrete = _graph(tf, signature, in_key, mapping, config, iou_threshold)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
     converter.allow_custom_ops = True  # the detection op is a custom op that every TFLite runtime ships

@@ -166,7 +166,7 @@ def _import_tf() -> Any:
     return import_tensorflow()
 
 
-def _identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple[str, dict[str, str]]:
+def identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple[str, dict[str, str]]:
     """(SavedModel input key, {onnx output name: SavedModel output key}) matched by shape, then by value."""
     tf = _import_tf()
     inputs = signature.structured_input_signature[1]
@@ -202,7 +202,7 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
     tf = _import_tf()
     loaded = tf.saved_model.load(str(saved_model))
     signature = loaded.signatures["serving_default"]
-    in_key, mapping = _identify_outputs(signature, Path(onnx_path), input_size)
+    in_key, mapping = identify_outputs(signature, Path(onnx_path), input_size)
 
     @tf.function(input_signature=[tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name=INPUT_NAME)])
     def serve(images: Any) -> dict[str, Any]:
