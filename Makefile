@@ -244,8 +244,11 @@ device-check: $(STAMP)
 
 # MediaPipe's ObjectDetector (the engine Android runs) against the runtime on -android.tflite files
 # (make export TARGET=tflite ANDROID=1) -> results/android-mediapipe.{json,md}; docs/ANDROID.md.
+android_models = $(or $(MODELS),$(wildcard exports/d0/*-android.tflite))
 android-check: $(STAMP)
-	$(PY) -m benchmarks.android_mediapipe $(or $(MODELS),$(wildcard exports/d0/*-android.tflite)) --data "$(DATA)"
+	@[ -n "$(android_models)" ] || { echo "error: no -android.tflite in exports/d0: run make export TARGET=tflite \
+	PRECISION=fp32,int8 ANDROID=1, or pass MODELS=" >&2; exit 2; }
+	$(PY) -m benchmarks.android_mediapipe $(android_models) --data "$(DATA)"
 
 report: $(STAMP)
 	$(PY) -m benchmarks.html_report --bench $(BENCH_OUT)/results.json $(if $(REPORT),--report $(REPORT),) \
