@@ -123,15 +123,14 @@ def from_detection_op(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray
     xyxy = yxyx[:, [1, 0, 3, 2]]
     probs = np.asarray(scores, np.float32).reshape(-1)[:n]
     cls = np.asarray(classes).reshape(-1)[:n]
-    keep = np.isfinite(xyxy).all(axis=1) & np.isfinite(probs) & (probs > float(spec["score_threshold"]))
-    keep &= np.isfinite(cls)
-    xyxy, probs, cls = xyxy[keep], probs[keep], cls[keep].astype(np.int64)
-    order = np.argsort(-probs, kind="stable")[:int(spec["max_detections"])]
-    return Detections(xyxy[order], probs[order], cls[order])
+    keep = np.isfinite(xyxy).all(axis=1) & np.isfinite(probs) & np.isfinite(cls)
+    order = np.flatnonzero(keep)[np.argsort(-probs[keep], kind="stable")]
+    return at_threshold(Detections(xyxy[order], probs[order], cls[order].astype(np.int64)), spec)
 
 
 def at_threshold(dets: Detections, spec: dict[str, Any]) -> Detections:
-    """Detections found at a lower score threshold, cut to ``spec``'s threshold and count. Exact for greedy NMS:
+    """Detections (sorted by score) found at a lower score threshold, cut to ``spec``'s threshold and count.
+    Exact for greedy NMS:
     a box below the threshold only ever suppresses boxes with lower scores, which the cut drops anyway."""
     keep = np.flatnonzero(dets.scores > float(spec["score_threshold"]))[:int(spec["max_detections"])]
     return Detections(dets.boxes[keep], dets.scores[keep], dets.class_ids[keep])
