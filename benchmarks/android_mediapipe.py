@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ if str(ROOT) not in sys.path:
 from convert.parity import match_pairs, pair_iou  # noqa: E402
 from runtime.postprocess import Detections, at_threshold  # noqa: E402
 from runtime.preprocess import read_image  # noqa: E402
+
+if TYPE_CHECKING:
+    from runtime.detector import Detector
 
 MODES = ("letterboxed", "padded", "as-is")
 MATCH_IOU = 0.5
@@ -176,8 +179,9 @@ def _found_below(side: Detections, other_low: Detections, pairs: list[tuple[int,
     return len(match_pairs(sub, other_low, MATCH_IOU))
 
 
-def compare(path: str | Path, images: list[str]) -> dict[str, Any]:
-    """Runtime vs MediaPipe on ``path`` (an ``-android.tflite``) over ``images``, per mode and image shape."""
+def open_android(path: str | Path) -> Detector:
+    """The runtime's detector on ``path``; ValueError when it is not an ``-android.tflite`` (checked before any data
+    is read, so a wrong file is refused at once)."""
     import warnings
 
     from runtime.detector import Detector, UngatedArtifactWarning
@@ -188,6 +192,12 @@ def compare(path: str | Path, images: list[str]) -> dict[str, Any]:
     if not detector.in_graph_nms:
         raise ValueError(f"{path} is not an Android TFLite (no detection op in its graph); export one with "
                          "`make export TARGET=tflite ANDROID=1`")
+    return detector
+
+
+def compare(path: str | Path, images: list[str], detector: Detector | None = None) -> dict[str, Any]:
+    """Runtime vs MediaPipe on ``path`` (an ``-android.tflite``) over ``images``, per mode and image shape."""
+    detector = detector or open_android(path)
     spec = detector.post_spec
     low = dict(spec, score_threshold=float(detector.manifest["postprocess"]["in_graph"]["score_threshold"]))
     engine = MediapipeEngine(Path(path), detector.class_names, low["score_threshold"])
@@ -289,21 +299,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "results/android-mediapipe"), help="results path without suffix")
     args = p.parse_args(argv)
     from efficientdet.data import load_dataset
+    from efficientdet.data.records import DatasetError
+    from efficientdet.data.synthetic import resolve_dataset
     from runtime.fileio import atomic_write_bytes, atomic_write_json
-
-    dataset = load_dataset(args.data, args.split)
-    images = [r.path for r in dataset.records[: args.max_images]]
     from runtime.manifest import ManifestError
 
-    results = []
+    detectors = {}
     for model in args.models:
-        print(f"[android-check] {model}: MediaPipe {mediapipe_version()} vs runtime on {len(images)} images",
-              file=sys.stderr, flush=True)
         try:
-            results.append(compare(model, images))
+            detectors[model] = open_android(model)
         except (ManifestError, ValueError, OSError) as e:
             print(f"error: {model}: {e}", file=sys.stderr)
             return 2
+    try:
+        dataset = load_dataset(resolve_dataset(args.data), args.split)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    images = [r.path for r in dataset.records[: args.max_images]]
+    results = []
+    for model, detector in detectors.items():
+        print(f"[android-check] {model}: MediaPipe {mediapipe_version()} vs runtime on {len(images)} images",
+              file=sys.stderr, flush=True)
+        results.append(compare(model, images, detector))
     doc = {"command": "python -m benchmarks.android_mediapipe " + " ".join(argv if argv is not None else sys.argv[1:]),
            "mediapipe": mediapipe_version(), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
            "data": f"{args.data} [{args.split}]", "images": len(images),

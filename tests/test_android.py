@@ -101,8 +101,10 @@ def test_android_needs_the_tflite_target() -> None:
 
 def test_android_check_refuses_a_file_without_the_detection_op(tflite_models: dict[str, Path],
                                                                 tmp_path: Path) -> None:
+    """The file is refused before any data is read: the dataset named here does not exist."""
     proc = subprocess.run([sys.executable, "-m", "benchmarks.android_mediapipe", str(tflite_models["float"]),
-                           "--max-images", "2", "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True,
+                           "--max-images", "2", "--data", str(tmp_path / "no-such-dataset"),
+                           "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "not an Android TFLite" in proc.stderr and "ANDROID=1" in proc.stderr
