@@ -9,6 +9,7 @@ inputs than the device sees gives wrong ranges without any error; an array whose
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -177,16 +178,23 @@ def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200,
                 root: str | Path = DEFAULT_ROOT) -> CalibrationSet:
     """The set for ``data``'s training split at this preprocessing, built on first use (so every command
     works on a fresh machine) and rebuilt if it was made for another preprocessing. Its folder is keyed
-    on the split's content (:func:`dataset_key`), not on the dataset folder's name."""
+    on the split's content (:func:`dataset_key`), not on the dataset folder's name.
+
+    Two commands that need the same set at once (two exports side by side, the test suite's parallel
+    modules) take turns through a lock file beside it: without it the second deleted the set the first had
+    just published and was reading."""
     from efficientdet.data.loader import load_dataset
 
     dataset = load_dataset(data, "train", verify_images=False)
     path = default_set_path(dataset, data, preprocess_spec["input_size"], root)
-    if path.is_dir():
-        existing = load_calibration_set(path)
-        try:
-            existing.check_preprocess(preprocess_spec)
-            return existing
-        except CalibrationError:
-            pass
-    return build_calibration_set(dataset, preprocess_spec, path, n=n, seed=seed, source=str(data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_dir():
+            existing = load_calibration_set(path)
+            try:
+                existing.check_preprocess(preprocess_spec)
+                return existing
+            except CalibrationError:
+                pass
+        return build_calibration_set(dataset, preprocess_spec, path, n=n, seed=seed, source=str(data))

@@ -118,3 +118,26 @@ def test_calib_cli_refuses_a_foreign_dataset_without_a_checkpoint(data: Path,
 
     assert main(["--data", str(data), "--n", "4"]) == 2
     assert "CKPT= is required" in capsys.readouterr().err
+
+
+def _default_set_worker(data: str, root: str, start: float) -> str:
+    import time
+
+    from calib_data.store import default_set
+
+    time.sleep(max(0.0, start - time.time()))
+    return default_set(data, SPEC, n=30, root=root).manifest["images_sha256"]
+
+
+def test_commands_needing_the_same_default_set_at_once_all_get_it(data: Path, tmp_path: Path) -> None:
+    """Two exports (or two test modules) building the default set at once: the later one deleted the set the
+    earlier had just published, or failed renaming onto it."""
+    import multiprocessing
+    import time
+
+    start = time.time() + 3.0
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        hashes = pool.starmap(_default_set_worker, [(str(data), str(tmp_path / "sets"), start)] * 4)
+    assert len(set(hashes)) == 1
+    sets = [p for p in (tmp_path / "sets").iterdir() if not p.name.endswith(".lock")]
+    assert len(sets) == 1 and load_calibration_set(sets[0]).manifest["images_sha256"] == hashes[0]
