@@ -55,7 +55,7 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
-	@echo "make test                       run the whole test suite (what CI runs; ~30 min on 2 cores)"
+	@echo "make test [JOBS=2]              run the whole test suite (what CI runs), JOBS modules at a time"
 	@echo "make test-quick                 the tests not marked slow (minutes; for development)"
 	@echo "make summary PHI=0 [VARIANT=d|lite] [NUM_CLASSES=90]"
 	@echo "make train PHI=0 DATA=<dir|json> [VARIANT=d|lite] [EPOCHS=50] [BATCH=8] [OUT=runs/NAME] [INPUT_SIZE=]"
@@ -98,13 +98,14 @@ $(STAMP):
 
 setup: $(STAMP)
 
-# Both run pytest through tests/suite.py: if a native library kills pytest, it still prints which test
-# died and by which signal. test-quick leaves out the tests marked slow (conversions, trainings, benchmarks).
+# Both run pytest through tests/suite.py: a process per module, JOBS modules at a time (default: the CPU
+# cores, at most 2); if a native library kills pytest, it still prints which test died and by which signal.
+# test-quick leaves out the tests marked slow (conversions, trainings, benchmarks).
 test: $(STAMP)
-	$(PY) -m tests.suite -q --durations=15
+	$(PY) -m tests.suite $(if $(JOBS),-j $(JOBS),) -q --durations=15
 
 test-quick: $(STAMP)
-	$(PY) -m tests.suite -q -m "not slow"
+	$(PY) -m tests.suite $(if $(JOBS),-j $(JOBS),) -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -41,3 +43,36 @@ def test_a_normal_run_passes_pytest_status_through(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "tests.suite", "-q", "-p", "no:cacheprovider", str(failing)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "1 failed, 1 passed" in proc.stdout and "CRASH" not in proc.stdout
+
+
+def test_modules_run_side_by_side_and_a_crash_costs_only_its_own(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Two workers: each of the first two modules waits until the other has started (so they did run at the same
+    time, whatever the machine's load); the third crashes; every outcome is still counted and named."""
+    from tests.suite import run_modules
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    waiting = textwrap.dedent("""
+        import time
+        from pathlib import Path
+
+        def test_meets_the_other():
+            Path({mine!r}).touch()
+            deadline = time.monotonic() + 240
+            while not Path({other!r}).exists():
+                assert time.monotonic() < deadline, "timeout: the other module never started beside this one"
+                time.sleep(0.05)
+    """)
+    a, b = flags / "a", flags / "b"
+    (tmp_path / "test_a.py").write_text(waiting.format(mine=str(a), other=str(b)))
+    (tmp_path / "test_b.py").write_text(waiting.format(mine=str(b), other=str(a)))
+    (tmp_path / "test_c.py").write_text("import ctypes\n\n\ndef test_ok():\n    pass\n\n\n"
+                                        "def test_dies():\n    ctypes.string_at(0)\n")
+    modules = [str(tmp_path / f"test_{k}.py") for k in "abc"]
+    runs = {Path(r.module).stem: r for r in run_modules(modules, ["-q", "-p", "no:cacheprovider"], 2, tmp_path)}
+    out = capsys.readouterr().out
+    assert runs["test_a"].code == 0 and runs["test_b"].code == 0, out
+    assert runs["test_c"].code == -11 and runs["test_c"].state["counts"] == {"passed": 1}
+    assert "CRASH: pytest died by SIGSEGV in" in out and "test_c.py::test_dies (1 passed before it" in out
+    assert out.count("=====") == 6 and "CPU" in out  # one header per module, with its output under it
