@@ -77,7 +77,7 @@ help:
 	@echo "make edgetpu PHI=0 [CKPT=] [EDGETPU_MIN=0.95]   uint8 TFLite, op check, edgetpu_compiler where installed"
 	@echo "make convert-matrix [INPUT_SIZE=128] [PRECISION=fp32|fp16|all]  every variant through every exporter + gate"
 	@echo "make convert-full               D0 at 512 and Lite0 at 320 through every exporter + gate"
-	@echo "make bench [PHI=0] [TARGETS=all] [THREADS=1,2] [QUICK=1] [CKPT=] [INPUT_SIZE=]   latency/size/accuracy of"
+	@echo "make bench [TARGETS=all] [THREADS=1,2] [QUICK=1] [CKPT=] [INPUT_SIZE=]   latency/size/accuracy of"
 	@echo "     every target x precision vs PyTorch and onnxruntime FP32 -> bench/results.{json,md} + plots"
 	@echo "make device-check [MODELS=a.tflite b.onnx] [IMAGES=...]   the runtime on emulated aarch64 (Pi OS base) vs x86"
 	@echo "make android-check [MODELS=x-android.tflite]  MediaPipe ObjectDetector vs the runtime (docs/ANDROID.md)"
@@ -232,9 +232,10 @@ default-model-train: $(STAMP)
 	$(PY) -m efficientdet eval --ckpt $(DEFAULT_MODEL) --data data/synthetic --split val \
 		--out results/default-d0-eval.json
 
-bench_ckpt = $(if $(CKPT),$(CKPT),models/default-$(VARIANT)$(PHI).pt)
+# Without CKPT the benchmark takes the default D0 trained at the size it runs at (512: models/default-d0-512.pt;
+# QUICK=1 at 256: models/default-d0.pt).
 bench: $(STAMP)
-	$(PY) -m benchmarks.bench --ckpt "$(bench_ckpt)" --targets $(TARGETS) --threads $(THREADS) --data "$(DATA)" \
+	$(PY) -m benchmarks.bench $(if $(CKPT),--ckpt "$(CKPT)",) --targets $(TARGETS) --threads $(THREADS) --data "$(DATA)" \
 		$(if $(filter 1,$(QUICK)),--quick,) $(size_flag) --out "$(BENCH_OUT)"
 
 # The runtime on an emulated aarch64 Debian bookworm (Raspberry Pi OS's base) against this machine, per artifact:

@@ -182,3 +182,13 @@ def test_embedding_example_runs_on_a_generated_video_with_the_runtime_only(run: 
     while cap.read()[0]:
         frames += 1
     assert frames == 12
+
+
+def test_the_default_model_is_the_one_trained_at_the_benchmarked_size() -> None:
+    """`make bench` at D0's 512 used the model trained at 256, so every 512 accuracy verdict was off-distribution."""
+    from benchmarks.bench import default_checkpoint
+
+    for size, quick in ((None, False), (512, False), (512, True), (None, True), (256, False), (384, False)):
+        ckpt = ROOT / default_checkpoint(size, quick)
+        trained_at = ModelConfig.from_dict(load_checkpoint(ckpt)["config"]).input_size
+        assert trained_at == (512 if (size or (256 if quick else 512)) == 512 else 256), (size, quick, ckpt)
