@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 # than an existing venv) does not reinstall, and any change to the pins does.
 LOCK_SHA := $(shell sha256sum requirements/lock.txt 2>/dev/null | cut -c1-16)
 STAMP := $(VENV)/.installed-$(LOCK_SHA)
+# The TFLite Task Library's own environment (make android-check): it cannot share .venv with TensorFlow
+# (requirements/task-library.txt says why).
+TASK_VENV := .venv-task-library
+TASK_STAMP := $(TASK_VENV)/.installed-$(shell sha256sum requirements/task-library.txt 2>/dev/null | cut -c1-16)
 
 PHI ?= 0
 VARIANT ?= d
@@ -51,7 +55,7 @@ REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-lite0-int8 clean default-model-train bench-post device-check android-check convert-matrix convert-full bccd-int8 bench report example
+.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-lite0-int8 clean default-model-train bench-post device-check android-check task-library-env convert-matrix convert-full bccd-int8 bench report example
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -80,7 +84,8 @@ help:
 	@echo "make bench [TARGETS=all] [THREADS=1,2] [QUICK=1] [CKPT=] [INPUT_SIZE=]   latency/size/accuracy of"
 	@echo "     every target x precision vs PyTorch and onnxruntime FP32 -> bench/results.{json,md} + plots"
 	@echo "make device-check [MODELS=a.tflite b.onnx] [IMAGES=...]   the runtime on emulated aarch64 (Pi OS base) vs x86"
-	@echo "make android-check [MODELS=x-android.tflite]  MediaPipe ObjectDetector vs the runtime (docs/ANDROID.md)"
+	@echo "make android-check [MODELS=x-android.tflite]  MediaPipe's and the Task Library's ObjectDetectors vs the"
+	@echo "     runtime (docs/ANDROID.md); make task-library-env builds the Task Library's own environment"
 	@echo "make report [DEVICE_RESULTS=pi5.json,coral.json] [REPORT=exports/NAME/report.json]  bench/report.html"
 	@echo "make example                    the embedding example on a generated video (bench/demo-annotated.mp4)"
 	@echo "make bench-post                 post-processing latency (results/postprocess-bench.md)"
@@ -244,13 +249,24 @@ bench: $(STAMP)
 device-check: $(STAMP)
 	$(PY) -m benchmarks.device_check $(if $(MODELS),--models $(MODELS),) $(if $(IMAGES),--images $(IMAGES),)
 
-# MediaPipe's ObjectDetector (the engine Android runs) against the runtime on -android.tflite files
-# (make export TARGET=tflite ANDROID=1) -> results/android-mediapipe.{json,md}; docs/ANDROID.md.
+# MediaPipe's and the TFLite Task Library's ObjectDetectors (the engines Android apps run) against the runtime
+# on -android.tflite files (make export TARGET=tflite ANDROID=1) -> results/android-mediapipe.{json,md};
+# docs/ANDROID.md.
 android_models = $(or $(MODELS),$(wildcard exports/d0/*-android.tflite))
-android-check: $(STAMP)
+android-check: $(STAMP) $(TASK_STAMP)
 	@[ -n "$(android_models)" ] || { echo "error: no -android.tflite in exports/d0: run make export TARGET=tflite \
 	PRECISION=fp32,int8 ANDROID=1, or pass MODELS=" >&2; exit 2; }
-	$(PY) -m benchmarks.android_mediapipe $(android_models) --data "$(DATA)"
+	$(PY) -m benchmarks.android_engines $(android_models) --data "$(DATA)" \
+		--task-library-python $(TASK_VENV)/bin/python
+
+$(TASK_STAMP):
+	@command -v $(PYTHON_SYS) >/dev/null || { echo "error: $(PYTHON_SYS) not found (Python 3.11 is required)"; exit 1; }
+	test -x $(TASK_VENV)/bin/python || $(PYTHON_SYS) -m venv $(TASK_VENV)
+	$(TASK_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/task-library.txt
+	rm -f $(TASK_VENV)/.installed-*
+	touch $(TASK_STAMP)
+
+task-library-env: $(TASK_STAMP)
 
 report: $(STAMP)
 	$(PY) -m benchmarks.html_report --bench $(BENCH_OUT)/results.json $(if $(REPORT),--report $(REPORT),) \

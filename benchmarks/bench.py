@@ -26,9 +26,9 @@ from efficientdet.model.summary import summarize as model_summary
 from runtime.bench import Timed, artifact_row, results_document, summarize
 from runtime.detector import Detector
 from runtime.fileio import atomic_write_json
+from runtime.mediapipe_engine import MediapipeDetector
 from runtime.preprocess import read_image
 
-from .android_mediapipe import MediapipeTimed, mediapipe_version
 from .bench_output import write_outputs
 from .exports import PRECISIONS, ExportError, ensure_exports
 from .goals import check_goals
@@ -100,17 +100,10 @@ def _row_name(entry: dict[str, Any]) -> str:
     return "-".join(filter(None, (entry["target"], entry["precision"], entry.get("flavour"))))
 
 
-def _mediapipe_row(runner: MediapipeTimed, name: str) -> dict[str, Any]:
-    """The artifact's row fields with MediaPipe as the engine. Accuracy is left unmeasured: the gate ran the
-    file through the runtime (MediaPipe's detections on the same tensor: results/android-mediapipe.md)."""
-    row = artifact_row(runner.detector, name)
-    row.update(backend=f"mediapipe {mediapipe_version()} ObjectDetector", engine="mediapipe",
-               inference_precision=None)
-    return row
-
-
 def _accuracy(row: dict[str, Any], entry: dict[str, Any] | None, map_ref: float) -> None:
     if row.get("engine") == "mediapipe":
+        # the gate ran the file through the runtime; MediaPipe's detections on the same tensor are compared in
+        # results/android-mediapipe.md
         row.update(map=None, map_delta=None, det_match=None, gate_passed=None)
         return
     if entry is None:
@@ -147,6 +140,7 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
     for threads in args.threads_list:
         _log(f"loading {len(entries) + 2} pipelines at {threads} thread(s)")
         runners: list[Timed] = [TorchDetector(ckpt, fp32_onnx["path"], threads)]
+        mediapipe: list[MediapipeDetector] = []
         names = ["torch-fp32"]
         detectors: dict[str, Detector] = {}
         runners.append(Detector(fp32_onnx["path"], threads=threads, backend_options={"allow_spinning": True}))
@@ -160,20 +154,18 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
             runners.append(det)
             names.append(name)
             if e.get("flavour") == "android":  # the same file in the engine Android runs
-                runners.append(MediapipeTimed(det))
+                mediapipe.append(MediapipeDetector(e["path"]))
+                runners.append(mediapipe[-1])
                 names.append(f"{name}-mediapipe")
         samples = interleaved_samples(runners, images, args.runs, args.warmup, desc=f"timing {threads}T")
         for name, runner, s in zip(names, runners, samples):
-            if isinstance(runner, MediapipeTimed):
-                row = _mediapipe_row(runner, name)
-            else:
-                row = runner.row() if isinstance(runner, TorchDetector) else artifact_row(runner, name)
+            row = runner.row() if isinstance(runner, TorchDetector) else artifact_row(runner, name)
             if name == "onnxruntime-fp32":
                 row.update(target="onnxruntime", backend="onnxruntime (default session options)")
             row.update(summarize(s), threads=threads, baseline=name in ("torch-fp32", "onnxruntime-fp32"),
                        device="build machine")
             entry = by_name.get(name)
-            if isinstance(runner, MediapipeTimed):
+            if isinstance(runner, MediapipeDetector):
                 row.update(flavour="android", threads_used=None)  # MediaPipe's Python API sets no thread count
             elif entry is not None and entry.get("flavour"):
                 row.update(flavour=entry["flavour"], threads_used=runner.threads)  # the detection op: one thread
@@ -186,12 +178,15 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
         if not args.quick and threads == max(args.threads_list):
             _log("profiling operators (onnxruntime, OpenVINO)")
             profile = _profile(this, detectors, images[0])
-        del runners, detectors
+        for m in mediapipe:
+            m.close()
+        del runners, detectors, mediapipe
     _log("measuring load time and peak memory, one fresh process per row")
     for row in rows:
         if row.get("engine") == "mediapipe":
-            continue  # `python -m runtime bench` cannot load MediaPipe: no fresh-process footprint for this row
-        if row["name"] == "torch-fp32":
+            cmd = ["-m", "runtime", "bench", row["model"], "--engine", "mediapipe", "--runs", "3", "--warmup", "1",
+                   "--json"]
+        elif row["name"] == "torch-fp32":
             cmd = ["-m", "benchmarks.torch_baseline", "--ckpt", str(ckpt), "--manifest-of", fp32_onnx["path"],
                    "--threads", str(row["threads"])]
         else:

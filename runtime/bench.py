@@ -16,17 +16,21 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .detector import Detector
 
+if TYPE_CHECKING:
+    from .mediapipe_engine import MediapipeDetector
+
 RESULTS_SCHEMA = "efficientdet-bench/1"
 ROW_FIELDS = ("name", "target", "precision", "threads", "pre_ms", "infer_ms", "post_ms", "total_ms", "p90_ms",
               "fps", "size_bytes", "rss_mb", "load_ms", "map")
 VERSION_PACKAGES = ("numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "openvino", "ai-edge-litert",
-                    "tflite-runtime", "tensorflow", "torch")
+                    "tflite-runtime", "mediapipe", "tensorflow", "torch")
+ENGINES = ("runtime", "mediapipe")  # who runs the file: this runtime, or MediaPipe's ObjectDetector (-android only)
 
 
 class Timed(Protocol):
@@ -105,13 +109,14 @@ def summarize(samples: np.ndarray) -> dict[str, Any]:
             "fps": float(1e3 * len(totals) / totals.sum()), "runs": int(len(totals))}
 
 
-def artifact_row(det: Detector, name: str | None = None) -> dict[str, Any]:
+def artifact_row(det: Detector | MediapipeDetector, name: str | None = None) -> dict[str, Any]:
     """The fields of a result row that describe the artifact rather than its timing."""
     art = det.manifest["artifact"]
-    default = "-".join(filter(None, (art["target"], art["precision"], art.get("flavour"))))
-    return {"name": name or default, "target": art["target"],
-            "precision": art["precision"], "backend": det.backend.name,
-            "inference_precision": det.backend.precision, "threads": det.threads, "model": str(det.model_path),
+    engine = None if det.engine == "runtime" else det.engine
+    default = "-".join(filter(None, (art["target"], art["precision"], art.get("flavour"), engine)))
+    return {"name": name or default, "target": art["target"], "precision": art["precision"], "engine": det.engine,
+            "backend": det.engine_name, "inference_precision": det.inference_precision, "threads": det.threads,
+            "model": str(det.model_path),
             "sha256": art.get("sha256"), "source_sha256": art.get("edgetpu_compiled_from_sha256"),
             "size_bytes": artifact_size(det.model_path),
             "input_size": det.manifest["input"]["shape"], "map": None}
@@ -119,12 +124,23 @@ def artifact_row(det: Detector, name: str | None = None) -> dict[str, Any]:
 
 def run_benchmark(model: str | os.PathLike[str], threads: int | None = None, runs: int = 50, warmup: int = 5,
                   image: np.ndarray | None = None, name: str | None = None, edgetpu: bool = False,
-                  device: str | None = None) -> dict[str, Any]:
-    """One result row: medians of ``runs`` calls after ``warmup``, load time and this process's peak RSS."""
+                  device: str | None = None, engine: str = "runtime") -> dict[str, Any]:
+    """One result row: medians of ``runs`` calls after ``warmup``, load time and this process's peak RSS.
+    ``engine="mediapipe"`` runs an ``-android.tflite`` in MediaPipe's ObjectDetector instead of the runtime."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "mediapipe" and (threads is not None or edgetpu):
+        raise ValueError("the mediapipe engine takes no thread count and no Edge TPU (MediaPipe's Python API has "
+                         "neither option)")
     t0 = time.perf_counter()
-    det = Detector(model, threads=threads, edgetpu=edgetpu)
+    if engine == "mediapipe":
+        from .mediapipe_engine import MediapipeDetector
+
+        det: Detector | MediapipeDetector = MediapipeDetector(model)
+    else:
+        det = Detector(model, threads=threads, edgetpu=edgetpu)
     load_ms = (time.perf_counter() - t0) * 1e3
     samples = time_calls(det, synthetic_image() if image is None else image, runs, warmup)
     row = artifact_row(det, name)

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 
 from .backends import BackendUnavailableError
-from .bench import RESULTS_SCHEMA, format_table, results_document, run_benchmark
+from .bench import ENGINES, RESULTS_SCHEMA, format_table, results_document, run_benchmark
 from .detector import Detector
 from .draw import draw_detections
 from .fileio import atomic_write_json
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--name", help="row name (default TARGET-PRECISION, e.g. tflite-int8)")
     b.add_argument("--device", help="device label for the report (default: this host's name)")
     b.add_argument("--edgetpu", action="store_true", help="run a *_edgetpu.tflite model on a Coral Edge TPU")
+    b.add_argument("--engine", choices=ENGINES, default="runtime",
+                   help="who runs the file: this runtime (default) or, for an -android.tflite, MediaPipe's "
+                   "ObjectDetector (pip install mediapipe), the engine Android apps run")
     return p
 
 
@@ -93,7 +96,7 @@ def _bench(args: argparse.Namespace) -> int:
     doc = read_results(args.out) if args.out else None  # a bad --out fails now, not after the benchmark
     image = read_image(args.image) if args.image else None
     stats = run_benchmark(args.model, threads=args.threads, runs=args.runs, warmup=args.warmup, image=image,
-                          name=args.name, edgetpu=args.edgetpu, device=args.device)
+                          name=args.name, edgetpu=args.edgetpu, device=args.device, engine=args.engine)
     if args.image:
         stats["image"] = args.image
     print(json.dumps(stats) if args.json else format_table(stats))

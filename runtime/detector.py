@@ -129,9 +129,19 @@ class Detector:
         outs = self.manifest["outputs"]
         return {key: outs[key].get("quantization") or actual.get(outs[key]["name"]) for key in outs}
 
+    engine = "runtime"  # who runs the file (runtime.bench.ENGINES)
+
     @property
     def threads(self) -> int:
         return int(getattr(self.backend, "threads", 0))
+
+    @property
+    def engine_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def inference_precision(self) -> str:
+        return self.backend.precision
 
     def preprocess_image(self, image: np.ndarray, color: str = "bgr") -> tuple[np.ndarray, Letterbox]:
         """The artifact-ready input (layout, dtype, quantization per manifest) and the letterbox to undo."""

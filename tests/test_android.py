@@ -102,13 +102,17 @@ def test_android_needs_the_tflite_target() -> None:
 def test_android_check_refuses_a_file_without_the_detection_op(tflite_models: dict[str, Path],
                                                                 tmp_path: Path) -> None:
     """The file is refused before any data is read: the dataset named here does not exist."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.android_mediapipe", str(tflite_models["float"]),
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.android_engines", str(tflite_models["float"]),
                            "--max-images", "2", "--data", str(tmp_path / "no-such-dataset"),
                            "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "not an Android TFLite" in proc.stderr and "ANDROID=1" in proc.stderr
     assert not (tmp_path / "r.json").exists()
+    # the runtime's MediaPipe engine refuses it the same way, before MediaPipe is asked
+    from runtime.cli import main as runtime_main
+
+    assert runtime_main(["bench", str(tflite_models["float"]), "--engine", "mediapipe", "--runs", "1"]) == 2
 
 
 @pytest.fixture(scope="module")
@@ -168,22 +172,71 @@ def test_android_tflite_is_gated_and_takes_pixels(exported: dict[str, Any]) -> N
     assert abs(android["int8"]["parity"]["map_delta"]) < 0.03
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(3000)
-@pytest.mark.skipif(not DEFAULT.is_file(), reason="default model not built")
-def test_mediapipe_object_detector_loads_it_and_agrees_with_the_runtime(exported: dict[str, Any]) -> None:
-    from benchmarks.android_mediapipe import MediapipeEngine, compare
+@pytest.fixture(scope="module")
+def compared(exported: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each Android file through the engines (the Task Library where its environment is built) on 24 images."""
+    from benchmarks.android_engines import TASK_LIBRARY_PYTHON, compare
     from efficientdet.data.loader import load_dataset
+    from runtime.mediapipe_engine import MediapipeDetector
 
     images = [r.path for r in load_dataset(exported["data"], "val").records[:24]]
+    results = {}
     for precision, entry in exported["android"].items():
-        engine = MediapipeEngine(Path(entry["path"]), [], 0.3)  # loads: metadata, custom op, output order
+        engine = MediapipeDetector(entry["path"])  # loads: metadata, custom op, output order
         engine.close()
-        result = compare(entry["path"], images)
+        results[precision] = compare(entry["path"], images,
+                                     task_library_python=TASK_LIBRARY_PYTHON if TASK_LIBRARY_PYTHON.exists() else None)
+    return results
+
+
+def _assert_engine_agrees(results: dict[str, dict[str, Any]], engine: str) -> None:
+    for precision, result in results.items():
         for mode in ("letterboxed square", "letterboxed non-square"):
-            m = result["modes"][mode]
+            m = result["engines"][engine]["modes"][mode]
             assert m["runtime_detections"] > 0, (precision, mode)
             # same tensor in: the same detections with the same scores (int8: 1 of 375 differed on 120 images,
             # the int8 kernels of two TFLite builds)
-            assert m["mediapipe_in_runtime"] >= 0.95 and m["runtime_in_mediapipe"] >= 0.95, (precision, mode, m)
-            assert m["score_abs_diff_mean"] < 1e-3, (precision, mode, m)
+            assert m["engine_in_runtime"] >= 0.95 and m["runtime_in_engine"] >= 0.95, (engine, precision, mode, m)
+            assert m["score_abs_diff_mean"] < 1e-3, (engine, precision, mode, m)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+@pytest.mark.skipif(not DEFAULT.is_file(), reason="default model not built")
+def test_mediapipe_object_detector_loads_it_and_agrees_with_the_runtime(compared: dict[str, Any]) -> None:
+    _assert_engine_agrees(compared, "mediapipe")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+@pytest.mark.skipif(not DEFAULT.is_file(), reason="default model not built")
+@pytest.mark.skipif(not (ROOT / ".venv-task-library").is_dir(),
+                    reason="the Task Library's environment is not built (make task-library-env)")
+def test_task_library_object_detector_loads_it_and_agrees_with_the_runtime(compared: dict[str, Any]) -> None:
+    _assert_engine_agrees(compared, "task_library")
+    assert all(r["engines"]["task_library"]["version"] == "0.4.4" for r in compared.values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+@pytest.mark.skipif(not DEFAULT.is_file(), reason="default model not built")
+def test_runtime_bench_times_the_file_in_mediapipe(exported: dict[str, Any], tmp_path: Path) -> None:
+    """`python -m runtime bench --engine mediapipe`: MediaPipe's latency and footprint on a device, as a row of the
+    results format beside the runtime's own."""
+    path = exported["android"]["int8"]["path"]
+    cmd = [sys.executable, "-m", "runtime", "bench", path, "--runs", "3", "--warmup", "1", "--json"]
+    rows = {}
+    for engine in ("runtime", "mediapipe"):
+        proc = subprocess.run([*cmd, "--engine", engine, "--out", str(tmp_path / "r.json")], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
+    mp = rows["mediapipe"]
+    assert mp["engine"] == "mediapipe" and mp["name"] == "tflite-int8-android-mediapipe" and mp["rss_mb"] > 0
+    assert mp["backend"].startswith("mediapipe 0.10.21") and mp["total_ms"] > 0 and mp["threads"] == 0
+    assert rows["runtime"]["engine"] == "runtime" and rows["runtime"]["name"] == "tflite-int8-android"
+    assert {r["name"] for r in json.loads((tmp_path / "r.json").read_text())["rows"]} == {
+        "tflite-int8-android", "tflite-int8-android-mediapipe"}
+    refused = subprocess.run([*cmd, "--engine", "mediapipe", "--threads", "2"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
+    assert refused.returncode == 2 and "no thread count" in refused.stderr
