@@ -167,10 +167,10 @@ def android_tflite(saved_model: str | Path, onnx_path: str | Path, config: Model
     return order_outputs(data)
 
 
-def order_outputs(data: bytes) -> bytes:
-    """Put the subgraph's outputs in the signature's order (boxes, classes, scores, count).
+def order_outputs(data: bytes, names: tuple[str, ...] = ANDROID_OUTPUTS) -> bytes:
+    """Put the subgraph's outputs in the order of ``names`` (default: boxes, classes, scores, count).
 
-    Android's APIs take the four outputs by position (their metadata names them in that order), while the
+    Android's APIs take the outputs by position (their metadata names them in that order), while the
     converter emits the count first. Only the output list is permuted; tensors and the signature stay.
     """
     from tensorflow.lite.tools import flatbuffer_utils
@@ -179,10 +179,10 @@ def order_outputs(data: bytes) -> bytes:
     (subgraph,) = model.subgraphs
     (signature,) = model.signatureDefs
     by_name = {o.name.decode(): o.tensorIndex for o in signature.outputs}
-    if sorted(by_name) != sorted(ANDROID_OUTPUTS):
+    if sorted(by_name) != sorted(names):
         raise TfliteExportError(f"the Android TFLite's signature outputs are {sorted(by_name)}, expected "
-                                f"{list(ANDROID_OUTPUTS)}")
-    subgraph.outputs = np.asarray([by_name[n] for n in ANDROID_OUTPUTS], np.int32)
+                                f"{list(names)}")
+    subgraph.outputs = np.asarray([by_name[n] for n in names], np.int32)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 

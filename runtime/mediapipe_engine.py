@@ -33,6 +33,22 @@ def mediapipe_version() -> str:
     return importlib.metadata.version("mediapipe")
 
 
+def as_detections(found: list[Any], class_names: list[str], frame_hw: tuple[int, int]) -> Detections:
+    """MediaPipe's ``Detection`` list on a frame of ``frame_hw`` as the runtime's :class:`Detections`, one per
+    category, best first, boxes clipped to the frame."""
+    rows = [(d.bounding_box, c) for d in found for c in d.categories]
+    if not rows:
+        return Detections.empty()
+    h, w = frame_hw
+    boxes = np.array([[b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height] for b, _ in rows],
+                     np.float32)
+    boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+    scores = np.array([c.score for _, c in rows], np.float32)
+    classes = np.array([class_names.index(c.category_name) for _, c in rows], np.int64)
+    order = np.argsort(-scores, kind="stable")
+    return Detections(boxes[order], scores[order], classes[order])
+
+
 class MediapipeDetector:
     """MediaPipe's ObjectDetector on one ``-android.tflite``, with the runtime's manifest checks and result types.
 
@@ -79,18 +95,7 @@ class MediapipeDetector:
         import mediapipe as mp
 
         frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb, dtype=np.uint8))
-        found = self._detector.detect(frame).detections
-        if not found:
-            return Detections.empty()
-        h, w = rgb.shape[:2]
-        rows = [(d.bounding_box, c) for d in found for c in d.categories]
-        boxes = np.array([[b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height] for b, _ in rows],
-                         np.float32)
-        boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
-        scores = np.array([c.score for _, c in rows], np.float32)
-        classes = np.array([self.class_names.index(c.category_name) for _, c in rows], np.int64)
-        order = np.argsort(-scores, kind="stable")
-        return Detections(boxes[order], scores[order], classes[order])
+        return as_detections(self._detector.detect(frame).detections, self.class_names, rgb.shape[:2])
 
     def letterbox(self, image: np.ndarray, color: str = "bgr") -> tuple[np.ndarray, Letterbox]:
         """The app side: ``image`` letterboxed to the input size as RGB uint8 pixels, and the letterbox to undo."""
