@@ -9,6 +9,8 @@ inputs than the device sees gives wrong ranges without any error; an array whose
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -16,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,13 +117,31 @@ def build_calibration_set(dataset: DetectionDataset, preprocess_spec: dict[str, 
             "images_sha256": file_sha256(tmp / "images.npy"), "images": entries,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        with _turn(out):
+            _publish(tmp, out)
+            return load_calibration_set(out, verify=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return load_calibration_set(out, verify=False)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` to ``out``, replacing a set already there. Another process may publish the
+    same folder at the same moment (``make calib`` beside an export): the old set is renamed aside before it is
+    deleted, and a rename that finds ``out`` taken again simply retries, so neither side fails."""
+    while True:
+        try:
+            tmp.rename(out)
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        aside = out.with_name(f".{out.name}.old-{os.getpid()}")
+        try:
+            out.rename(aside)
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def load_calibration_set(path: str | Path, verify: bool = True) -> CalibrationSet:
@@ -187,9 +208,7 @@ def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200,
 
     dataset = load_dataset(data, "train", verify_images=False)
     path = default_set_path(dataset, data, preprocess_spec["input_size"], root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _turn(path):
         if path.is_dir():
             existing = load_calibration_set(path)
             try:
@@ -198,3 +217,30 @@ def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200,
             except CalibrationError:
                 pass
         return build_calibration_set(dataset, preprocess_spec, path, n=n, seed=seed, source=str(data))
+
+
+_HELD: set[Path] = set()  # the set folders this process holds the lock of (the lock is re-entrant)
+
+
+@contextlib.contextmanager
+def _turn(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``.<name>.lock`` beside ``path`` for the duration, taken once per process (a second
+    ``flock`` on a new descriptor would wait for the first forever); none where that folder cannot be written (a
+    read-only set is still read)."""
+    key = Path(path).absolute()
+    if key in _HELD:
+        yield
+        return
+    try:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(key.parent / f".{key.name}.lock", "a")  # noqa: SIM115 (closed below)
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)

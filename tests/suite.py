@@ -122,31 +122,64 @@ def _order(modules: list[str]) -> list[str]:
     return sorted(modules, key=lambda m: (-MEASURED_S.get(m, 0), m))
 
 
+def _report(run: ModuleRun) -> None:
+    """A finished module's output (kept in its log with several workers) under its header, then its crash line."""
+    if run.log:
+        print(f"\n===== {run.module}: {run.wall_s / 60:.1f} min, CPU {run.cpu_s / 60:.1f} min =====", flush=True)
+        sys.stdout.write(run.log.read_text(errors="replace"))
+    line = crash_line(run.code, run.state)
+    if line:
+        print(line, flush=True)
+
+
+def _interrupted(running: dict[int, ModuleRun]) -> None:
+    """The run was cut short (Ctrl-C, CI's SIGTERM): stop the modules still running and show what they printed
+    and which test each was in, the output most needed to diagnose a hang."""
+    for run in running.values():
+        run.proc.terminate()
+    for run in running.values():
+        try:
+            run.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            run.proc.kill()
+            run.proc.wait()
+        state = _read_state(run.state_file)
+        if run.log and run.log.exists():
+            print(f"\n===== {run.module}: interrupted =====", flush=True)
+            sys.stdout.write(run.log.read_text(errors="replace"))
+        print(f"INTERRUPTED: {run.module} was in {state.get('running') or 'no test'}", flush=True)
+
+
 def run_modules(modules: list[str], args: list[str], jobs: int, tmp: Path) -> list[ModuleRun]:
-    """Every module in its own pytest process, ``jobs`` at a time, longest first."""
+    """Every module in its own pytest process, ``jobs`` at a time, longest first. Each of our children is
+    polled by its own pid (never ``wait(-1)``, which would reap a child that is not ours)."""
     pending = [ModuleRun(m, tmp / f"{Path(m).stem}.state.json", tmp / f"{Path(m).stem}.log" if jobs > 1 else None)
                for m in _order(modules)]
     running: dict[int, ModuleRun] = {}
     done: list[ModuleRun] = []
-    while pending or running:
-        while pending and len(running) < jobs:
-            run = pending.pop(0)
-            run.start(args)
-            running[run.proc.pid] = run
-            if jobs > 1:
-                print(f"[suite] started {run.module} ({len(done) + len(running)}/{len(modules)})", flush=True)
-        pid, status, usage = os.wait4(-1, 0)
-        run = running.pop(pid, None)
-        if run is None:
-            continue
-        run.finish(status, usage)
-        if run.log:
-            print(f"\n===== {run.module}: {run.wall_s / 60:.1f} min, CPU {run.cpu_s / 60:.1f} min =====", flush=True)
-            sys.stdout.write(run.log.read_text(errors="replace"))
-        line = crash_line(run.code, run.state)
-        if line:
-            print(line, flush=True)
-        done.append(run)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                run = pending.pop(0)
+                run.start(args)
+                running[run.proc.pid] = run
+                if jobs > 1:
+                    print(f"[suite] started {run.module} ({len(done) + len(running)}/{len(modules)})", flush=True)
+            finished = []
+            for pid in list(running):
+                got, status, usage = os.wait4(pid, os.WNOHANG)
+                if got == pid:
+                    finished.append((pid, status, usage))
+            for pid, status, usage in finished:
+                run = running.pop(pid)
+                run.finish(status, usage)
+                _report(run)
+                done.append(run)
+            if not finished:
+                time.sleep(0.2)
+    except BaseException:
+        _interrupted(running)
+        raise
     return done
 
 
@@ -156,24 +189,34 @@ def _targets(args: list[str]) -> list[str]:
 
 
 def _jobs(args: list[str]) -> tuple[int, list[str]]:
-    """``-j N`` / ``--jobs N`` taken out of the arguments (the rest go to pytest); default: the CPU cores, <= 2."""
+    """``-j N``, ``-jN``, ``--jobs N`` or ``--jobs=N`` taken out of the arguments (the rest go to pytest);
+    default: the CPU cores, at most 2."""
     jobs = min(2, os.cpu_count() or 1)
-    rest = list(args)
-    for flag in ("-j", "--jobs"):
-        if flag in rest:
-            k = rest.index(flag)
-            try:
-                jobs = int(rest[k + 1])
-            except (IndexError, ValueError):
-                raise SystemExit(f"error: {flag} needs a number of parallel modules, e.g. {flag} 2") from None
-            if jobs < 1:
-                raise SystemExit(f"error: {flag} {jobs}: at least one module must run at a time")
-            del rest[k:k + 2]
+    rest: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a in ("-j", "--jobs"):
+            value = next(it, "")
+        elif a.startswith("--jobs="):
+            value = a.split("=", 1)[1]
+        elif a.startswith("-j") and a[2:].isdigit():
+            value = a[2:]
+        else:
+            rest.append(a)
+            continue
+        if not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"error: {a} {value}: give the number of modules to run at a time, e.g. -j 2")
+        jobs = int(value)
     return jobs, rest
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that run_modules stops the running modules and shows their output
 
 
 def main(argv: list[str] | None = None) -> int:
     jobs, args = _jobs(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminated)
     with tempfile.TemporaryDirectory(prefix="effdet-tests-") as tmp:
         state_file = Path(tmp) / "state.json"
         if _targets(args):

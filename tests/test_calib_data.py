@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,24 +121,35 @@ def test_calib_cli_refuses_a_foreign_dataset_without_a_checkpoint(data: Path,
     assert "CKPT= is required" in capsys.readouterr().err
 
 
-def _default_set_worker(data: str, root: str, start: float) -> str:
-    import time
+def _concurrent_worker(how: str, data: str, root: str, barrier: Any, results: Any) -> None:
+    from calib_data.store import build_calibration_set, default_set
 
-    from calib_data.store import default_set
+    barrier.wait(timeout=300)
+    try:
+        if how == "default_set":
+            cset = default_set(data, SPEC, n=30, root=root)
+        else:  # `make calib` without OUT: an explicit (re)build into the same default folder
+            cset = build_calibration_set(load_dataset(data, "train"), SPEC, Path(root) / "set", n=30, seed=0)
+        results.put(cset.manifest["images_sha256"])
+    except Exception as e:  # noqa: BLE001 (reported to the test, which fails on it)
+        results.put(f"{type(e).__name__}: {e}")
 
-    time.sleep(max(0.0, start - time.time()))
-    return default_set(data, SPEC, n=30, root=root).manifest["images_sha256"]
 
-
-def test_commands_needing_the_same_default_set_at_once_all_get_it(data: Path, tmp_path: Path) -> None:
-    """Two exports (or two test modules) building the default set at once: the later one deleted the set the
-    earlier had just published, or failed renaming onto it."""
+@pytest.mark.parametrize("how", ["default_set", "build"])
+def test_commands_needing_the_same_set_at_once_all_get_it(how: str, data: Path, tmp_path: Path) -> None:
+    """Two exports (or two test modules, or `make calib` beside an export) writing the same set at once: the later
+    one deleted the set the earlier had just published, or failed renaming onto it (ENOTEMPTY)."""
     import multiprocessing
-    import time
 
-    start = time.time() + 3.0
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        hashes = pool.starmap(_default_set_worker, [(str(data), str(tmp_path / "sets"), start)] * 4)
-    assert len(set(hashes)) == 1
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    workers = [ctx.Process(target=_concurrent_worker, args=(how, str(data), str(tmp_path / "sets"), barrier, results))
+               for _ in range(4)]
+    for w in workers:
+        w.start()
+    hashes = [results.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    assert len(set(hashes)) == 1 and len(hashes[0]) == 64, hashes
     sets = [p for p in (tmp_path / "sets").iterdir() if not p.name.endswith(".lock")]
-    assert len(sets) == 1 and load_calibration_set(sets[0]).manifest["images_sha256"] == hashes[0]
+    assert len(sets) == 1 and load_calibration_set(sets[0]).manifest["images_sha256"] == hashes[0], sets

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -75,4 +78,47 @@ def test_modules_run_side_by_side_and_a_crash_costs_only_its_own(tmp_path: Path,
     assert runs["test_a"].code == 0 and runs["test_b"].code == 0, out
     assert runs["test_c"].code == -11 and runs["test_c"].state["counts"] == {"passed": 1}
     assert "CRASH: pytest died by SIGSEGV in" in out and "test_c.py::test_dies (1 passed before it" in out
-    assert out.count("=====") == 6 and "CPU" in out  # one header per module, with its output under it
+    headers = re.findall(r"^===== (\S+): [0-9.]+ min, CPU [0-9.]+ min =====$", out, flags=re.M)
+    assert sorted(Path(h).stem for h in headers) == ["test_a", "test_b", "test_c"], out  # one per module
+
+
+def test_a_run_cut_short_shows_where_each_running_module_was(tmp_path: Path) -> None:
+    """CI's SIGTERM (or Ctrl-C) during a two-worker run: the running modules' output was kept in files that were
+    deleted unprinted, and the pytest processes were left behind."""
+    started = tmp_path / "started"
+    (tmp_path / "test_hang.py").write_text(textwrap.dedent(f"""
+        import os
+        import time
+        from pathlib import Path
+
+        def test_quick():
+            pass
+
+        def test_hangs():
+            print("partial output before the hang", flush=True)
+            Path({str(started)!r}).write_text(str(os.getpid()))
+            time.sleep(600)
+    """))
+    script = textwrap.dedent(f"""
+        import signal
+        from pathlib import Path
+        from tests import suite
+
+        signal.signal(signal.SIGTERM, suite._terminated)
+        suite.run_modules([{str(tmp_path / "test_hang.py")!r}], ["-q", "-s", "-p", "no:cacheprovider"], 2,
+                          Path({str(tmp_path)!r}))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not started.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "timeout: the hanging test never started"
+        time.sleep(0.1)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + 15, out
+    assert "partial output before the hang" in out and "test_hang.py::test_hangs" in out, out
+    assert "INTERRUPTED:" in out
+    pytest_pid = int(started.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pytest_pid, 0)
