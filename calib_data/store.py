@@ -202,7 +202,7 @@ def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200,
     on the split's content (:func:`dataset_key`), not on the dataset folder's name.
 
     Two commands that need the same set at once (two exports side by side, the test suite's parallel
-    modules) take turns through a lock file beside it: without it the second deleted the set the first had
+    modules) take turns through a lock file in its folder: without it the second deleted the set the first had
     just published and was reading."""
     from efficientdet.data.loader import load_dataset
 
@@ -219,21 +219,23 @@ def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200,
         return build_calibration_set(dataset, preprocess_spec, path, n=n, seed=seed, source=str(data))
 
 
-_HELD: set[Path] = set()  # the set folders this process holds the lock of (the lock is re-entrant)
+LOCK_NAME = ".calibration-sets.lock"
+_HELD: set[Path] = set()  # the folders this process holds the lock of (the lock is re-entrant)
 
 
 @contextlib.contextmanager
 def _turn(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``.<name>.lock`` beside ``path`` for the duration, taken once per process (a second
+    """An exclusive lock for writing sets into ``path``'s folder (one ``.calibration-sets.lock`` per folder, left
+    there: deleting a lock file races with the next process opening it), taken once per process (a second
     ``flock`` on a new descriptor would wait for the first forever); none where that folder cannot be written (a
     read-only set is still read)."""
-    key = Path(path).absolute()
+    key = Path(path).absolute().parent
     if key in _HELD:
         yield
         return
     try:
-        key.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(key.parent / f".{key.name}.lock", "a")  # noqa: SIM115 (closed below)
+        key.mkdir(parents=True, exist_ok=True)
+        lock = open(key / LOCK_NAME, "a")  # noqa: SIM115 (closed below)
     except OSError:
         yield
         return
