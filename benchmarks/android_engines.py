@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 MODES = ("letterboxed", "padded", "as-is")
 MATCH_IOU = 0.5
-TASK_LIBRARY_PYTHON = ROOT / ".venv-task-library" / "bin" / "python"
+TASK_LIBRARY_ENV = ROOT / ".venv-task-library"
 # The Task Library as an app gets it (the library's own thread count), and with setNumThreads(2): TFLite's
 # detection op (per-class NMS) lost detections with two threads in both ai-edge-litert 2.1.0 and the Task
 # Library's own TFLite (3 frames: 95, 88, 65 rows instead of 100, 100, 83). The second is measured to show what
@@ -205,21 +205,24 @@ def task_library(path: Path, letterboxed: list[tuple[np.ndarray, Any, Detections
     with tempfile.TemporaryDirectory(prefix="task-library-") as tmp:
         frames, out = Path(tmp) / "frames.npz", Path(tmp) / "detections.json"
         np.savez(frames, frames=np.stack([f for f, *_ in letterboxed]))
-        proc = subprocess.run([str(python), str(ROOT / "benchmarks" / "task_library_detect.py"), str(path),
-                               str(frames), "--score-threshold", str(graph_threshold), "--threads", str(threads),
-                               "--out", str(out)],
-                              capture_output=True, text=True, timeout=3600)
+        cmd = [str(python), str(ROOT / "benchmarks" / "task_library_detect.py"), str(path), str(frames),
+               "--score-threshold", str(graph_threshold), "--threads", str(threads), "--out", str(out)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        except subprocess.TimeoutExpired:
+            raise EngineError(f"the Task Library's ObjectDetector did not finish {path} within an hour") from None
         if proc.returncode != 0:
-            raise RuntimeError(f"the Task Library's ObjectDetector failed on {path} (exit {proc.returncode}):\n"
-                               f"{proc.stderr[-3000:]}")
+            raise EngineError(f"the Task Library's ObjectDetector failed on {path} (exit {proc.returncode}):\n"
+                              f"{proc.stderr[-3000:]}")
         doc = json.loads(out.read_text())
     tallies = {f"letterboxed {shape}": EngineTally() for shape in ("square", "non-square")}
     for (_, box, rt_low, shape), rows in zip(letterboxed, doc["detections"], strict=True):
         found = np.array([r[:6] for r in rows], np.float32).reshape(-1, 6)
-        names = {str(r[6]) for r in rows}
-        if names - set(class_names):
-            raise RuntimeError(f"the Task Library read labels {sorted(names - set(class_names))} from "
-                               f"{path}'s metadata, not the manifest's {class_names}")
+        wrong = sorted({(int(r[5]), str(r[6])) for r in rows if not 0 <= int(r[5]) < len(class_names)
+                        or class_names[int(r[5])] != str(r[6])})
+        if wrong:
+            raise EngineError(f"the Task Library read (index, label) {wrong} from {path}'s metadata, which do not "
+                              f"match the manifest's class_names {class_names}")
         order = np.argsort(-found[:, 4], kind="stable")
         dets = Detections(found[order, :4], found[order, 4], found[order, 5].astype(np.int64))
         tallies[f"letterboxed {shape}"].add(rt_low, box_to_image(dets, box), spec)
@@ -236,6 +239,17 @@ def clip_to(dets: Detections, w: int, h: int) -> Detections:
     boxes = np.clip(dets.boxes, 0, [w, h, w, h]).astype(np.float32)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     return Detections(boxes[keep], dets.scores[keep], dets.class_ids[keep])
+
+
+class EngineError(RuntimeError):
+    """An engine could not run the file, or read it otherwise than the manifest says (exit 3)."""
+
+
+def task_library_python() -> Path | None:
+    """The Python of the Task Library's environment where `make task-library-env` finished building it (its
+    install stamp is written last), else None."""
+    python = TASK_LIBRARY_ENV / "bin" / "python"
+    return python if python.exists() and any(TASK_LIBRARY_ENV.glob(".installed-*")) else None
 
 
 def engine_match(result: dict[str, Any]) -> float:
@@ -298,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the Python of the Task Library's environment (default .venv-task-library/bin/python "
                    "where `make task-library-env` built it; without it only MediaPipe is checked)")
     args = p.parse_args(argv)
-    task_python = args.task_library_python or (TASK_LIBRARY_PYTHON if TASK_LIBRARY_PYTHON.exists() else None)
+    task_python = args.task_library_python or task_library_python()
     if args.task_library_python and not Path(args.task_library_python).exists():
         print(f"error: --task-library-python {args.task_library_python} does not exist: run "
               "`make task-library-env`", file=sys.stderr)
@@ -313,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         try:
             detectors[model] = open_android(model)
-        except (ManifestError, ValueError, OSError) as e:
+        except (ManifestError, ValueError, OSError, ImportError) as e:  # ImportError: an engine not installed
             print(f"error: {model}: {e}", file=sys.stderr)
             return 2
     try:
@@ -327,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[android-check] {model}: MediaPipe {mediapipe_version()}"
               f"{', the Task Library' if task_python else ''} vs runtime on {len(images)} images",
               file=sys.stderr, flush=True)
-        results.append(compare(model, images, detector, task_python))
+        try:
+            results.append(compare(model, images, detector, task_python))
+        except EngineError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 3
     if not task_python:
         print("[android-check] the Task Library was not checked: `make task-library-env` builds its environment",
               file=sys.stderr)

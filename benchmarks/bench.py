@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     ckpt = Path(args.ckpt) if args.ckpt else default_checkpoint(args.input_size, args.quick)
     if not ckpt.is_file():
-        print(f"error: checkpoint not found: {ckpt} (make default-model-train builds the default one)",
-              file=sys.stderr)
+        print(f"error: checkpoint not found: {ckpt} (the default models are committed under models/; "
+              "pass another with --ckpt)", file=sys.stderr)
         return 2
     try:
         config = ModelConfig.from_dict(load_checkpoint(ckpt)["config"])

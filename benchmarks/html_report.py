@@ -90,7 +90,8 @@ def load_device_rows(paths: list[Path], report: dict[str, Any] | None) -> list[d
             if entry is None and row.get("source_sha256") in by_sha:  # an Edge TPU build: its int8 source's
                 entry = by_sha[row["source_sha256"]]
                 row["accuracy_of"] = f"{entry['target']}-{entry['precision']} it was compiled from"
-            if entry is not None and row.get("map") is None:
+            if entry is not None and row.get("map") is None and row.get("engine", "runtime") == "runtime":
+                # the gate's accuracy is the runtime's on these bytes; another engine's (MediaPipe) is not measured
                 p = entry["parity"]
                 row.update(map=p["map"], map_delta=p["map_delta"], det_match=p["det_match"],
                            gate_passed=entry["gate"]["passed"])

@@ -159,7 +159,7 @@ def results_document(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]
 
 def format_table(stats: dict[str, Any]) -> str:
     precision = stats["precision"]
-    if stats["inference_precision"] not in ("", precision):
+    if stats["inference_precision"] not in ("", None, precision):  # None: the engine reports no kernel precision
         precision += f" (runs as {stats['inference_precision']})"
     lines = [f"{stats['model']}  backend={stats['backend']}  precision={precision}"
              f"  threads={stats['threads']}  runs={stats['runs']}",

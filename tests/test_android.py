@@ -99,8 +99,8 @@ def test_android_needs_the_tflite_target() -> None:
     assert "--android" in proc.stderr and "--target tflite" in proc.stderr
 
 
-def test_android_check_refuses_a_file_without_the_detection_op(tflite_models: dict[str, Path],
-                                                                tmp_path: Path) -> None:
+def test_android_check_refuses_a_file_without_the_detection_op(tflite_models: dict[str, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """The file is refused before any data is read: the dataset named here does not exist."""
     proc = subprocess.run([sys.executable, "-m", "benchmarks.android_engines", str(tflite_models["float"]),
                            "--max-images", "2", "--data", str(tmp_path / "no-such-dataset"),
@@ -112,7 +112,9 @@ def test_android_check_refuses_a_file_without_the_detection_op(tflite_models: di
     # the runtime's MediaPipe engine refuses it the same way, before MediaPipe is asked
     from runtime.cli import main as runtime_main
 
+    capsys.readouterr()
     assert runtime_main(["bench", str(tflite_models["float"]), "--engine", "mediapipe", "--runs", "1"]) == 2
+    assert "not an Android TFLite" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +177,7 @@ def test_android_tflite_is_gated_and_takes_pixels(exported: dict[str, Any]) -> N
 @pytest.fixture(scope="module")
 def compared(exported: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each Android file through the engines (the Task Library where its environment is built) on 24 images."""
-    from benchmarks.android_engines import TASK_LIBRARY_PYTHON, compare
+    from benchmarks.android_engines import compare, task_library_python
     from efficientdet.data.loader import load_dataset
     from runtime.mediapipe_engine import MediapipeDetector
 
@@ -184,8 +186,7 @@ def compared(exported: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for precision, entry in exported["android"].items():
         engine = MediapipeDetector(entry["path"])  # loads: metadata, custom op, output order
         engine.close()
-        results[precision] = compare(entry["path"], images,
-                                     task_library_python=TASK_LIBRARY_PYTHON if TASK_LIBRARY_PYTHON.exists() else None)
+        results[precision] = compare(entry["path"], images, task_library_python=task_library_python())
     return results
 
 
@@ -210,7 +211,7 @@ def test_mediapipe_object_detector_loads_it_and_agrees_with_the_runtime(compared
 @pytest.mark.slow
 @pytest.mark.timeout(3000)
 @pytest.mark.skipif(not DEFAULT.is_file(), reason="default model not built")
-@pytest.mark.skipif(not (ROOT / ".venv-task-library").is_dir(),
+@pytest.mark.skipif(not any((ROOT / ".venv-task-library").glob(".installed-*")),
                     reason="the Task Library's environment is not built (make task-library-env)")
 def test_task_library_object_detector_loads_it_and_agrees_with_the_runtime(compared: dict[str, Any]) -> None:
     _assert_engine_agrees(compared, "task_library")
