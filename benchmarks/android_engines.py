@@ -265,7 +265,7 @@ ENGINE_NAMES = {"mediapipe": "MediaPipe", "task_library": "Task Library",
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    versions = {ENGINE_NAMES[k]: e["version"] for r in doc["artifacts"] for k, e in r["engines"].items()}
+    versions = {ENGINE_NAMES[k].split(",")[0]: e["version"] for r in doc["artifacts"] for k, e in r["engines"].items()}
     lines = [
         "# Android's detector engines vs the project's runtime on the Android TFLite",
         "",
