@@ -72,8 +72,18 @@ MEASURED_S = {
 }
 
 
-def _env(state_file: Path) -> dict[str, str]:
-    return {**os.environ, "EFFDET_TEST_STATE": str(state_file), "PYTHONFAULTHANDLER": "1"}
+def _env(state_file: Path, jobs: int = 1) -> dict[str, str]:
+    """The module's environment: the crash-report state file, faulthandler, and with several workers each one's
+    share of the cores for torch's OpenMP threads (unless OMP_NUM_THREADS is set already).
+
+    Measured under load (two suite workers, a QAT export and two busy loops on 2 cores): the 60-epoch tiny
+    training test took 140 s with one OpenMP thread and more than 900 s (its timeout) with torch's default two,
+    whose parallel regions wait at every barrier for a thread the scheduler has parked. A user's run died there
+    (issue 16); the other modules, which are not OpenMP-bound, slowed about 3.5x in the same run."""
+    env = {**os.environ, "EFFDET_TEST_STATE": str(state_file), "PYTHONFAULTHANDLER": "1"}
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return env
 
 
 def _command(args: list[str]) -> list[str]:
@@ -101,10 +111,10 @@ class ModuleRun:
     wall_s: float = 0.0
     cpu_s: float = 0.0
 
-    def start(self, args: list[str]) -> None:
+    def start(self, args: list[str], jobs: int) -> None:
         out = open(self.log, "wb") if self.log else None  # noqa: SIM115 (closed in finish)
         self.started = time.time()
-        self.proc = subprocess.Popen(_command([*args, self.module]), cwd=ROOT, env=_env(self.state_file),
+        self.proc = subprocess.Popen(_command([*args, self.module]), cwd=ROOT, env=_env(self.state_file, jobs),
                                      stdout=out, stderr=subprocess.STDOUT if out else None)
         if out:
             out.close()
@@ -161,7 +171,7 @@ def run_modules(modules: list[str], args: list[str], jobs: int, tmp: Path) -> li
         while pending or running:
             while pending and len(running) < jobs:
                 run = pending.pop(0)
-                run.start(args)
+                run.start(args, jobs)
                 running[run.proc.pid] = run
                 if jobs > 1:
                     print(f"[suite] started {run.module} ({len(done) + len(running)}/{len(modules)})", flush=True)
