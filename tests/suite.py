@@ -112,7 +112,7 @@ class ModuleRun:
     cpu_s: float = 0.0
 
     def start(self, args: list[str], jobs: int) -> None:
-        out = open(self.log, "wb") if self.log else None  # noqa: SIM115 (closed in finish)
+        out = open(self.log, "wb") if self.log else None  # noqa: SIM115 (closed once the child holds it)
         self.started = time.time()
         self.proc = subprocess.Popen(_command([*args, self.module]), cwd=ROOT, env=_env(self.state_file, jobs),
                                      stdout=out, stderr=subprocess.STDOUT if out else None)
