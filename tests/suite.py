@@ -79,7 +79,7 @@ def _env(state_file: Path, jobs: int = 1) -> dict[str, str]:
     Measured under load (two suite workers, a QAT export and two busy loops on 2 cores): the 60-epoch tiny
     training test took 140 s with one OpenMP thread and more than 900 s (its timeout) with torch's default two,
     whose parallel regions wait at every barrier for a thread the scheduler has parked. A user's run died there
-    (issue 16); the other modules, which are not OpenMP-bound, slowed about 3.5x in the same run."""
+    (issue 16); the other modules, which are not OpenMP-bound, slowed 2.6-4.6x in the same run."""
     env = {**os.environ, "EFFDET_TEST_STATE": str(state_file), "PYTHONFAULTHANDLER": "1"}
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
