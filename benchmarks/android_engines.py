@@ -132,13 +132,12 @@ def open_android(path: str | Path) -> Detector:
     import warnings
 
     from runtime.detector import Detector, UngatedArtifactWarning
+    from runtime.manifest import require_in_graph_nms
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UngatedArtifactWarning)
         detector = Detector(path)
-    if not detector.in_graph_nms:
-        raise ValueError(f"{path} is not an Android TFLite (no detection op in its graph); export one with "
-                         "`make export TARGET=tflite ANDROID=1`")
+    require_in_graph_nms(detector.manifest, path)
     return detector
 
 

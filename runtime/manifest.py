@@ -329,6 +329,14 @@ def in_graph_nms(manifest: dict[str, Any]) -> bool:
     return isinstance(manifest.get("postprocess"), dict) and "in_graph" in manifest["postprocess"]
 
 
+def require_in_graph_nms(manifest: dict[str, Any], artifact_path: str | os.PathLike[str]) -> None:
+    """ManifestError unless the artifact is an ``-android.tflite`` (the detection op in its graph), which
+    Android's detector engines need."""
+    if not in_graph_nms(manifest):
+        raise ManifestError(f"{artifact_path} is not an Android TFLite (no detection op in its graph), which "
+                            "Android's detector engines need; export one with `make export TARGET=tflite ANDROID=1`")
+
+
 def output_keys(manifest: dict[str, Any]) -> tuple[str, ...]:
     """The manifest's output keys: the detection op's four outputs, or the raw logits and box deltas."""
     return ANDROID_OUTPUTS if in_graph_nms(manifest) else ("logits", "box_regression")

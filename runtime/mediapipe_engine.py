@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .backends import BackendUnavailableError
-from .manifest import ManifestError, check_artifact, in_graph_nms, load_manifest, validate_manifest
+from .manifest import check_artifact, load_manifest, require_in_graph_nms, validate_manifest
 from .postprocess import Detections
 from .preprocess import Letterbox, preprocess
 
@@ -65,10 +65,7 @@ class MediapipeDetector:
         manifest = load_manifest(self.model_path)
         validate_manifest(manifest)
         check_artifact(manifest, self.model_path)
-        if not in_graph_nms(manifest):
-            raise ManifestError(f"{self.model_path} is not an Android TFLite (no detection op in its graph), which "
-                                "MediaPipe's ObjectDetector needs; export one with `make export TARGET=tflite "
-                                "ANDROID=1`")
+        require_in_graph_nms(manifest, self.model_path)
         try:
             from mediapipe.tasks import python as mp_tasks
             from mediapipe.tasks.python import vision
