@@ -15,6 +15,12 @@ quantizer (``mlir_quantize``, what ``convert()`` runs next) quantizes the model 
 ranges. With the ranges left unedited this reproduces ``convert()``'s tensors and scales exactly
 (checked: every scale of D0 identical). Only activation ranges change; weights stay per-channel
 symmetric min-max and the model input keeps its range (it is the normalised image, no outliers).
+
+Score floor. In a graph that applies the sigmoid itself (the Android file), the score threshold falls on
+the logits' int8 grid. Calibrated, the default D0's logits span [-19.4, 4.6] (scale 0.094): four fifths of
+the levels encode scores below 0.02, which nothing keeps, and near the 0.3 threshold scores stepped by 0.02,
+which failed that file's gate. ``score_floor`` raises the lower end of the ranges into the score sigmoid to a
+logit below every threshold, so the levels go where scores are decided (scale 0.033; docs/QUANTIZATION.md).
 """
 
 from __future__ import annotations
@@ -69,22 +75,27 @@ def configure_full_int8(converter: Any, tf: Any, samples: Sequence[np.ndarray], 
 
 
 def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[np.ndarray], io_dtype: str = "int8",
-                      method: str = "percentile", progress: bool = True, float_outputs: bool = False) -> bytes:
+                      method: str = "percentile", progress: bool = True, float_outputs: bool = False,
+                      score_floor: float | None = None) -> bytes:
     """The fully integer flatbuffer, its activation ranges calibrated by ``method`` on ``calib`` (a calibration
-    set, or its images already as the model's ``[1, S, S, 3]`` inputs)."""
+    set, or its images already as the model's ``[1, S, S, 3]`` inputs); with ``score_floor`` (a logit), the
+    ranges into the graph's sigmoid start there (:func:`floor_score_logits`)."""
     if method not in METHODS:
         raise ValueError(f"TFLite calibration method must be one of {METHODS}, got {method!r}")
     samples = Batches.of(calib) if isinstance(calib, CalibrationSet) else calib
     configure_full_int8(converter, tf, samples, io_dtype, float_outputs)
-    if method == "minmax":
+    if method == "minmax" and score_floor is None:
         return converter.convert()
     from tensorflow.lite.python import convert as tf_convert
 
     converter._experimental_calibrate_only = True  # the converter's own first step, as QuantizationDebugger uses it
-    calibrated = converter.convert()
-    narrowed = percentile_ranges(calibrated, samples, PERCENTILE, tf, progress)
+    ranges = converter.convert()
+    if method == "percentile":
+        ranges = percentile_ranges(ranges, samples, PERCENTILE, tf, progress)
+    if score_floor is not None:
+        ranges = floor_score_logits(ranges, score_floor)
     dtype = tf.int8 if io_dtype == "int8" else tf.uint8
-    return tf_convert.mlir_quantize(narrowed, input_data_type=dtype,
+    return tf_convert.mlir_quantize(ranges, input_data_type=dtype,
                                     output_data_type=tf.float32 if float_outputs else dtype)
 
 
@@ -143,3 +154,66 @@ def percentile_ranges(calibrated: bytes, samples: Sequence[np.ndarray], percenti
         q.min = [min(max(new_lo, lo), 0.0)]
         q.max = [max(min(new_hi, hi), 0.0)]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+# Ops that only move or join values: the range of their output is the range of their inputs.
+_VALUE_PRESERVING = ("RESHAPE", "CONCATENATION", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS")
+
+
+def floor_score_logits(calibrated: bytes, floor: float) -> bytes:
+    """``calibrated`` with every recorded range on the path into the score sigmoid raised to start at ``floor``
+    (a negative logit): the sigmoid's input, and back through reshapes and concatenations to the ops that
+    compute the logits (the class head's convolutions).
+
+    The score sigmoid is a ``LOGISTIC`` op whose output leaves the network (possibly through reshapes, which the
+    converter may move after it), as a graph output or into a custom op (the detection op); the backbone's
+    swish sigmoids feed a multiplication and keep their ranges. Raises if there is no score sigmoid."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    if not floor < 0.0:
+        raise ValueError(f"the score floor is a logit below 0 (a score below 0.5), got {floor}")
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    graph = model.subgraphs[0]
+    producer: dict[int, tuple[str, list[int]]] = {}  # tensor -> (op, its inputs)
+    takers: dict[int, list[tuple[str, list[int]]]] = {}  # tensor -> [(op, its outputs)]
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+        inputs, outs = [int(i) for i in op.inputs if i >= 0], [int(o) for o in op.outputs]
+        for out in outs:
+            producer[out] = (name, inputs)
+        for i in inputs:
+            takers.setdefault(i, []).append((name, outs))
+    outputs = {int(o) for o in graph.outputs}
+
+    def leaves(index: int) -> bool:
+        """The tensor leaves the network unchanged: a graph output, or through reshapes into a custom op."""
+        return index in outputs or any(name == "CUSTOM" or name in _VALUE_PRESERVING and any(map(leaves, outs))
+                                       for name, outs in takers.get(index, []))
+
+    todo = [ins[0] for out, (name, ins) in producer.items() if name == "LOGISTIC" and leaves(out)]
+    if not todo:
+        raise ValueError("the graph has no score sigmoid (a LOGISTIC op whose output is a graph output or goes to "
+                         "the detection op): there are no score logits to floor")
+    seen: set[int] = set()
+    while todo:
+        index = todo.pop()
+        if index in seen:
+            continue
+        seen.add(index)
+        q = graph.tensors[index].quantization
+        if q is not None and q.min is not None and q.max is not None and len(q.min) == 1:
+            q.min = [min(max(float(q.min[0]), floor), 0.0)]
+            q.max = [max(float(q.max[0]), 0.0)]
+        name, inputs = producer.get(index, ("", []))
+        if name in _VALUE_PRESERVING:
+            todo += [i for i in inputs if not _is_constant(model, graph.tensors[i])]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _is_constant(model: Any, tensor: Any) -> bool:
+    """A tensor whose values are stored in the file (a shape or an axis), not computed."""
+    buffer = model.buffers[tensor.buffer]
+    return buffer.data is not None and len(buffer.data) > 0

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from convert.android_export import SCORE_FLOOR
 from runtime.manifest import ANDROID_OUTPUTS, ManifestError, validate_manifest
 from runtime.postprocess import EVAL_POSTPROCESS, at_threshold, from_detection_op, postprocess
 from tests.conftest import ROOT
@@ -172,6 +173,28 @@ def test_android_tflite_is_gated_and_takes_pixels(exported: dict[str, Any]) -> N
     assert fp32["parity"]["det_match"] == 1.0 and fp32["parity"]["det_match_reverse"] == 1.0
     # int8 (16 calibration images here) stays near the model; the committed figures use 200 (docs/ANDROID.md)
     assert abs(android["int8"]["parity"]["map_delta"]) < 0.03
+    # the logits' int8 grid starts at the score floor, not at the calibrated minimum (about -19 on this model,
+    # which stepped the scores by 0.02 near the 0.3 threshold and failed the committed int8 file's gate)
+    floor = android["int8"]["quantization"]["score_floor_logit"]
+    assert floor == pytest.approx(SCORE_FLOOR, abs=1e-4)
+    lo, hi, scale = _sigmoid_input_range(Path(android["int8"]["path"]))
+    assert floor - scale <= lo <= floor + scale and hi > 0
+    assert scale < (hi - floor) / 250
+
+
+def _sigmoid_input_range(path: Path) -> tuple[float, float, float]:
+    """The dequantized (lowest, highest, step) of the int8 tensor the file's sigmoid reads."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    ops = interpreter._get_ops_details()
+    (detection_op,) = [o for o in ops if o["op_name"] == "TFLite_Detection_PostProcess"]
+    into_op = set(detection_op["inputs"])  # directly, or through the DEQUANTIZE to its float inputs
+    into_op |= {int(o["inputs"][0]) for o in ops if o["op_name"] == "DEQUANTIZE" and set(o["outputs"]) & into_op}
+    (op,) = [o for o in ops if o["op_name"] == "LOGISTIC" and set(o["outputs"]) & into_op]
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    scale, zero = details[int(op["inputs"][0])]["quantization"]
+    return scale * (-128 - zero), scale * (127 - zero), scale
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Fast checks of the quantization building blocks: the QAT distillation loss, the TFLite percentile cut,
-and the mapping of float-fallback layers onto OpenVINO ops (end-to-end int8 runs are in test_int8.py)."""
+"""Fast checks of the quantization building blocks: the QAT distillation loss, the TFLite percentile cut and
+score floor, and the mapping of float-fallback layers onto OpenVINO ops (end-to-end int8 runs are in
+test_int8.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantize.distill import distillation_loss
 from quantize.qat import QatConfig
-from quantize.tflite_int8 import _cut
+from quantize.tflite_int8 import _cut, configure_full_int8, floor_score_logits
 
 
 def _outputs(seed: int, anchors: int = 500, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +74,62 @@ def test_percentile_cut_drops_the_tails_evenly() -> None:
     assert lo == pytest.approx(0.0) and hi == pytest.approx(1.0)
     assert _cut(hist, edges, 100.0) == (pytest.approx(0.0), pytest.approx(9.0))
     assert _cut(np.zeros(100, np.int64), edges, 99.9) == (-1.0, 9.0)
+
+
+def _calibrated_tflite(scores_out: bool) -> bytes:
+    """A calibrate-only TFLite of conv -> swish -> two conv heads -> reshape -> concat -> sigmoid (the score
+    sigmoid when ``scores_out``, else the graph ends at the logits and its only sigmoid is the swish's)."""
+    from convert.tensorflow_import import import_tensorflow
+
+    tf = import_tensorflow()
+    rng = np.random.default_rng(0)
+    w1 = tf.constant(rng.normal(size=(3, 3, 3, 8)).astype(np.float32))
+    heads = [tf.constant(rng.normal(size=(1, 1, 8, 4)).astype(np.float32) * 4) for _ in range(2)]
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+    def net(x: tf.Tensor) -> tf.Tensor:
+        h = tf.nn.conv2d(x, w1, 1, "SAME")
+        h = h * tf.sigmoid(h)  # swish, as in the backbone
+        logits = tf.concat([tf.reshape(tf.nn.conv2d(h, w, 1, "SAME"), [1, -1, 2]) for w in heads], axis=1)
+        return tf.sigmoid(logits) if scores_out else logits
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
+    configure_full_int8(converter, tf, [rng.normal(size=(1, 8, 8, 3)).astype(np.float32) for _ in range(8)])
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
+def _ranges(model: bytes) -> dict[int, tuple[float, float]]:
+    """Every tensor with a recorded range -> (min, max)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    tensors = flatbuffer_utils.convert_bytearray_to_object(model).subgraphs[0].tensors
+    return {i: (float(t.quantization.min[0]), float(t.quantization.max[0])) for i, t in enumerate(tensors)
+            if t.quantization is not None and t.quantization.min is not None}
+
+
+def test_score_floor_moves_only_the_score_logits_ranges() -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    calibrated = _calibrated_tflite(scores_out=True)
+    ops = Interpreter(model_content=calibrated)._get_ops_details()
+    sigmoid_in = {int(o["inputs"][0]) for o in ops if o["op_name"] == "LOGISTIC"}
+    swish_in = {i for i in sigmoid_in if any(o["op_name"] == "MUL" and i in o["inputs"] for o in ops)}
+    (score_in,) = sigmoid_in - swish_in
+    head_outputs = {int(o["outputs"][0]) for o in ops if o["op_name"] == "CONV_2D"} - swish_in
+    before, after = _ranges(calibrated), _ranges(floor_score_logits(calibrated, -3.0))
+    assert before[score_in][0] < -3.0 and after[score_in] == (-3.0, before[score_in][1])
+    changed = {i for i in before if after[i] != before[i]}
+    # the sigmoid's input, and back through the concat and reshapes to both heads' convolution outputs
+    assert {score_in} | head_outputs <= changed and len(head_outputs) == 2
+    assert all(after[i][0] == -3.0 for i in changed) and not changed & swish_in
+    with pytest.raises(ValueError, match="below 0"):
+        floor_score_logits(calibrated, 0.5)
+
+
+def test_score_floor_refuses_a_graph_without_a_score_sigmoid() -> None:
+    with pytest.raises(ValueError, match="no score sigmoid"):
+        floor_score_logits(_calibrated_tflite(scores_out=False), -3.0)
 
 
 def _conv_onnx(path: Path) -> None:
