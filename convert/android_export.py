@@ -237,6 +237,8 @@ def export_android(saved_model: str | Path, onnx_path: str | Path, config: Model
     if inp.name != INPUT_NAME or sorted(outs) != sorted(ANDROID_OUTPUTS):
         raise TfliteExportError(f"the Android TFLite's signature is {inp.name!r} -> {sorted(outs)}, expected "
                                 f"{INPUT_NAME!r} -> {list(ANDROID_OUTPUTS)}")
+    if precision == "int8" and quantization:  # recorded where it is applied (android_tflite)
+        quantization = {**quantization, "score_floor_logit": round(SCORE_FLOOR, 4)}
     post = {**DEFAULT_POSTPROCESS, "in_graph": {"op": IN_GRAPH_NMS, "score_threshold": IN_GRAPH_SCORE_THRESHOLD,
                                                 "max_detections": IN_GRAPH_MAX_DETECTIONS, "nms": "per-class"}}
     manifest = build_manifest(

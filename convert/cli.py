@@ -284,7 +284,7 @@ def _export_all(model: Any, config: Any, targets: list[str], precisions: list[st
             artifacts += export_int8(targets, config, out, base, proto, onnx_fp32, saved_model, int8, source, _log)
         if android:
             from .android_export import PRECISIONS as ANDROID_PRECISIONS
-            from .android_export import SCORE_FLOOR, export_android
+            from .android_export import export_android
 
             for precision in [p for p in precisions if p in ANDROID_PRECISIONS]:
                 quantized = precision == "int8"
@@ -292,8 +292,7 @@ def _export_all(model: Any, config: Any, targets: list[str], precisions: list[st
                 artifacts.append(export_android(
                     saved_model(), onnx_fp32, config, out, base, precision, calib=int8.calib if quantized else None,
                     calib_method=int8.methods["tflite"] if quantized else "percentile",
-                    quantization=int8.describe("tflite", io_dtype="uint8", score_floor_logit=round(SCORE_FLOOR, 4))
-                    if quantized else None, **source))
+                    quantization=int8.describe("tflite", io_dtype="uint8") if quantized else None, **source))
         if qat is not None:
             from .qat_export import export_qat
 
