@@ -6,7 +6,8 @@ benchmarked through stale artifacts, on each artifact's own sha256 as the report
 interrupted export of another checkpoint into the same folder had replaced files under a report that
 still named the old checkpoint, issue 13; the exporter now also deletes the old report first), and on
 the int8 recipe: an int8 artifact made with another
-calibration method than today's default, or a QAT artifact made with another objective, is remade.
+calibration method, weight scheme or input range than today's default (or an Android file without today's score
+floor), or a QAT artifact made with another objective, is remade.
 A gate failure does not stop the benchmark (the row carries the verdict); a conversion error or bad
 input does.
 """
@@ -30,15 +31,22 @@ class ExportError(RuntimeError):
 
 
 def current_recipe(artifact: dict[str, Any]) -> bool:
-    """Whether an int8 artifact was quantized the way ``python -m convert`` quantizes by default today."""
-    from convert.int8_export import DEFAULT_METHODS
+    """Whether an int8 artifact was quantized the way ``python -m convert`` quantizes by default today: the
+    calibration method, the weight scheme, what the input quantizer holds, the Android file's score floor, QAT's
+    objective, each as its manifest records it."""
+    from convert.android_export import SCORE_FLOOR
+    from convert.int8_export import DEFAULT_METHODS, INPUT_FULL_RANGE, INPUT_PIXELS, SCHEMES
     from quantize.qat import QatConfig
 
     q = artifact.get("quantization") or {}
+    android = artifact.get("flavour") == "android"
     if artifact["precision"] == "int8":
-        return q.get("method") == DEFAULT_METHODS[artifact["target"]]
+        target = artifact["target"]
+        return (q.get("method") == DEFAULT_METHODS[target] and q.get("scheme") == SCHEMES[target]
+                and q.get("input") == (INPUT_PIXELS if android else INPUT_FULL_RANGE)
+                and (not android or q.get("score_floor_logit") == round(SCORE_FLOOR, 4)))
     if artifact["precision"] == "int8-qat":
-        return (q.get("qat") or {}).get("objective") == QatConfig().objective
+        return (q.get("qat") or {}).get("objective") == QatConfig().objective and q.get("input") == INPUT_FULL_RANGE
     return True
 
 

@@ -3,7 +3,8 @@
 
 Self-contained means every image is inlined as a data URI and there is no script or stylesheet from
 anywhere else: the page is mailed around and opened offline. Device rows get their accuracy from the
-parity report by the artifact's sha256 (the same bytes scored the same mAP wherever they ran).
+parity report by the artifact's sha256, where the same bytes score the same mAP: float and TFLite artifacts
+anywhere, int8 ONNX/OpenVINO only on the CPU class their gate ran on (their kernels differ by class).
 """
 
 from __future__ import annotations
@@ -71,8 +72,26 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return doc
 
 
+# int8 targets whose accuracy depends on the CPU class: byte-identical int8 ONNX scored +0.20 points on AVX-512
+# VNNI and -16.2 on AVX2 (docs/INT8-CPU-CLASSES.md). The int8 TFLite gave bit-identical outputs on x86 and aarch64.
+CLASS_DEPENDENT_TARGETS = ("onnx", "openvino")
+
+
+def _accuracy_applies(entry: dict[str, Any], report: dict[str, Any], device_class: str | None) -> str | None:
+    """None when the gate's accuracy holds on the device, else why not (int8 ONNX/OpenVINO on another class)."""
+    if not entry["precision"].startswith("int8") or entry["target"] not in CLASS_DEPENDENT_TARGETS:
+        return None
+    gated = (report.get("cpu") or {}).get("int8")
+    if gated and device_class == gated:
+        return None
+    return (f"not measured on this device's CPU class ({device_class or 'unrecorded'}); the gate ran on "
+            f"{gated or 'an unrecorded class'}, and int8 {entry['target']} kernels differ by class")
+
+
 def load_device_rows(paths: list[Path], report: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Rows of device results files, with accuracy joined from the parity report by artifact sha256."""
+    """Rows of device results files, with accuracy joined from the parity report by artifact sha256 where it
+    holds there: float and TFLite artifacts anywhere, int8 ONNX/OpenVINO only on the CPU class they were gated on
+    (else the row says so in ``accuracy_of`` and carries no accuracy)."""
     by_sha = {a["sha256"]: a for a in (report or {}).get("artifacts", [])}
     rows = []
     for path in paths:
@@ -90,7 +109,11 @@ def load_device_rows(paths: list[Path], report: dict[str, Any] | None) -> list[d
             if entry is None and row.get("source_sha256") in by_sha:  # an Edge TPU build: its int8 source's
                 entry = by_sha[row["source_sha256"]]
                 row["accuracy_of"] = f"{entry['target']}-{entry['precision']} it was compiled from"
-            if entry is not None and row.get("map") is None and row.get("engine", "runtime") == "runtime":
+            why_not = None if entry is None else _accuracy_applies(entry, report or {},
+                                                                   doc.get("machine", {}).get("int8_class"))
+            if why_not:
+                row["accuracy_of"] = why_not
+            elif entry is not None and row.get("map") is None and row.get("engine", "runtime") == "runtime":
                 # the gate's accuracy is the runtime's on these bytes; another engine's (MediaPipe) is not measured
                 p = entry["parity"]
                 row.update(map=p["map"], map_delta=p["map_delta"], det_match=p["det_match"],
@@ -195,6 +218,8 @@ def build_html(report: dict[str, Any] | None, bench: dict[str, Any] | None, devi
             if bench.get("note"):
                 parts.append(f"<p>{html.escape(bench['note'])}</p>")
         parts += [html_table(row_cells(rows), ROW_ALIGN, classes),
+                  *(f'<p class="meta">{html.escape(r["name"])} on {html.escape(str(r.get("device")))}: accuracy '
+                    f'{html.escape(r["accuracy_of"])}.</p>' for r in rows if r.get("accuracy_of")),
                   f'<img class="plot" alt="latency vs accuracy" '
                   f'src="{_data_uri(latency_vs_accuracy_png(rows), "image/png")}">',
                   f'<img class="plot" alt="latency breakdown" '

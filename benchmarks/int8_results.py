@@ -23,16 +23,28 @@ from runtime.preprocess import read_image
 from .interleave import interleaved_samples
 
 
+def _field(p: dict[str, Any]) -> tuple[str, str, str]:
+    """Field det match (both ways), field logits rel L2, input clipped (split / field)."""
+    f = p.get("field")
+    if not f:
+        return "—", "—", "—"
+    rel = "—" if f.get("logits_rel_l2") is None else f"{f['logits_rel_l2']:.3f}"
+    clipped = "—" if p.get("input_clipped") is None else f"{p['input_clipped']:.2%} / {f['input_clipped']:.2%}"
+    return f"{f['det_match']:.1%} / {f['det_match_reverse']:.1%}", rel, clipped
+
+
 def table(report: dict[str, Any]) -> list[str]:
-    rows = ["| target | precision | mAP@[.5:.95] | mAP@.5 | ΔmAP (points) | det match | size (MB) "
-            "| median ms (p90) | gate |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    rows = ["| target | precision | mAP@[.5:.95] | mAP@.5 | ΔmAP (points) | det match | field det match "
+            "| field logits rel L2 | input clipped (split / field) | size (MB) | median ms (p90) | gate |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     ref = report["artifacts"][0]["parity"]
-    rows.append(f"| PyTorch | fp32 (reference) | {ref['map_ref']:.4f} | {ref['map50_ref']:.4f} | — | — | — | — | — |")
+    rows.append(f"| PyTorch | fp32 (reference) | {ref['map_ref']:.4f} | {ref['map50_ref']:.4f} | — | — | — | — | — "
+                "| — | — | — |")
     for a in sorted(report["artifacts"], key=lambda a: (a["target"], a["precision"])):
         p, lat = a["parity"], a.get("latency", {})
         rows.append(f"| {a['target']} | {a['precision']} | {p['map']:.4f} | {p['map50']:.4f} "
-                    f"| {p['map_delta'] * 100:+.2f} | {p['det_match']:.1%} | {a['size_bytes'] / 1e6:.2f} "
-                    f"| {lat.get('total_ms', '—')} ({lat.get('p90_ms', '—')}) "
+                    f"| {p['map_delta'] * 100:+.2f} | {p['det_match']:.1%} | {' | '.join(_field(p))} "
+                    f"| {a['size_bytes'] / 1e6:.2f} | {lat.get('total_ms', '—')} ({lat.get('p90_ms', '—')}) "
                     f"| {'PASS' if a['gate']['passed'] else 'FAIL'} |")
     return rows
 
@@ -67,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
           f"Checkpoint `{report['checkpoint']}`; evaluation: `{report['data']}` split `{report['split']}`, {n} images "
           "(COCO mAP via pycocotools, evaluation post-processing). ΔmAP against the FP32 PyTorch model on the same "
           "images; det match = share of FP32 detections (deployment threshold) matched by the artifact, same "
-          "class, IoU ≥ 0.5. Latency: end to end through the runtime (pre + infer + post), "
+          "class, IoU ≥ 0.5. Field = the same comparison on images unlike the calibration set (photometric shifts "
+          "of the evaluation images and other scenes, convert/field.py): det match FP32→artifact / artifact→FP32, "
+          "logits relative L2 error, and the share of input values beyond the int8 input quantizer. "
+          "Latency: end to end through the runtime (pre + infer + post), "
           f"{args.threads} threads, {args.runs} runs, on {platform.machine()} with {os.cpu_count()} cores, "
           "all artifacts interleaved in one process.", "", *table(report), "", *([args.note, ""] if args.note else []),
           "Reproduce:", "", "```bash", args.command, "```", ""]

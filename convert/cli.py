@@ -285,14 +285,16 @@ def _export_all(model: Any, config: Any, targets: list[str], precisions: list[st
         if android:
             from .android_export import PRECISIONS as ANDROID_PRECISIONS
             from .android_export import export_android
+            from .int8_export import INPUT_PIXELS
 
+            pixels = int8.describe("tflite", io_dtype="uint8", input=INPUT_PIXELS) if int8 is not None else None
             for precision in [p for p in precisions if p in ANDROID_PRECISIONS]:
                 quantized = precision == "int8"
                 _log(f"converting tflite {precision} for Android (pixels in, detection op in the graph)")
                 artifacts.append(export_android(
                     saved_model(), onnx_fp32, config, out, base, precision, calib=int8.calib if quantized else None,
                     calib_method=int8.methods["tflite"] if quantized else "percentile",
-                    quantization=int8.describe("tflite", io_dtype="uint8") if quantized else None, **source))
+                    quantization=pixels if quantized else None, **source))
         if qat is not None:
             from .qat_export import export_qat
 
@@ -335,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
     from runtime.cpu_class import cpu_class
     from runtime.preprocess import read_image
 
+    from .field import field_images
     from .gates import FAIL, NOT_MEASURABLE, gate_for
     from .manifest_writer import folder_inventory, gate_record, mark_gate
     from .parity import original_coords, run_parity
@@ -365,11 +368,14 @@ def run(args: argparse.Namespace) -> int:
         artifacts, fp32_onnx = _export_all(model, config, targets, precisions, out, ckpt, ckpt_sha, int8, qat,
                                            args.android)
         _log("parity gate: " + ", ".join(_label(a) for a in artifacts))
+        field = field_images(dataset)
+        kinds = ", ".join(sorted({f.kind for f in field}))
+        _log(f"field fidelity: {len(field)} images unlike the calibration set ({kinds})")
         # The detection op in the Android graph leaves no raw outputs: its gate bounds detections and mAP.
         reference, entries, detections = run_parity(
             model, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()), dataset,
             [(a, gates[a.precision].tightened(rel_err_max=None) if a.flavour else gates[a.precision])
-             for a in artifacts], threads=args.threads)
+             for a in artifacts], threads=args.threads, field=field)
     except KeyboardInterrupt:  # Ctrl-C: say in OUT what is there, each artifact with its (missing) verdict
         write_interrupted_report(out, {"interrupted": True, "checkpoint": str(ckpt), "checkpoint_sha256": None,
                                        "artifacts": [], "folder": folder_inventory(out, [])})
@@ -448,10 +454,13 @@ def _summarise(entries: list[dict[str, Any]], paths: dict[str, Path]) -> int:
         label = labels[g["status"]] + (" (accepted)" if g.get("accepted") else "")
         what = " ".join(filter(None, (e["precision"], e.get("flavour"))))
         rel = "n/a (detections out)" if p["rel_err"] is None else f"{p['rel_err']:.2e}"
+        field = p.get("field") or {}
         print(f"{label} {e['target']:8s} {what}  rel_err {rel}  det_match "
               f"{p['det_match']:.2%}/{p['det_match_reverse']:.2%} of {p['num_detections_ref']} reference detections  "
               + (f"mAP {p['map']:.4f} (ref {p['map_ref']:.4f})" if p["map"] is not None else "mAP not measured "
-                 "(unlabelled images)") + f"  {e['path']}")
+                 "(unlabelled images)")
+              + (f"  field {field['det_match']:.2%}/{field['det_match_reverse']:.2%} of "
+                 f"{field['num_detections_ref']}" if field else "") + f"  {e['path']}")
     print(f"report: {paths['md']}")
     bad = [e for e in entries if e["gate"]["status"] == FAIL
            or (e["gate"]["status"] == NOT_MEASURABLE and not e["gate"].get("accepted"))]

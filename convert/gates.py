@@ -3,7 +3,8 @@
 Units: ``rel_err_max`` is max |artifact - reference| / max |reference| per raw output; ``det_match_min`` is a
 fraction in [0, 1] of detections matched one-to-one (same class, IoU >= ``det_match_iou``), required in both
 directions; ``map_delta_max`` bounds |mAP(artifact) - mAP(FP32 PyTorch)| for COCO mAP@[.5:.95] in 0-1 units
-(0.001 = 0.1 mAP point). ``None`` means "not gated" (still measured and reported).
+(0.001 = 0.1 mAP point); ``field_det_match_min`` is ``det_match_min`` on the field-fidelity images
+(:mod:`convert.field`). ``None`` means "not gated" (still measured and reported).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class GateThresholds:
     det_match_min: float
     det_match_iou: float
     map_delta_max: float | None
+    field_det_match_min: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -27,12 +29,20 @@ class GateThresholds:
         return replace(self, **changes)
 
 
+# Field images are harder than the split (darker, noisier, unlike anything calibrated), so the field bound sits
+# 5 points under the split's 90 %: an int8 artifact that holds its input range keeps 90 % or more there on the
+# default D0 (docs/QUANTIZATION.md), while the BCCD D0's artifacts whose inputs clipped matched 34-60 % of FP32's
+# detections on out-of-distribution photos (issue 15). Float artifacts are bounded element by element already.
+FIELD_DET_MATCH_MIN = 0.85
+
 GATES: dict[str, GateThresholds] = {
     "fp32": GateThresholds(rel_err_max=1e-4, det_match_min=1.0, det_match_iou=0.99, map_delta_max=None),
     "fp16": GateThresholds(rel_err_max=1e-2, det_match_min=0.98, det_match_iou=0.99, map_delta_max=0.001),
-    # int8 (implemented later): raw outputs are not gated, accuracy and detections are.
-    "int8": GateThresholds(rel_err_max=None, det_match_min=0.90, det_match_iou=0.5, map_delta_max=0.010),
-    "int8-qat": GateThresholds(rel_err_max=None, det_match_min=0.90, det_match_iou=0.5, map_delta_max=0.005),
+    # int8: raw outputs are not gated, accuracy and detections are, in the split and in the field.
+    "int8": GateThresholds(rel_err_max=None, det_match_min=0.90, det_match_iou=0.5, map_delta_max=0.010,
+                           field_det_match_min=FIELD_DET_MATCH_MIN),
+    "int8-qat": GateThresholds(rel_err_max=None, det_match_min=0.90, det_match_iou=0.5, map_delta_max=0.005,
+                               field_det_match_min=FIELD_DET_MATCH_MIN),
 }
 
 
@@ -105,4 +115,28 @@ def check(parity: dict[str, Any], gate: GateThresholds) -> list[str]:
             not abs(parity["map_delta"]) <= gate.map_delta_max:
         failures.append(f"|mAP delta| {abs(parity['map_delta']) * 100:.3f} points > "
                         f"{gate.map_delta_max * 100:.3f} points (mAP {parity['map']:.4f} vs {parity['map_ref']:.4f})")
+    if field_gated(parity, gate):
+        field = parity["field"]
+        for key, label in (("det_match", "reference detections matched"),
+                           ("det_match_reverse", "artifact detections matched")):
+            if not field[key] >= gate.field_det_match_min:
+                failures.append(f"field: {label} {field[key]:.2%} < {gate.field_det_match_min:.2%} on "
+                                f"{field['num_images']} field images ({_worst_kind(field)}): the artifact departs "
+                                "from FP32 on images unlike the calibration set")
     return failures
+
+
+def field_gated(parity: dict[str, Any], gate: GateThresholds) -> bool:
+    """Whether the field figures are held to the gate: it has a field bound and the FP32 model made enough
+    detections on the field images for matching to mean something (else they are reported, not gated)."""
+    field = parity.get("field")
+    return (gate.field_det_match_min is not None and field is not None
+            and field["num_detections_ref"] >= MIN_REFERENCE_DETECTIONS)
+
+
+def _worst_kind(field: dict[str, Any]) -> str:
+    kinds = [(v["det_match"], k) for k, v in field.get("by_kind", {}).items() if v["num_detections_ref"]]
+    if not kinds:
+        return "no kind had reference detections"
+    share, kind = min(kinds)
+    return f"worst: {kind}, {share:.0%} matched"

@@ -17,6 +17,7 @@ import onnx
 
 from calib_data import CalibrationSet
 from efficientdet.model.config import ModelConfig
+from runtime.preprocess import normalised_range
 
 from .manifest_writer import Artifact
 
@@ -24,6 +25,14 @@ from .manifest_writer import Artifact
 DEFAULT_METHODS = {"onnx": "percentile", "openvino": "mixed", "tflite": "percentile"}
 TOOLS = {"onnx": "onnxruntime.quantization (QDQ)", "openvino": "nncf", "tflite": "tf.lite.TFLiteConverter"}
 SCHEME = {"weights": "int8 per-channel symmetric", "activations": "8-bit per-tensor affine"}
+# ONNX and OpenVINO int8 run on x86 kernels that saturate 8-bit weights without VNNI (docs/INT8-CPU-CLASSES.md)
+DENSE_7BIT = {**SCHEME, "weights": "int8 per-channel symmetric, 7-bit (within +-64) on convolutions that are not "
+                                   "depthwise, so no x86 CPU saturates"}
+SCHEMES = {"onnx": DENSE_7BIT, "openvino": DENSE_7BIT, "tflite": SCHEME}
+# What the input quantizer holds (the manifest's ``quantization.input``): the normalised image over every possible
+# pixel, not the calibration images' range, which clipped 16-34 % of a darker photo's input values (issue 15).
+INPUT_FULL_RANGE = "normalised image, quantized over the whole 0-255 pixel range"
+INPUT_PIXELS = "uint8 pixels, normalisation in the graph over the whole 0-255 pixel range"
 
 
 @dataclass
@@ -55,10 +64,10 @@ class Int8Options:
 
         c = self.calib
         used = images_used(self.methods[target], len(c)) if target == "onnx" else len(c)
-        return {"tool": TOOLS[target], "method": self.methods[target], "scheme": SCHEME,
+        return {"tool": TOOLS[target], "method": self.methods[target], "scheme": SCHEMES[target],
                 "calibration": {"path": str(c.path), "images_sha256": c.manifest["images_sha256"], "count": len(c),
                                 "images_used": used, "source": c.manifest["source"], "split": c.manifest["split"]},
-                "float_layers": list(self.float_layers.get(target, [])), **extra}
+                "float_layers": list(self.float_layers.get(target, [])), "input": INPUT_FULL_RANGE, **extra}
 
 
 def export_int8(targets: list[str], config: ModelConfig, out: Path, base: str, fp32: onnx.ModelProto,
@@ -66,6 +75,7 @@ def export_int8(targets: list[str], config: ModelConfig, out: Path, base: str, f
                 source: dict[str, Any], log: Callable[[str], None]) -> list[Artifact]:
     """Write ``<base>-int8.<ext>`` for each target; ``saved_model`` lazily gives onnx2tf's SavedModel."""
     artifacts = []
+    full_range = normalised_range(config.preprocess.to_dict())
     if opts.fallback:
         opts.measure_sensitivity(fp32, log)
         log(f"keeping {opts.fallback} most sensitive layers in float for onnx/openvino: "
@@ -76,7 +86,8 @@ def export_int8(targets: list[str], config: ModelConfig, out: Path, base: str, f
         from .onnx_export import write_onnx
 
         log(f"quantizing onnx int8 with onnxruntime ({opts.methods['onnx']})")
-        proto = quantize_onnx(fp32, opts.calib, opts.methods["onnx"], exclude=opts.float_layers.get("onnx", ()))
+        proto = quantize_onnx(fp32, opts.calib, opts.methods["onnx"], exclude=opts.float_layers.get("onnx", ()),
+                              input_range=full_range)
         artifacts.append(write_onnx(proto, config, out / f"{base}-int8.onnx", "int8",
                                     quantization=opts.describe("onnx"), **source))
     if "openvino" in targets:
@@ -87,7 +98,8 @@ def export_int8(targets: list[str], config: ModelConfig, out: Path, base: str, f
         log(f"quantizing openvino int8 with NNCF ({opts.methods['openvino']})")
         kept = set(opts.float_layers.get("openvino", ()))
         model = quantize_openvino(convert_onnx(fp32_path), opts.calib, opts.methods["openvino"],
-                                  exclude={n.name: list(n.output) for n in fp32.graph.node if n.name in kept})
+                                  exclude={n.name: list(n.output) for n in fp32.graph.node if n.name in kept},
+                                  input_range=full_range)
         artifacts.append(export_openvino(fp32_path, config, out / f"{base}-int8.xml", "int8", model=model,
                                          quantization=opts.describe("openvino"), **source))
     if "tflite" in targets:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ from runtime.detector import Detector, UngatedArtifactWarning
 from runtime.postprocess import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, Detections, at_threshold, postprocess
 from runtime.preprocess import Letterbox, preprocess, read_image, to_layout
 
+from .field import FieldImage
 from .gates import PASS, GateThresholds, verdict
+from .input_quantizer import InputQuantizer, input_quantizer
 from .manifest_writer import Artifact
 
 OUTPUTS = ("logits", "box_regression")
@@ -68,6 +71,7 @@ class _Stats:
             "max_abs_err": self.max_abs_err,
             "rel_err": self.max_abs_err / self.max_ref if self.max_ref > 0 else self.max_abs_err,
             "snr_db": float(10 * math.log10(sxx / see)) if see > 0 and sxx > 0 else None,  # None = exact
+            "rel_l2": math.sqrt(see / sxx) if sxx > 0 else math.sqrt(see),  # ||artifact - reference|| / ||reference||
             "pearson": pearson,
         }
 
@@ -85,18 +89,39 @@ class Reference:
 
 
 @dataclass
+class _Tally:
+    """Running totals of one artifact on one image set: raw-output errors, detection matches, input clipping."""
+
+    stats: dict[str, _Stats] = dataclasses.field(default_factory=lambda: {n: _Stats() for n in OUTPUTS})
+    matched: int = 0
+    num_ref: int = 0
+    num_out: int = 0
+    num_images: int = 0
+    input_values: int = 0
+    input_clipped: int = 0
+    kinds: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # kind -> [matched, ref, out, images]
+
+    def detections(self) -> dict[str, Any]:
+        return {"det_match": self.matched / self.num_ref if self.num_ref else 1.0,
+                "det_match_reverse": self.matched / self.num_out if self.num_out else 1.0,
+                "num_detections_ref": self.num_ref, "num_detections": self.num_out}
+
+    def clipped_share(self) -> float | None:
+        return self.input_clipped / self.input_values if self.input_values else None
+
+
+@dataclass
 class _Comparison:
-    """One artifact under test and the running totals of its comparison."""
+    """One artifact under test and the running totals of its comparison on the split and on the field set."""
 
     artifact: Artifact
     gate: GateThresholds
     detector: Detector
-    stats: dict[str, _Stats] = dataclasses.field(default_factory=lambda: {n: _Stats() for n in OUTPUTS})
+    quantizer: InputQuantizer | None
+    split: _Tally = dataclasses.field(default_factory=_Tally)
+    field: _Tally = dataclasses.field(default_factory=_Tally)
     detections: list[Detections] = dataclasses.field(default_factory=list)  # original-image pixels
     eval_detections: list[Detections] = dataclasses.field(default_factory=list)
-    matched: int = 0
-    num_ref: int = 0
-    num_out: int = 0
 
 
 def subset(dataset: DetectionDataset, max_images: int | None) -> DetectionDataset:
@@ -165,11 +190,12 @@ def _open(artifact: Artifact, gate: GateThresholds, post: dict[str, Any], thread
     if detector.post_spec != post:
         raise ParityError(f"{artifact.path.name} post-processes with {detector.post_spec}, the reference with "
                           f"{post}: detections would not be comparable")
-    return _Comparison(artifact, gate, detector)
+    return _Comparison(artifact, gate, detector, input_quantizer(artifact.path))
 
 
-def _step(c: _Comparison, image: np.ndarray, x_ref: np.ndarray, raw: tuple[np.ndarray, np.ndarray],
-          ref_dets: Detections, where: str) -> None:
+def _step(c: _Comparison, tally: _Tally, image: np.ndarray, x_ref: np.ndarray, raw: tuple[np.ndarray, np.ndarray],
+          ref_dets: Detections, where: str, kind: str | None = None) -> tuple[Detections, Detections]:
+    """Run the artifact on one image, add to ``tally``; its detections (deployment, evaluation) in input pixels."""
     d = c.detector
     x, box = d.preprocess_image(image)
     if d.in_graph_nms:  # the graph ends in the detection op: detections and mAP only, no raw outputs
@@ -183,33 +209,60 @@ def _step(c: _Comparison, image: np.ndarray, x_ref: np.ndarray, raw: tuple[np.nd
         for name, ref, out in zip(OUTPUTS, raw, (logits, deltas)):
             if ref.shape != out.shape:
                 raise ParityError(f"{c.artifact.path.name}: {name} has shape {out.shape}, the reference {ref.shape}")
-            c.stats[name].add(ref, out)
+            tally.stats[name].add(ref, out)
         det = postprocess(logits, deltas, d.anchors, d.post_spec)
         eval_det = postprocess(logits, deltas, d.anchors, EVAL_POSTPROCESS)
-    c.detections.append(original_coords(det, box))
-    c.eval_detections.append(original_coords(eval_det, box))
-    c.matched += match_count(ref_dets, det, c.gate.det_match_iou)
-    c.num_ref += len(ref_dets)
-    c.num_out += len(det)
+    matched = match_count(ref_dets, det, c.gate.det_match_iou)
+    tally.matched += matched
+    tally.num_ref += len(ref_dets)
+    tally.num_out += len(det)
+    tally.num_images += 1
+    if c.quantizer is not None:
+        tally.input_values += x_ref.size
+        tally.input_clipped += c.quantizer.clipped(x_ref)
+    if kind is not None:
+        counts = tally.kinds.setdefault(kind, [0, 0, 0, 0])
+        for k, v in enumerate((matched, len(ref_dets), len(det), 1)):
+            counts[k] += v
+    return det, eval_det
 
 
-def _result(c: _Comparison, reference: Reference) -> dict[str, Any]:
-    # An artifact with the detection op in its graph has no raw outputs to compare.
-    per_output = {} if c.detector.in_graph_nms else {name: s.result() for name, s in c.stats.items()}
-    metrics = coco_metrics(reference.dataset, c.eval_detections)
+def _raw(c: _Comparison, tally: _Tally) -> dict[str, Any]:
+    """Raw-output figures of one tally (none for an artifact with the detection op in its graph)."""
+    per_output = {} if c.detector.in_graph_nms else {name: s.result() for name, s in tally.stats.items()}
     snrs = [v["snr_db"] for v in per_output.values() if v["snr_db"] is not None]
     pearsons = [v["pearson"] for v in per_output.values() if v["pearson"] is not None]
-    result = {
+    return {
         "outputs": per_output,
         "max_abs_err": max((v["max_abs_err"] for v in per_output.values()), default=None),
         "rel_err": max((v["rel_err"] for v in per_output.values()), default=None),
         "snr_db": min(snrs) if snrs else None,
         "pearson": min(pearsons) if pearsons else None,
-        "det_match": c.matched / c.num_ref if c.num_ref else 1.0,
-        "det_match_reverse": c.matched / c.num_out if c.num_out else 1.0,
+    }
+
+
+def _field_result(c: _Comparison) -> dict[str, Any] | None:
+    """The field figures (:mod:`convert.field`): raw-output error and detections both ways, per kind too."""
+    t = c.field
+    if not t.num_images:
+        return None
+    logits = _raw(c, t)["outputs"].get("logits")
+    return {
+        **_raw(c, t), **t.detections(), "num_images": t.num_images,
+        "logits_rel_l2": None if logits is None else logits["rel_l2"],
+        "input_clipped": t.clipped_share(),
+        "by_kind": {kind: {"det_match": m / r if r else 1.0, "det_match_reverse": m / o if o else 1.0,
+                           "num_detections_ref": r, "num_images": n} for kind, (m, r, o, n) in t.kinds.items()},
+    }
+
+
+def _result(c: _Comparison, reference: Reference) -> dict[str, Any]:
+    metrics = coco_metrics(reference.dataset, c.eval_detections)
+    result = {
+        **_raw(c, c.split),
+        **c.split.detections(),
         "det_match_iou": c.gate.det_match_iou,
-        "num_detections_ref": c.num_ref,
-        "num_detections": c.num_out,
+        "input_clipped": c.split.clipped_share(),
         "map": metrics["map"],
         "map_ref": reference.metrics["map"],
         "map_delta": None if metrics["map"] is None else metrics["map"] - reference.metrics["map"],
@@ -217,6 +270,7 @@ def _result(c: _Comparison, reference: Reference) -> dict[str, Any]:
         "map50_ref": reference.metrics["map50"],
         "num_images": len(reference.dataset.records),
         "backend_precision": str(getattr(c.detector.backend, "precision", "")),
+        "field": _field_result(c),
     }
     return result
 
@@ -226,8 +280,10 @@ ParityOutcome = tuple[Reference, list[dict[str, Any]], list[list[Detections]]]
 
 def run_parity(model: torch.nn.Module, preprocess_spec: dict[str, Any], anchor_spec: dict[str, Any],
                dataset: DetectionDataset, artifacts: list[tuple[Artifact, GateThresholds]],
-               threads: int | None = None, post_spec: dict[str, Any] | None = None) -> ParityOutcome:
-    """Compare every artifact with the FP32 PyTorch ``model`` on ``dataset`` in one pass over the images.
+               threads: int | None = None, post_spec: dict[str, Any] | None = None,
+               field: Sequence[FieldImage] = ()) -> ParityOutcome:
+    """Compare every artifact with the FP32 PyTorch ``model`` on ``dataset`` in one pass over the images, then
+    on the ``field`` images (:mod:`convert.field`: parity only, no labels).
 
     Returns the reference, one report entry per artifact (numbers + gate verdict) and, per artifact, its
     per-image detections in original-image pixels (for the picture).
@@ -239,17 +295,28 @@ def run_parity(model: torch.nn.Module, preprocess_spec: dict[str, Any], anchor_s
     comparisons = [_open(a, g, post, threads) for a, g in artifacts]
     model = model.eval()
     boxes, dets, eval_dets = [], [], []
-    for rec in dataset.records:
-        image = read_image(rec.path)
+
+    def forward(image: np.ndarray) -> tuple[np.ndarray, Letterbox, tuple[np.ndarray, np.ndarray]]:
         x, box = preprocess(image, preprocess_spec)
         with torch.no_grad():
             logits, deltas = model(torch.from_numpy(to_layout(x, "nchw")))
-        raw = (logits[0].numpy(), deltas[0].numpy())
+        return x, box, (logits[0].numpy(), deltas[0].numpy())
+
+    for rec in dataset.records:
+        image = read_image(rec.path)
+        x, box, raw = forward(image)
         boxes.append(box)
         dets.append(postprocess(*raw, anchors, post))
         eval_dets.append(original_coords(postprocess(*raw, anchors, EVAL_POSTPROCESS), box))
         for c in comparisons:
-            _step(c, image, x, raw, dets[-1], rec.path)
+            det, eval_det = _step(c, c.split, image, x, raw, dets[-1], rec.path)
+            c.detections.append(original_coords(det, box))
+            c.eval_detections.append(original_coords(eval_det, box))
+    for item in field:
+        x, box, raw = forward(item.image)
+        ref_det = postprocess(*raw, anchors, post)
+        for c in comparisons:
+            _step(c, c.field, item.image, x, raw, ref_det, item.name, item.kind)
     reference = Reference(dataset, boxes, dets, eval_dets, coco_metrics(dataset, eval_dets), post)
     entries = []
     for c in comparisons:

@@ -20,9 +20,11 @@ import onnx
 
 from efficientdet.data.records import DetectionDataset
 from efficientdet.model.config import ModelConfig
+from quantize.onnx_int8 import hold_qdq_input_range
 from quantize.qat import QatConfig, calibrate, finetune, finetuned_float_model, prepare, to_qdq_onnx
+from runtime.preprocess import normalised_range
 
-from .int8_export import Int8Options
+from .int8_export import SCHEME, Int8Options
 from .manifest_writer import Artifact
 
 QAT_TOOL = "torchao PT2E QAT (X86InductorQuantizer) -> torch.onnx dynamo QDQ"
@@ -45,13 +47,15 @@ def export_qat(model: Any, config: ModelConfig, targets: list[str], out: Path, b
     tuned = finetuned_float_model(qat, model) if "tflite" in targets else None
     qdq = to_qdq_onnx(qat, config.input_size)
     check_static(qdq)
+    qdq = hold_qdq_input_range(qdq, normalised_range(config.preprocess.to_dict()))
     info = {"qat": {**qcfg.to_dict(), "train_split": train_set.split, "train_images": len(train_set.records),
                     "history": history, "wall_time_s": round(time.time() - t0, 1)}}
     def learned(target: str) -> dict[str, Any]:
         block = opts.describe(target)
         block["calibration"]["images_used"] = min(qcfg.calib_images, len(opts.calib))  # initial ranges
         return {**block, "tool": QAT_TOOL + (" -> openvino" if target == "openvino" else ""), "method": "qat",
-                "ranges": "learned by QAT", **info}
+                "ranges": "learned by QAT",
+                "scheme": SCHEME, **info}
 
     artifacts = []
     qdq_path = work_dir / f"{base}-int8-qat-qdq.onnx"

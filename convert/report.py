@@ -70,6 +70,21 @@ def _fmt(value: Any, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _field_match(field: dict[str, Any] | None) -> str:
+    """``reference→artifact / artifact→reference`` on the field images; a dagger when too few to gate."""
+    if not field:
+        return "—"
+    few = "" if field["num_detections_ref"] >= MIN_REFERENCE_DETECTIONS else " †"
+    return f"{field['det_match']:.1%} / {field['det_match_reverse']:.1%}{few}"
+
+
+def _clipped(parity: dict[str, Any]) -> str:
+    field = parity.get("field") or {}
+    if parity.get("input_clipped") is None:
+        return "—"
+    return f"{parity['input_clipped']:.2%} / {_fmt(field.get('input_clipped'), '.2%')}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Export parity report: {report['model']}",
@@ -86,10 +101,13 @@ def markdown(report: dict[str, Any]) -> str:
         "- rel err = max |artifact - reference| / max |reference| per raw output; det match = share of detections "
         "matched one-to-one (same class, IoU ≥ threshold), reference→artifact / artifact→reference; "
         "ΔmAP in mAP points (1 point = 0.01 in 0-1 units)",
+        "- field = the same comparison on images unlike the calibration set (photometric shifts of the evaluation "
+        "images, other scenes; convert/field.py): det match both ways; input clipped = share of input values beyond "
+        "the int8 input quantizer's range, evaluation / field images",
         "",
         "| target | precision | size (MB) | rel err logits | rel err boxes | SNR dB (min) | Pearson (min) "
-        "| det match | det match rev | mAP | ΔmAP (points) | gate |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| det match | det match rev | mAP | ΔmAP (points) | field det match | input clipped | gate |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for a in report["artifacts"]:
         p = a["parity"]
@@ -103,7 +121,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(p['snr_db'], '.1f')} "
             f"| {_fmt(p['pearson'], '.6f')} | {p['det_match']:.2%} | {p['det_match_reverse']:.2%} "
             f"| {_fmt(p['map'], '.4f')} | {_fmt(None if p['map_delta'] is None else p['map_delta'] * 100, '+.3f')} "
-            f"| {verdict} |")
+            f"| {_field_match(p.get('field'))} | {_clipped(p)} | {verdict} |")
     failures = [(a, f) for a in report["artifacts"] for f in a["gate"]["failures"]]
     if failures:
         lines += ["", "## Gate failures", ""]
@@ -113,7 +131,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["", f"What to try next for {precision}, in order:", ""]
             lines += [f"{i}. {step}" for i, step in enumerate(next_steps(precision), 1)]
     lines += ["", f"int8 gates need at least {MIN_REFERENCE_DETECTIONS} FP32 detections on the evaluation images; "
-              "with fewer they are reported NOT MEASURABLE, never PASS (float gates also bound the raw outputs)."]
+              "with fewer they are reported NOT MEASURABLE, never PASS (float gates also bound the raw outputs). "
+              "† = fewer on the field images: the field figures are reported, not gated."]
     others = [a for a in report.get("folder", []) if not a["in_this_report"]]
     if others:
         lines += ["", "## Other artifacts in this folder (not gated by this run)", "", *_folder_table(others)]
@@ -142,12 +161,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Most sensitive layers", "", report["sensitivity"]["method"] + ".", "",
                   "| layer | op | worst output SNR (dB) |", "|---|---|---:|"]
         lines += [f"| `{s['node']}` | {s['op_type']} | {s['worst_snr_db']:.1f} |" for s in layers[:10]]
-    lines += ["", "## Thresholds", "", "| precision | rel err max | det match min | IoU | |ΔmAP| max (points) |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", "## Thresholds", "", "| precision | rel err max | det match min | IoU | |ΔmAP| max (points) "
+              "| field det match min |", "|---|---:|---:|---:|---:|---:|"]
     for precision, g in report["gates"].items():
         delta = None if g["map_delta_max"] is None else g["map_delta_max"] * 100
         lines.append(f"| {precision} | {_fmt(g['rel_err_max'], 'g')} | {g['det_match_min']:.0%} "
-                     f"| {g['det_match_iou']} | {_fmt(delta, 'g')} |")
+                     f"| {g['det_match_iou']} | {_fmt(delta, 'g')} | {_fmt(g.get('field_det_match_min'), '.0%')} |")
     lines += ["", "![reference vs artifacts](parity.png)", ""]
     return "\n".join(lines)
 

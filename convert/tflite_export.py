@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
 from quantize.tflite_int8 import convert_full_int8
 from runtime.fileio import atomic_write_bytes, make_temp_dir
+from runtime.preprocess import pixel_extremes
 
 from .manifest_writer import (
     Artifact,
@@ -193,11 +195,12 @@ def identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple[
 
 def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_size: int, precision: str,
                           calib: CalibrationSet | None = None, io_dtype: str = "int8",
-                          calib_method: str = "percentile") -> bytes:
+                          calib_method: str = "percentile", extremes: Sequence[np.ndarray] = ()) -> bytes:
     """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``.
 
     ``int8``/``int8-qat``: fully integer, calibrated on ``calib`` by ``calib_method``
-    (:mod:`quantize.tflite_int8`), ``io_dtype`` (int8|uint8) inputs and outputs.
+    (:mod:`quantize.tflite_int8`), ``io_dtype`` (int8|uint8) inputs and outputs, the input side sized to hold
+    ``extremes`` (the black and white frames as model inputs).
     """
     tf = _import_tf()
     loaded = tf.saved_model.load(str(saved_model))
@@ -216,7 +219,7 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
     elif precision in ("int8", "int8-qat"):
         if calib is None:
             raise ValueError("TFLite int8 export needs a calibration set")
-        data = convert_full_int8(converter, tf, calib, io_dtype, calib_method)
+        data = convert_full_int8(converter, tf, calib, io_dtype, calib_method, extremes=extremes)
         _check_fully_integer(data)
         return data
     elif precision != "fp32":
@@ -267,7 +270,9 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
     tmp = make_temp_dir(out_path.parent, f"{out_path.stem}.tflite")
     try:
         saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
-        data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype, calib_method)
+        extremes = [frame[None] for frame in pixel_extremes(config.preprocess.to_dict())]
+        data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype, calib_method,
+                                     extremes)
         tmp_file = tmp / out_path.name
         tmp_file.write_bytes(data)
         input_spec, outputs = _tflite_io(tmp_file)

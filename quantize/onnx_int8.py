@@ -8,7 +8,11 @@ Methods: ``minmax`` (global), ``ema-minmax`` (moving average of per-image ranges
 images do not set the range), ``percentile`` (99.999th) and ``entropy``; the histogram methods bin
 every activation in numpy and are capped at ``HISTOGRAM_IMAGES``.
 Scheme (the one every target shares): weights int8 per-channel symmetric, activations uint8 per-tensor
-asymmetric (U8S8, the fast path on x86 VNNI). Graph inputs/outputs stay float32.
+asymmetric (U8S8, the fast path on x86 VNNI). Graph inputs/outputs stay float32. Weights of every
+convolution that is not depthwise are 7-bit (``reduce_range``, within +-64): without VNNI, onnxruntime's
+x86 kernels add pairs of u8 x s8 products in a saturating int16, and the BCCD D0's int8 ONNX lost 16.2
+mAP points on such a CPU (AMD Zen 3) while passing on AVX-512 VNNI (docs/INT8-CPU-CLASSES.md); depthwise
+kernels widen first and keep 8 bits.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from calib_data import CalibrationSet
@@ -89,9 +94,36 @@ def images_used(method: str, available: int) -> int:
     return count - count % CHUNK if count > CHUNK else count
 
 
+# Ops that only move values: the tensors between the input and the first convolution that carry raw input values.
+_MOVERS = ("Pad", "Transpose", "Reshape", "Identity")
+
+
+def input_side(model: onnx.ModelProto) -> list[str]:
+    """The graph input and every tensor that only moves its values on the way to the first weighted ops."""
+    names = [model.graph.input[0].name]
+    for node in model.graph.node:
+        if node.op_type in _MOVERS and node.input and node.input[0] in names:
+            names += list(node.output)
+    return names
+
+
+def dense_conv_weights(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> list[str]:
+    """Weight initializers of the convolutions that are not depthwise (``group`` 1), except ``exclude``d nodes."""
+    inits = {t.name for t in model.graph.initializer}
+    skip = set(exclude)
+    names = []
+    for node in model.graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv" and group == 1 and node.name not in skip and node.input[1] in inits:
+            names.append(node.input[1])
+    return names
+
+
 def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "percentile",
-                  exclude: Iterable[str] = ()) -> onnx.ModelProto:
-    """A QDQ model of ``fp32``; ``exclude`` names nodes to keep in float (mixed-precision fallback)."""
+                  exclude: Iterable[str] = (), input_range: tuple[float, float] | None = None) -> onnx.ModelProto:
+    """A QDQ model of ``fp32``; ``exclude`` names nodes to keep in float (mixed-precision fallback);
+    ``input_range`` (the normalised range of every possible pixel) sets the input quantizer instead of the
+    calibration images, so frames unlike them are not clipped before the first layer (issue 15)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calibrate = {"minmax": CalibrationMethod.MinMax, "ema-minmax": CalibrationMethod.MinMax,
@@ -107,6 +139,12 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
     if method == "ema-minmax":
         extra["CalibMovingAverage"] = True
     exclude = list(exclude)
+    overrides: dict[str, list[dict[str, Any]]] = {name: [{"axis": 0, "reduce_range": True}]
+                                                  for name in dense_conv_weights(fp32, exclude)}
+    if input_range is not None:
+        low, high = (np.float32(v) for v in input_range)
+        overrides.update({name: [{"rmin": low, "rmax": high}] for name in input_side(fp32)})
+    extra["TensorQuantOverrides"] = overrides
     with tempfile.TemporaryDirectory(prefix="onnx-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(_unshare_initializers(fp32, exclude).SerializeToString())
@@ -120,3 +158,33 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
     del model.metadata_props[:]
     return model
 
+
+
+def hold_qdq_input_range(model: onnx.ModelProto, input_range: tuple[float, float]) -> onnx.ModelProto:
+    """A copy of the QDQ ``model`` whose input quantizer (and the dequantizer after it) covers ``input_range``, as
+    :func:`quantize_onnx` sets it: for QAT models, whose input range was learned from the training images."""
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    side = set(input_side(out))
+    quant = next((n for n in out.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in side), None)
+    if quant is None or len(quant.input) < 3:
+        raise ValueError("the QDQ model has no quantizer with a zero point on its input: no input range to set")
+    values = {t.name: t for t in out.graph.initializer}
+    info = np.iinfo(numpy_helper.to_array(values[quant.input[2]]).dtype)
+    low, high = min(input_range[0], 0.0), max(input_range[1], 0.0)
+    scale = np.float32((high - low) / (info.max - info.min))
+    zero = np.array(np.clip(round(info.min - low / float(scale)), info.min, info.max), info.dtype)
+    names = (f"{quant.output[0]}_full_range_scale", f"{quant.output[0]}_full_range_zero_point")
+    out.graph.initializer.extend([numpy_helper.from_array(np.array(scale), names[0]),
+                                  numpy_helper.from_array(zero, names[1])])
+    old = set(quant.input[1:3])
+    for node in out.graph.node:
+        if node is quant or node.op_type == "DequantizeLinear" and node.input[0] == quant.output[0]:
+            node.input[1], node.input[2] = names
+    used = {name for node in out.graph.node for name in node.input}
+    kept = [t for t in out.graph.initializer if t.name not in old or t.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    return out

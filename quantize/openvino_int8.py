@@ -4,6 +4,11 @@ NNCF is OpenVINO's own quantizer: it places FakeQuantize ops where the CPU plugi
 int8 kernels, and adds fast bias correction. Methods: ``mixed`` (NNCF's MIXED preset: symmetric
 weights, asymmetric activations — the shared scheme), ``performance`` (symmetric activations too),
 ``minmax`` and ``quantile`` (MIXED with NNCF's MINMAX / MEAN_QUANTILE activation range estimators).
+
+Weights of every convolution are 7-bit (NNCF's ``overflow_fix=ENABLE``; its default protects only the
+first layer): on x86 CPUs without VNNI the int8 kernels add pairs of u8 x s8 products in a saturating
+int16, and the BCCD D0's int8 IR lost 3.3 mAP points on such a CPU (AMD Zen 3) while passing on
+AVX-512 VNNI (docs/INT8-CPU-CLASSES.md). Weights within +-64 cannot saturate on any CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from calib_data import CalibrationSet
 
@@ -36,13 +43,14 @@ def openvino_names(model: Any, onnx_nodes: Mapping[str, Sequence[str]]) -> list[
 
 
 def quantize_openvino(model: Any, calib: CalibrationSet, method: str = "mixed",
-                      exclude: Mapping[str, Sequence[str]] | None = None) -> Any:
+                      exclude: Mapping[str, Sequence[str]] | None = None,
+                      input_range: tuple[float, float] | None = None) -> Any:
     """``model`` (an FP32 ``openvino.Model``) with int8 FakeQuantize; ``exclude``: the ONNX nodes (name -> output
-    names) to keep in float."""
+    names) to keep in float; ``input_range``: the input quantizer's range (:func:`hold_input_range`)."""
     from runtime.backends.openvino_privacy import import_nncf
 
     nncf = import_nncf()  # with OpenVINO telemetry off (NNCF sends it through openvino-telemetry too)
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     if method not in METHODS:
@@ -51,12 +59,57 @@ def quantize_openvino(model: Any, calib: CalibrationSet, method: str = "mixed",
     count = len(calib)
     dataset = nncf.Dataset(range(count), calib.nchw)
     preset = nncf.QuantizationPreset.PERFORMANCE if method == "performance" else nncf.QuantizationPreset.MIXED
-    advanced = None
-    if method in ("minmax", "quantile"):
-        estimator = (RangeEstimatorParametersSet.MINMAX if method == "minmax"
-                     else RangeEstimatorParametersSet.MEAN_QUANTILE)
-        advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
+    estimator = {"minmax": RangeEstimatorParametersSet.MINMAX,
+                 "quantile": RangeEstimatorParametersSet.MEAN_QUANTILE}.get(method)
+    # 7-bit weights on every convolution: correct on CPUs without VNNI too (module docstring)
+    ranges = {"activations_range_estimator_params": estimator} if estimator else {}
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE, **ranges)
     names = openvino_names(model, exclude or {})
     scope = nncf.IgnoredScope(names=names) if names else None
-    return nncf.quantize(model, dataset, preset=preset, subset_size=count, ignored_scope=scope,
-                         advanced_parameters=advanced)
+    quantized = nncf.quantize(model, dataset, preset=preset, subset_size=count, ignored_scope=scope,
+                              advanced_parameters=advanced)
+    if input_range is not None:
+        hold_input_range(quantized, input_range)
+    return quantized
+
+
+# Ops that only move values between the model input and its first quantizer.
+MOVERS = ("Pad", "Transpose", "Reshape", "Convert")
+
+
+def aligned_range(low: float, high: float, levels: int) -> tuple[float, float]:
+    """The narrowest ``levels``-step range holding [low, high] whose grid has 0 on it exactly (an integer zero
+    point, as the CPU plugin's int8 kernels need): the better of the two zero points next to the exact one."""
+    steps = levels - 1
+    exact = -low * steps / (high - low)
+    candidates = []
+    for zero in {min(max(int(np.floor(exact)), 1), steps - 1), min(max(int(np.ceil(exact)), 1), steps - 1)}:
+        scale = max(-low / zero, high / (steps - zero))
+        candidates.append((steps * scale, -zero * scale, (steps - zero) * scale))
+    _, lo, hi = min(candidates)
+    return lo, hi
+
+
+def hold_input_range(model: Any, input_range: tuple[float, float]) -> int:
+    """Give the FakeQuantize ops on the model input (directly or after ops that only move values) the whole
+    ``input_range`` (the normalised range of every possible pixel) instead of NNCF's calibrated one, so frames
+    unlike the calibration images are not clipped before the first layer (issue 15). Returns how many changed."""
+    import openvino as ov
+
+    changed = 0
+    todo = [out for param in model.get_parameters() for out in param.outputs()]
+    while todo:
+        for target in todo.pop().get_target_inputs():
+            node = target.get_node()
+            kind = node.get_type_name()
+            if kind in MOVERS:
+                todo += list(node.outputs())
+            elif kind == "FakeQuantize":
+                low, high = aligned_range(*input_range, int(node.get_attributes()["levels"]))
+                for k, value in ((1, low), (2, high), (3, low), (4, high)):
+                    shape = list(node.input(k).get_shape())
+                    node.input(k).replace_source_output(ov.op.Constant(np.full(shape, value, np.float32)).output(0))
+                changed += 1
+    if not changed:
+        raise ValueError("NNCF put no quantizer on the model input: there is no input range to set")
+    return changed

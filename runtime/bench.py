@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from .cpu_class import cpu_class
 from .detector import Detector
 
 if TYPE_CHECKING:
@@ -73,8 +74,10 @@ def peak_rss_mb() -> float:
 
 
 def machine_info() -> dict[str, Any]:
+    """Where a row was measured; ``int8_class`` decides whether the build machine's int8 accuracy applies here."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "host": socket.gethostname()}
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "host": socket.gethostname(),
+            "int8_class": cpu_class().int8}
 
 
 def package_versions(packages: tuple[str, ...] = VERSION_PACKAGES) -> dict[str, str]:

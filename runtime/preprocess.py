@@ -162,3 +162,18 @@ def quantize_input(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> 
     """Quantise a float input for an integer-input artifact (``q = round(x / scale) + zp``)."""
     info = np.iinfo(np.dtype(dtype))
     return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def pixel_extremes(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The black and the white frame as network inputs (``HxWx3`` float32): per value the lowest and the highest
+    input any image can give, since normalisation is monotone per channel. int8 exporters size their input
+    quantizers from them instead of from the calibration images alone (docs/QUANTIZATION.md)."""
+    size = int(spec["input_size"])
+    black, white = (preprocess(np.full((size, size, 3), v, np.uint8), spec)[0] for v in (0, 255))
+    return black, white
+
+
+def normalised_range(spec: dict[str, Any]) -> tuple[float, float]:
+    """``(lowest, highest)`` value of the normalised input over every possible image, all channels together."""
+    black, white = pixel_extremes(spec)
+    return float(black.min()), float(white.max())

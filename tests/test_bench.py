@@ -133,6 +133,13 @@ def test_report_merges_device_rows_and_renders(run: dict[str, Any], capsys: pyte
     assert "pi5" in text and "Detections side by side" in text and "Goals" in text
     device_rows = html_report.load_device_rows([device_file], report)
     assert device_rows[0]["map"] == int8["parity"]["map"] and device_rows[0]["device"] == "pi5"
+    # int8 ONNX on another CPU class (or one the device did not record) does not borrow the gate's accuracy
+    for device_class in ("arm-dotprod", None):
+        other = json.loads(device_file.read_text())
+        other["machine"]["int8_class"] = device_class
+        (root / "other.json").write_text(json.dumps(other))
+        (row,) = html_report.load_device_rows([root / "other.json"], report)
+        assert row["map"] is None and row.get("gate_passed") is None and "not measured" in row["accuracy_of"]
     # 2 plots + 2 images x (PyTorch + 4 artifacts) detection panels
     assert text.count("<img ") == 2 + 2 * 5
     # An Edge TPU build has its own bytes: its row takes the accuracy of the int8 TFLite it was compiled from.

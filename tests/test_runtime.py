@@ -293,7 +293,7 @@ def test_cli_bench_json(artifacts: dict[str, Any], tmp_path: Path, capsys: pytes
     assert stats["precision"] == "fp32" and stats["inference_precision"] == "f32"
     assert stats["model"] == str(artifacts["xml"])
     assert stats["size_bytes"] > artifacts["xml"].stat().st_size  # the .bin weights count too
-    assert set(stats["machine"]) == {"platform", "processor", "cpu_count", "python", "host"}
+    assert set(stats["machine"]) == {"platform", "processor", "cpu_count", "python", "host", "int8_class"}
     assert stats["name"] == "openvino-fp32" and stats["target"] == "openvino" and stats["sha256"]
     assert stats["fps"] == pytest.approx(1e3 / stats["total_ms"], rel=0.5)
     assert not list(out.parent.glob("*.tmp"))

@@ -1,0 +1,106 @@
+"""Read the range of an int8 artifact's first quantizer (the one in front of the first convolution), in the units
+of the normalised image, from the file itself: TFLite, QDQ ONNX or OpenVINO IR.
+
+The parity gate reports which share of the input values that quantizer clips (in distribution and in the field),
+and the tests check that the black and white frames of any camera fit (issue 15: calibrated on BCCD's bright
+images alone, it clipped 16-34 % of a darker photo's input values). A float artifact has no such quantizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class InputQuantizer:
+    """``low``/``high``: the values the lowest and highest code stand for; ``levels``: how many codes."""
+
+    low: float
+    high: float
+    levels: int
+
+    @property
+    def step(self) -> float:
+        return (self.high - self.low) / (self.levels - 1)
+
+    def clipped(self, x: np.ndarray) -> int:
+        """How many values of ``x`` (normalised input) fall beyond the end codes by more than half a step."""
+        half = self.step / 2
+        return int(np.count_nonzero((x < self.low - half) | (x > self.high + half)))
+
+
+def _tflite(path: Path) -> InputQuantizer | None:
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    graph = model.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    for op in graph.operators:  # in execution order: the first convolution reads the input side's last tensor
+        code = model.operatorCodes[op.opcodeIndex]
+        if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            tensor = graph.tensors[int(op.inputs[0])]
+            q = tensor.quantization
+            if q is None or q.scale is None or len(q.scale) != 1:
+                return None
+            info = np.iinfo(np.int8 if tensor.type == schema.TensorType.INT8 else np.uint8)
+            scale, zero = float(q.scale[0]), int(q.zeroPoint[0])
+            return InputQuantizer((info.min - zero) * scale, (info.max - zero) * scale, 256)
+    return None
+
+
+def _onnx(path: Path) -> InputQuantizer | None:
+    import onnx
+    from onnx import numpy_helper
+
+    from quantize.onnx_int8 import input_side
+
+    model = onnx.load(str(path), load_external_data=False)
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    side = set(input_side(model))
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in side:
+            scale, zero = float(values[node.input[1]]), values[node.input[2]]
+            info = np.iinfo(zero.dtype)
+            return InputQuantizer((info.min - int(zero)) * scale, (info.max - int(zero)) * scale, 256)
+    return None
+
+
+def _openvino(path: Path) -> InputQuantizer | None:
+    from quantize.openvino_int8 import MOVERS
+    from runtime.backends.openvino_privacy import import_openvino
+
+    model = import_openvino().Core().read_model(str(path))
+    todo = [out for param in model.get_parameters() for out in param.outputs()]
+    while todo:
+        for target in todo.pop().get_target_inputs():
+            node = target.get_node()
+            if node.get_type_name() in MOVERS:
+                todo += list(node.outputs())
+            elif node.get_type_name() == "FakeQuantize":
+                low, high = (_constant(node.input_value(k).get_node()) for k in (3, 4))
+                return InputQuantizer(float(np.min(low)), float(np.max(high)), int(node.get_attributes()["levels"]))
+    return None
+
+
+def _constant(node: Any) -> np.ndarray:
+    while node.get_type_name() == "Convert":  # a compressed constant
+        node = node.input_value(0).get_node()
+    return np.asarray(node.get_data(), np.float64)
+
+
+_READERS = {".tflite": _tflite, ".onnx": _onnx, ".xml": _openvino}
+
+
+def input_quantizer(path: str | Path) -> InputQuantizer | None:
+    """The first quantizer of the artifact at ``path``; None for a float artifact."""
+    path = Path(path)
+    try:
+        read = _READERS[path.suffix]
+    except KeyError:
+        raise ValueError(f"{path}: not an artifact this project writes (.tflite, .onnx or .xml)") from None
+    return read(path)

@@ -1,0 +1,168 @@
+"""The int8 input quantizer holds every pixel a camera can give, whatever the calibration images looked like
+(issue 15: calibrated on BCCD's bright images, it clipped 16-34 % of a darker photo's input values).
+
+Each target's quantizer runs for real on a small convolution network and a calibration set of bright images
+only; the quantizer in front of the first convolution is then read back from the written file. Without the
+whole-range setting (the previous behaviour, still the quantizers' default) the dark image clips, which is what
+these tests would see on the code before the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calib_data import CalibrationSet, build_calibration_set
+from convert.field import SHIFTS
+from convert.input_quantizer import input_quantizer
+from efficientdet.data.image_folder import load_image_folder
+from runtime.preprocess import normalised_range, pixel_extremes, preprocess
+
+SIZE = 64
+SPEC = {"input_size": SIZE, "resize": "letterbox", "color_order": "rgb", "mean": [123.675, 116.28, 103.53],
+        "std": [58.395, 57.12, 57.375], "interpolation": "linear"}
+
+
+@pytest.fixture(scope="module")
+def bright(tmp_path_factory: pytest.TempPathFactory) -> tuple[CalibrationSet, np.ndarray]:
+    """A calibration set of 8 bright, pale images, and a darkened one of them (never seen by calibration)."""
+    root = tmp_path_factory.mktemp("bright")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), rng.integers(150, 256, (SIZE, SIZE, 3)).astype(np.uint8))
+    dataset = load_image_folder(root / "images", ["object"])
+    calib = build_calibration_set(dataset, SPEC, root / "set", n=8)
+    dark = SHIFTS["dark"](cv2.imread(str(root / "images" / "0.png")), rng)
+    return calib, preprocess(dark, SPEC)[0]
+
+
+def _check(path: Path, dark: np.ndarray, holds: bool) -> None:
+    quantizer = input_quantizer(path)
+    assert quantizer is not None
+    black, white = pixel_extremes(SPEC)
+    clipped = quantizer.clipped(dark) + quantizer.clipped(black) + quantizer.clipped(white)
+    if holds:
+        assert clipped == 0, quantizer
+        low, high = normalised_range(SPEC)
+        assert quantizer.high - quantizer.low < (high - low) * 1.02  # the whole range, not much more
+    else:
+        assert quantizer.clipped(dark) > dark.size // 2, quantizer  # the old behaviour: the dark image saturates
+
+
+def _conv_onnx(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w")
+    w2 = numpy_helper.from_array(rng.normal(size=(4, 8, 1, 1)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="stem", pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["y"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["z"], name="head")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, SIZE // 2, SIZE // 2])],
+                              [w, w2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
+
+
+@pytest.mark.parametrize("holds", [True, False])
+def test_onnx_input_quantizer_holds_the_pixel_range(bright: tuple[CalibrationSet, np.ndarray], tmp_path: Path,
+                                                    holds: bool) -> None:
+    from quantize.onnx_int8 import quantize_onnx
+
+    calib, dark = bright
+    _conv_onnx(tmp_path / "fp32.onnx")
+    model = quantize_onnx(onnx.load(str(tmp_path / "fp32.onnx")), calib, "minmax",
+                          input_range=normalised_range(SPEC) if holds else None)
+    onnx.save(model, str(tmp_path / "int8.onnx"))
+    _check(tmp_path / "int8.onnx", dark.transpose(2, 0, 1), holds)
+
+
+@pytest.mark.parametrize("holds", [True, False])
+def test_openvino_input_quantizer_holds_the_pixel_range(bright: tuple[CalibrationSet, np.ndarray], tmp_path: Path,
+                                                        holds: bool) -> None:
+    from quantize.openvino_int8 import quantize_openvino
+    from runtime.backends.openvino_privacy import import_openvino
+
+    ov = import_openvino()
+    calib, dark = bright
+    _conv_onnx(tmp_path / "fp32.onnx")
+    model = quantize_openvino(ov.Core().read_model(str(tmp_path / "fp32.onnx")), calib, "mixed",
+                              input_range=normalised_range(SPEC) if holds else None)
+    ov.save_model(model, str(tmp_path / "int8.xml"))
+    _check(tmp_path / "int8.xml", dark.transpose(2, 0, 1), holds)
+
+
+@pytest.mark.parametrize("holds", [True, False])
+def test_tflite_input_quantizer_holds_the_pixel_range(bright: tuple[CalibrationSet, np.ndarray], tmp_path: Path,
+                                                      holds: bool) -> None:
+    from convert.tensorflow_import import import_tensorflow
+    from quantize.tflite_int8 import convert_full_int8
+
+    tf = import_tensorflow()
+    calib, dark = bright
+    w = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 8)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32)])
+    def net(x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.relu(tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), w, 2, "VALID"))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
+    extremes = [frame[None] for frame in pixel_extremes(SPEC)] if holds else []
+    data = convert_full_int8(converter, tf, calib, "int8", "percentile", progress=False, extremes=extremes)
+    (tmp_path / "int8.tflite").write_bytes(data)
+    _check(tmp_path / "int8.tflite", dark, holds)
+
+
+def test_openvino_range_keeps_an_exact_zero() -> None:
+    from quantize.openvino_int8 import aligned_range
+
+    for low, high in ((-2.118, 2.64), (-0.1, 2.64), (-2.5, 0.3)):
+        a, b = aligned_range(low, high, 256)
+        step = (b - a) / 255
+        assert a <= low and b >= high and b - a < (high - low) * 1.01
+        assert abs(-a / step - round(-a / step)) < 1e-6  # zero falls on a code
+
+
+def test_qat_qdq_input_range_is_widened_in_place(bright: tuple[CalibrationSet, np.ndarray], tmp_path: Path) -> None:
+    """QAT learns its input range from the training images; the export widens it like the post-training one."""
+    import onnxruntime as ort
+
+    from quantize.onnx_int8 import hold_qdq_input_range, quantize_onnx
+
+    calib, dark = bright
+    _conv_onnx(tmp_path / "fp32.onnx")
+    narrow = quantize_onnx(onnx.load(str(tmp_path / "fp32.onnx")), calib, "minmax")
+    onnx.save(hold_qdq_input_range(narrow, normalised_range(SPEC)), str(tmp_path / "wide.onnx"))
+    _check(tmp_path / "wide.onnx", dark.transpose(2, 0, 1), holds=True)
+    session = ort.InferenceSession(str(tmp_path / "wide.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"x": dark.transpose(2, 0, 1)[None]})
+    assert out.shape == (1, 4, SIZE // 2, SIZE // 2) and np.isfinite(out).all() and np.abs(out).max() > 0
+    unused = {t.name for t in onnx.load(str(tmp_path / "wide.onnx")).graph.initializer} - {
+        i for n in onnx.load(str(tmp_path / "wide.onnx")).graph.node for i in n.input}
+    assert not unused
+
+
+def test_dense_convolution_weights_fit_every_x86_int8_kernel(bright: tuple[CalibrationSet, np.ndarray],
+                                                             tmp_path: Path) -> None:
+    """Weights within +-64 cannot saturate the int16 pair sums of the AVX2 int8 kernels (docs/INT8-CPU-CLASSES.md)."""
+    from quantize.onnx_int8 import dense_conv_weights, quantize_onnx
+    from quantize.openvino_int8 import quantize_openvino
+    from runtime.backends.openvino_privacy import import_openvino
+
+    calib, _ = bright
+    _conv_onnx(tmp_path / "fp32.onnx")
+    fp32 = onnx.load(str(tmp_path / "fp32.onnx"))
+    assert dense_conv_weights(fp32) == ["w", "w2"] and dense_conv_weights(fp32, ["head"]) == ["w"]
+    model = quantize_onnx(fp32, calib, "minmax")
+    codes = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("_quantized")
+             and numpy_helper.to_array(t).dtype == np.int8]
+    assert len(codes) == 2 and all(np.abs(c).max() <= 64 for c in codes)
+    ov = import_openvino()
+    quantized = quantize_openvino(ov.Core().read_model(str(tmp_path / "fp32.onnx")), calib, "mixed")
+    ov.save_model(quantized, str(tmp_path / "int8.xml"))
+    weights = [op.get_data() for op in ov.Core().read_model(str(tmp_path / "int8.xml")).get_ops()
+               if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    assert len(weights) == 2 and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)
