@@ -1,7 +1,7 @@
 """``python -m convert.matrix``: does every EfficientDet variant (D0-D7, Lite0-Lite4) convert and pass the gate?
 
 For each variant, at a reduced input size with a few classes: a seeded, image-dependent random model
-(``tests.conftest.detector_like_model_for``: a random-init detector passes any parity check trivially)
+(``efficientdet.model.testing.detector_like_model_for``: a random-init detector passes any parity check trivially)
 is checkpointed, reloaded the way ``python -m convert`` loads it, exported to every target with the
 project's exporters, and compared with its FP32 PyTorch reference by the parity gate
 (:func:`convert.parity.run_parity`, thresholds from :mod:`convert.gates`) on a few synthetic images.
@@ -195,12 +195,12 @@ class _Variant:
 
 
 def _seeded_model(config: Any, dataset: Any, seed: int) -> Any:
-    """The tests' non-trivial seeded model, calibrated on the evaluation images themselves."""
+    """The seeded detector-like model (efficientdet.model.testing), calibrated on the evaluation images themselves."""
     import torch
 
+    from efficientdet.model.testing import detector_like_model_for
     from efficientdet.train.batches import DetectionBatches
     from runtime.anchors import anchor_spec_from_config
-    from tests.conftest import detector_like_model_for
 
     batches = DetectionBatches(dataset, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()))
     images = torch.stack([batches[i][0] for i in range(len(batches))])

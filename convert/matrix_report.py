@@ -97,7 +97,7 @@ def markdown(result: dict[str, Any]) -> str:
         "# Conversion matrix: every EfficientDet variant through every exporter and the parity gate", "",
         f"Produced by `{result['command']}` (started {result['started']}; total {_seconds(result, 'total')} s "
         "wall (CPU)).", "",
-        f"Models: seeded random, image-dependent weights (`tests.conftest.detector_like_model_for`, seed "
+        f"Models: seeded random, image-dependent weights (`efficientdet.model.testing.detector_like_model_for`, seed "
         f"{spec['seed']}), {spec['num_classes']} classes, input {spec['size']}x{spec['size']}; gate on "
         f"{spec['num_images']} synthetic images with the thresholds of `convert/gates.py`.", "",
         f"Machine: {m['cpu']}, {m['cpus_usable']} usable CPUs, {m['memory_gib']} GiB, {m['platform']}, Python "

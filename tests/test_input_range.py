@@ -67,42 +67,33 @@ def _conv_onnx(path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
 
 
-@pytest.mark.parametrize("holds", [True, False])
-def test_onnx_input_quantizer_holds_the_pixel_range(bright: tuple[CalibrationSet, np.ndarray], tmp_path: Path,
-                                                    holds: bool) -> None:
+def _onnx_int8(calib: CalibrationSet, folder: Path, holds: bool) -> Path:
     from quantize.onnx_int8 import quantize_onnx
 
-    calib, dark = bright
-    _conv_onnx(tmp_path / "fp32.onnx")
-    model = quantize_onnx(onnx.load(str(tmp_path / "fp32.onnx")), calib, "minmax",
+    _conv_onnx(folder / "fp32.onnx")
+    model = quantize_onnx(onnx.load(str(folder / "fp32.onnx")), calib, "minmax",
                           input_range=normalised_range(SPEC) if holds else None)
-    onnx.save(model, str(tmp_path / "int8.onnx"))
-    _check(tmp_path / "int8.onnx", dark.transpose(2, 0, 1), holds)
+    onnx.save(model, str(folder / "int8.onnx"))
+    return folder / "int8.onnx"
 
 
-@pytest.mark.parametrize("holds", [True, False])
-def test_openvino_input_quantizer_holds_the_pixel_range(bright: tuple[CalibrationSet, np.ndarray], tmp_path: Path,
-                                                        holds: bool) -> None:
+def _openvino_int8(calib: CalibrationSet, folder: Path, holds: bool) -> Path:
     from quantize.openvino_int8 import quantize_openvino
     from runtime.backends.openvino_privacy import import_openvino
 
     ov = import_openvino()
-    calib, dark = bright
-    _conv_onnx(tmp_path / "fp32.onnx")
-    model = quantize_openvino(ov.Core().read_model(str(tmp_path / "fp32.onnx")), calib, "mixed",
+    _conv_onnx(folder / "fp32.onnx")
+    model = quantize_openvino(ov.Core().read_model(str(folder / "fp32.onnx")), calib, "mixed",
                               input_range=normalised_range(SPEC) if holds else None)
-    ov.save_model(model, str(tmp_path / "int8.xml"))
-    _check(tmp_path / "int8.xml", dark.transpose(2, 0, 1), holds)
+    ov.save_model(model, str(folder / "int8.xml"))
+    return folder / "int8.xml"
 
 
-@pytest.mark.parametrize("holds", [True, False])
-def test_tflite_input_quantizer_holds_the_pixel_range(bright: tuple[CalibrationSet, np.ndarray], tmp_path: Path,
-                                                      holds: bool) -> None:
+def _tflite_int8(calib: CalibrationSet, folder: Path, holds: bool) -> Path:
     from convert.tensorflow_import import import_tensorflow
     from quantize.tflite_int8 import convert_full_int8
 
     tf = import_tensorflow()
-    calib, dark = bright
     w = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 8)).astype(np.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32)])
@@ -112,8 +103,21 @@ def test_tflite_input_quantizer_holds_the_pixel_range(bright: tuple[CalibrationS
     converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
     extremes = [frame[None] for frame in pixel_extremes(SPEC)] if holds else []
     data = convert_full_int8(converter, tf, calib, "int8", "percentile", progress=False, extremes=extremes)
-    (tmp_path / "int8.tflite").write_bytes(data)
-    _check(tmp_path / "int8.tflite", dark, holds)
+    (folder / "int8.tflite").write_bytes(data)
+    return folder / "int8.tflite"
+
+
+# target -> (make its int8 file with or without the whole pixel range, its input layout)
+TARGETS = {"onnx": (_onnx_int8, "nchw"), "openvino": (_openvino_int8, "nchw"), "tflite": (_tflite_int8, "nhwc")}
+
+
+@pytest.mark.parametrize("holds", [True, False])
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_input_quantizer_holds_the_pixel_range(bright: tuple[CalibrationSet, np.ndarray], tmp_path: Path,
+                                               target: str, holds: bool) -> None:
+    calib, dark = bright
+    make, layout = TARGETS[target]
+    _check(make(calib, tmp_path, holds), dark.transpose(2, 0, 1) if layout == "nchw" else dark, holds)
 
 
 def test_openvino_range_keeps_an_exact_zero() -> None:
