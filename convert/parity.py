@@ -9,7 +9,9 @@ error, rel error (max abs err / max |reference|), SNR in dB and Pearson r (centr
 share a large prior-bias offset); on detections: the fraction of reference detections matched
 one-to-one by the artifact (same class, IoU >= threshold) and vice versa, with the deployment
 post-processing; on accuracy: COCO mAP@[.5:.95] (0-1 units) of both with the evaluation
-post-processing. Thresholds live in :mod:`convert.gates`.
+post-processing. Then the same comparison (no mAP: no labels) on the field images of :mod:`convert.field`,
+which the calibration never resembled, with the share of input values an int8 artifact's first quantizer
+clips (:mod:`convert.input_quantizer`). Thresholds live in :mod:`convert.gates`.
 """
 
 from __future__ import annotations
