@@ -37,13 +37,12 @@ def _tflite(path: Path) -> InputQuantizer | None:
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model(str(path))
-    graph = model.subgraphs[0]
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    for op in graph.operators:  # in execution order: the first convolution reads the input side's last tensor
-        code = model.operatorCodes[op.opcodeIndex]
-        if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            tensor = graph.tensors[int(op.inputs[0])]
+    from quantize.tflite_int8 import OpGraph
+
+    graph = OpGraph(flatbuffer_utils.read_model(str(path)))
+    for name, inputs, _ in graph.ops:  # in execution order: the first convolution reads the input side's last tensor
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            tensor = graph.graph.tensors[inputs[0]]
             q = tensor.quantization
             if q is None or q.scale is None or len(q.scale) != 1:
                 return None

@@ -132,6 +132,16 @@ def _cut(hist: np.ndarray, edges: np.ndarray, percentile: float) -> tuple[float,
     return float(edges[lo]), float(edges[min(hi + 1, len(edges) - 1)])
 
 
+def _inspecting_interpreter(calibrated: bytes, tf: Any) -> tuple[Any, dict[str, Any]]:
+    """An interpreter of the calibrate-only float model that keeps every tensor readable, and its input."""
+    interpreter = tf.lite.Interpreter(
+        model_content=calibrated, experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    return interpreter, inp
+
+
 def percentile_ranges(calibrated: bytes, samples: Sequence[np.ndarray], percentile: float, tf: Any,
                       progress: bool = True) -> bytes:
     """``calibrated`` with each recorded activation range narrowed to ``percentile`` of its calibration values.
@@ -141,11 +151,7 @@ def percentile_ranges(calibrated: bytes, samples: Sequence[np.ndarray], percenti
 
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
     ranges = _calibrated_tensors(model)
-    interpreter = tf.lite.Interpreter(
-        model_content=calibrated, experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
-    (inp,) = interpreter.get_input_details()
+    interpreter, inp = _inspecting_interpreter(calibrated, tf)
     hists = {i: np.zeros(HISTOGRAM_BINS, np.int64) for i in ranges}
     for sample in tqdm(samples, desc="TFLite percentile calibration", unit="img", disable=not progress):
         interpreter.set_tensor(inp["index"], sample)
@@ -168,8 +174,9 @@ def percentile_ranges(calibrated: bytes, samples: Sequence[np.ndarray], percenti
 _VALUE_PRESERVING = ("RESHAPE", "CONCATENATION", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS")
 
 
-class _OpGraph:
-    """The ops of a TFLite flatbuffer's main graph, indexed by the tensors they read and write."""
+class OpGraph:
+    """The ops of a TFLite flatbuffer's main graph (``ops``: name, inputs, outputs in execution order), indexed by
+    the tensors they read and write."""
 
     def __init__(self, model: Any) -> None:
         from tensorflow.lite.python import schema_py_generated as schema
@@ -178,10 +185,12 @@ class _OpGraph:
         self.model, self.graph = model, model.subgraphs[0]
         self.producer: dict[int, tuple[str, list[int]]] = {}  # tensor -> (op, its inputs)
         self.takers: dict[int, list[tuple[str, list[int]]]] = {}  # tensor -> [(op, its outputs)]
+        self.ops: list[tuple[str, list[int], list[int]]] = []
         for op in self.graph.operators:
             code = model.operatorCodes[op.opcodeIndex]
             name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
             inputs, outs = [int(i) for i in op.inputs if i >= 0], [int(o) for o in op.outputs]
+            self.ops.append((name, inputs, outs))
             for out in outs:
                 self.producer[out] = (name, inputs)
             for i in inputs:
@@ -208,7 +217,7 @@ def floor_score_logits(calibrated: bytes, floor: float) -> bytes:
     if not floor < 0.0:
         raise ValueError(f"the score floor is a logit below 0 (a score below 0.5), got {floor}")
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
-    g = _OpGraph(model)
+    g = OpGraph(model)
 
     def leaves(index: int) -> bool:
         """The tensor leaves the network unchanged: a graph output, or through reshapes into a custom op."""
@@ -251,7 +260,7 @@ def hold_pixel_range(calibrated: bytes, extremes: Sequence[np.ndarray], tf: Any)
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
-    g = _OpGraph(model)
+    g = OpGraph(model)
     chain: list[int] = []
     todo = [int(i) for i in g.graph.inputs]
     while todo:
@@ -260,11 +269,7 @@ def hold_pixel_range(calibrated: bytes, extremes: Sequence[np.ndarray], tf: Any)
             continue
         chain.append(index)
         todo += [o for name, outs in g.takers.get(index, []) if name not in _WEIGHTED for o in outs]
-    interpreter = tf.lite.Interpreter(
-        model_content=calibrated, experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
-    (inp,) = interpreter.get_input_details()
+    interpreter, inp = _inspecting_interpreter(calibrated, tf)
     low = {i: np.inf for i in chain}
     high = {i: -np.inf for i in chain}
     for frame in extremes:
