@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .store import DEFAULT_ROOT, CalibrationError, build_calibration_set, default_set_path
+from .store import DEFAULT_ROOT, SHIFTED_SHARE, CalibrationError, build_calibration_set, default_set_path
 
 DEFAULT_MODEL = "models/default-d0.pt"
 
@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="train")
     p.add_argument("--n", type=int, default=200, help="images to sample (default 200)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shifted", type=float, default=SHIFTED_SHARE, help="share of the images given a random "
+                   f"photometric shift (light, contrast, gamma, colour cast, noise, JPEG; default {SHIFTED_SHARE}) so "
+                   "int8 ranges cover other cameras and light; 0 keeps the training images as they are")
     p.add_argument("--ckpt", default=None, help="model whose preprocessing the set must match (required except "
                    "for the embedded default dataset, whose default is models/default-d0.pt)")
     p.add_argument("--input-size", type=int, default=None, help="override the checkpoint's input size")
@@ -40,13 +43,15 @@ def main(argv: list[str] | None = None) -> int:
             spec["input_size"] = args.input_size
         dataset = load_dataset(data, args.split, verify_images=True, class_names=list(config.class_names) or None)
         out = Path(args.out) if args.out else default_set_path(dataset, args.data, spec["input_size"])
-        cset = build_calibration_set(dataset, spec, out, n=args.n, seed=args.seed, source=str(args.data))
+        cset = build_calibration_set(dataset, spec, out, n=args.n, seed=args.seed, source=str(args.data),
+                                     shifted=args.shifted)
     except (CalibrationError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     classes = sorted({c for img in cset.manifest["images"] for c in img["classes"]})
     print(f"wrote {cset.path}: {len(cset)} images of {args.data} [{args.split}] at {spec['input_size']} px, "
-          f"classes present {classes} of {len(dataset.class_names)}")
+          f"classes present {classes} of {len(dataset.class_names)}, "
+          f"{sum(img['shift'] is not None for img in cset.manifest['images'])} photometrically shifted")
     return 0
 
 

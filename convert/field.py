@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from efficientdet.data import photometric
 from efficientdet.data.records import DetectionDataset
 from efficientdet.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
 from efficientdet.data.synthetic import render_image
@@ -35,45 +36,16 @@ SCENE_SIZE = 320
 SEED = 20261202
 
 
-def _levels(gain: float, bias: float = 0.0) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    return lambda im, rng: np.clip(im.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-
-
-def _gamma(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    table = np.clip(255.0 * (np.arange(256) / 255.0) ** 2.2 + 0.5, 0, 255).astype(np.uint8)
-    return cv2.LUT(im, table)
-
-
-def _contrast(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.clip((im.astype(np.float32) - 128.0) * 0.4 + 128.0, 0, 255).astype(np.uint8)
-
-
-def _cast(bgr_gain: tuple[float, float, float]) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    gain = np.asarray(bgr_gain, np.float32)
-    return lambda im, rng: np.clip(im.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-
-
-def _noise(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.clip(im.astype(np.float32) + rng.normal(0.0, 12.0, im.shape), 0, 255).astype(np.uint8)
-
-
-def _jpeg(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    ok, data = cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, 15])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a JPEG")
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
-
-
 # Name -> shift of a BGR uint8 image. Dark and gamma are the scenes that clipped the BCCD artifacts' inputs.
 SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
-    "dark": _levels(0.3),
-    "bright": _levels(1.5, 30.0),
-    "low-contrast": _contrast,
-    "gamma-2.2": _gamma,
-    "blue-cast": _cast((1.35, 1.0, 0.7)),
-    "warm-cast": _cast((0.7, 1.0, 1.35)),
-    "sensor-noise": _noise,
-    "jpeg-q15": _jpeg,
+    "dark": lambda im, rng: photometric.levels(im, 0.3),
+    "bright": lambda im, rng: photometric.levels(im, 1.5, 30.0),
+    "low-contrast": lambda im, rng: photometric.contrast(im, 0.4),
+    "gamma-2.2": lambda im, rng: photometric.gamma(im, 2.2),
+    "blue-cast": lambda im, rng: photometric.cast(im, (1.35, 1.0, 0.7)),
+    "warm-cast": lambda im, rng: photometric.cast(im, (0.7, 1.0, 1.35)),
+    "sensor-noise": lambda im, rng: photometric.noise(im, 12.0, rng),
+    "jpeg-q15": lambda im, rng: photometric.jpeg(im, 15),
 }
 
 

@@ -40,15 +40,34 @@ def test_sample_is_seeded_and_covers_every_class(data: Path) -> None:
 
 def test_build_stores_runtime_preprocessing(data: Path, tmp_path: Path) -> None:
     train = load_dataset(data, "train")
-    cset = build_calibration_set(train, SPEC, tmp_path / "set", n=8, seed=0)
+    cset = build_calibration_set(train, SPEC, tmp_path / "set", n=8, seed=0, shifted=0.0)
     assert cset.images.shape == (8, 128, 128, 3) and cset.images.dtype == np.float32
-    first = cset.manifest["images"][0]
-    expected, _ = preprocess(read_image(first["file"]), SPEC)
-    np.testing.assert_array_equal(cset.images[0], expected)
+    for i, entry in enumerate(cset.manifest["images"]):
+        expected, _ = preprocess(read_image(entry["file"]), SPEC)
+        np.testing.assert_array_equal(cset.images[i], expected)
     assert cset.nchw(0).shape == (1, 3, 128, 128) and cset.nhwc(0).shape == (1, 128, 128, 3)
     again = load_calibration_set(tmp_path / "set")
     assert again.manifest["images_sha256"] == cset.manifest["images_sha256"]
     assert not list(tmp_path.glob(".set.*")), "temporary folder left behind"
+
+
+def test_a_share_of_the_images_gets_a_seeded_photometric_shift(data: Path, tmp_path: Path) -> None:
+    """Half the set sees other light, contrast, colour, noise or compression (issue 15): each shifted image differs
+    from its original, the others are the originals, and the same seed gives the same bytes."""
+    train = load_dataset(data, "train")
+    cset = build_calibration_set(train, SPEC, tmp_path / "a", n=10, seed=4, shifted=0.5)
+    shifted = [i for i, e in enumerate(cset.manifest["images"]) if e["shift"]]
+    assert len(shifted) == 5 and cset.manifest["shifted"] == 0.5
+    assert len({cset.manifest["images"][i]["shift"].split()[0] for i in shifted}) >= 2  # more than one family
+    for i, entry in enumerate(cset.manifest["images"]):
+        original, _ = preprocess(read_image(entry["file"]), SPEC)
+        assert np.array_equal(cset.images[i], original) == (i not in shifted), entry
+    again = build_calibration_set(train, SPEC, tmp_path / "b", n=10, seed=4, shifted=0.5)
+    assert again.manifest["images_sha256"] == cset.manifest["images_sha256"]
+    assert [e["file"] for e in again.manifest["images"]] == [e["file"] for e in cset.manifest["images"]]
+    with pytest.raises(CalibrationError, match="within 0..1"):
+        build_calibration_set(train, SPEC, tmp_path / "c", n=4, shifted=1.5)
+    assert not (tmp_path / "c").exists()
 
 
 def test_refuses_evaluation_split_and_empty_sets(data: Path, tmp_path: Path) -> None:
@@ -110,6 +129,9 @@ def test_default_set_is_keyed_on_content_not_folder_name(tmp_path: Path) -> None
     shutil.copytree(a, same)
     set_c = default_set(same, SPEC, n=4, root=root)
     assert set_c.path.name == set_a.path.name.replace("data-", "my-data-", 1)  # same content, no space in the name
+    plain = default_set(a, SPEC, n=4, root=root, shifted=0.0)  # another share of shifted images: rebuilt
+    assert plain.path == set_a.path and plain.manifest["shifted"] == 0.0
+    assert not any(e["shift"] for e in plain.manifest["images"]) and any(e["shift"] for e in set_a.manifest["images"])
 
 
 def test_calib_cli_refuses_a_foreign_dataset_without_a_checkpoint(data: Path,

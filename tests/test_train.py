@@ -64,6 +64,25 @@ def test_augmented_boxes_stay_inside_input(tiny_data: Path) -> None:
         assert ((boxes[:, 2:] - boxes[:, :2]) >= 2).all()
 
 
+def test_photometric_augmentation_moves_pixels_not_boxes(tiny_data: Path) -> None:
+    """QAT's photometric shifts (issue 15) change colours and light only: boxes and labels stay those of the same
+    geometric augmentation, and without them the augmented stream is what training has always seen."""
+    ds = load_dataset(tiny_data, "train")
+    spec = _tiny_config(ds).preprocess.to_dict()
+    plain, shifted = Augment(hflip=0.0, scale_range=(1.0, 1.0)), Augment(hflip=0.0, scale_range=(1.0, 1.0),
+                                                                          photometric=1.0)
+    changed = 0
+    for i in range(len(ds.records)):
+        x0, b0, l0 = load_example(ds.records[i], spec, plain, np.random.default_rng(i))
+        again = load_example(ds.records[i], spec, Augment(hflip=0.0, scale_range=(1.0, 1.0), photometric=0.0),
+                             np.random.default_rng(i))
+        np.testing.assert_array_equal(again[0], x0)
+        x1, b1, l1 = load_example(ds.records[i], spec, shifted, np.random.default_rng(i))
+        assert b1.shape == b0.shape and np.array_equal(l1, l0)
+        changed += int(not np.array_equal(x1, x0))
+    assert changed == len(ds.records)
+
+
 def test_loss_is_zero_class_loss_free_for_perfect_background() -> None:
     logits = torch.full((1, 10, 3), -20.0)
     cls_t = torch.full((1, 10), BACKGROUND)

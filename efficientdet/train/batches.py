@@ -1,8 +1,8 @@
 """Torch dataset for training and evaluation: the runtime's pre-processing plus augmentation.
 
 Augmentation is expressed through the pre-processing's own parameters (jittered letterbox
-scale, crop/placement offset) and a horizontal flip, so training never forks its own resize or
-normalisation code. Anchor matching happens here, in the workers.
+scale, crop/placement offset), a horizontal flip and, where asked, a photometric shift of the pixels
+before them, so training never forks its own resize or normalisation code. Anchor matching happens here, in the workers.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from efficientdet.data.photometric import random_shift
 from efficientdet.data.records import DetectionDataset, ImageRecord
 from runtime.anchors import generate_anchors
 from runtime.preprocess import letterbox_geometry, preprocess, read_image
@@ -25,10 +26,13 @@ MIN_BOX_SIDE = 2.0
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation. ``scale_range`` multiplies the letterbox scale (scale jitter)."""
+    """Training augmentation. ``scale_range`` multiplies the letterbox scale (scale jitter); ``photometric`` is
+    the probability of a random photometric shift (:mod:`efficientdet.data.photometric`), used by QAT so the
+    ranges it learns cover other light and cameras (0 keeps the images' colours, as training has so far)."""
 
     hflip: float = 0.5
     scale_range: tuple[float, float] = (0.6, 1.4)
+    photometric: float = 0.0
 
 
 def load_example(rec: ImageRecord, spec: dict, augment: Augment | None = None,
@@ -41,6 +45,8 @@ def load_example(rec: ImageRecord, spec: dict, augment: Augment | None = None,
         x, box = preprocess(image, spec)
         return x, box.to_input(boxes), labels
     rng = rng or np.random.default_rng()
+    if augment.photometric and rng.random() < augment.photometric:
+        image = random_shift(image, rng).image
     h, w = image.shape[:2]
     if rng.random() < augment.hflip:
         image = image[:, ::-1]
