@@ -6,8 +6,9 @@ benchmarked through stale artifacts, on each artifact's own sha256 as the report
 interrupted export of another checkpoint into the same folder had replaced files under a report that
 still named the old checkpoint, issue 13; the exporter now also deletes the old report first), and on
 the int8 recipe: an int8 artifact made with another
-calibration method, weight scheme or input range than today's default (or an Android file without today's score
-floor), or a QAT artifact made with another objective, is remade.
+calibration method, weight scheme, input range or share of photometrically shifted calibration images than today's
+default (or an Android file without today's score floor), or a QAT artifact made with another objective, is
+remade.
 A gate failure does not stop the benchmark (the row carries the verdict); a conversion error or bad
 input does.
 """
@@ -32,13 +33,16 @@ class ExportError(RuntimeError):
 
 def current_recipe(artifact: dict[str, Any]) -> bool:
     """Whether an int8 artifact was quantized the way ``python -m convert`` quantizes by default today: the
-    calibration method, the weight scheme, what the input quantizer holds, the Android file's score floor, QAT's
-    objective, each as its manifest records it."""
+    calibration method, the weight scheme, what the input quantizer holds, the share of shifted calibration images,
+    the Android file's score floor, QAT's objective, each as its manifest records it."""
+    from calib_data.store import SHIFTED_SHARE
     from convert.android_export import SCORE_FLOOR
     from convert.int8_export import DEFAULT_METHODS, INPUT_FULL_RANGE, INPUT_PIXELS, SCHEMES
     from quantize.qat import QatConfig
 
     q = artifact.get("quantization") or {}
+    if artifact["precision"].startswith("int8") and (q.get("calibration") or {}).get("shifted") != SHIFTED_SHARE:
+        return False
     android = artifact.get("flavour") == "android"
     if artifact["precision"] == "int8":
         target = artifact["target"]
@@ -46,7 +50,9 @@ def current_recipe(artifact: dict[str, Any]) -> bool:
                 and q.get("input") == (INPUT_PIXELS if android else INPUT_FULL_RANGE)
                 and (not android or q.get("score_floor_logit") == round(SCORE_FLOOR, 4)))
     if artifact["precision"] == "int8-qat":
-        return (q.get("qat") or {}).get("objective") == QatConfig().objective and q.get("input") == INPUT_FULL_RANGE
+        qat = q.get("qat") or {}
+        return (qat.get("objective") == QatConfig().objective and qat.get("photometric") == QatConfig().photometric
+                and q.get("input") == INPUT_FULL_RANGE)
     return True
 
 

@@ -66,7 +66,8 @@ class Int8Options:
         used = images_used(self.methods[target], len(c)) if target == "onnx" else len(c)
         return {"tool": TOOLS[target], "method": self.methods[target], "scheme": SCHEMES[target],
                 "calibration": {"path": str(c.path), "images_sha256": c.manifest["images_sha256"], "count": len(c),
-                                "images_used": used, "source": c.manifest["source"], "split": c.manifest["split"]},
+                                "images_used": used, "source": c.manifest["source"], "split": c.manifest["split"],
+                                "shifted": c.manifest.get("shifted", 0.0)},
                 "float_layers": list(self.float_layers.get(target, [])), "input": INPUT_FULL_RANGE, **extra}
 
 

@@ -113,7 +113,12 @@ def test_exports_made_with_another_int8_recipe_are_not_reused(run: dict[str, Any
     folder.mkdir()
     (folder / "report.json").write_text(json.dumps(report))
     assert reusable(folder, DEFAULT, SIZE, wanted) is not None
-    next(a for a in report["artifacts"] if a["precision"] == "int8")["quantization"]["method"] = "minmax"
+    int8 = next(a for a in report["artifacts"] if a["precision"] == "int8")["quantization"]
+    int8["method"] = "minmax"
+    (folder / "report.json").write_text(json.dumps(report))
+    assert reusable(folder, DEFAULT, SIZE, wanted) is None
+    int8["method"] = "percentile"
+    int8["calibration"]["shifted"] = 0.0  # calibrated on the training images alone (before issue 15's shifts)
     (folder / "report.json").write_text(json.dumps(report))
     assert reusable(folder, DEFAULT, SIZE, wanted) is None
 
