@@ -76,7 +76,7 @@ help:
 	@echo "     [IMAGES=dir]: gate on unlabelled images (models of classes no labelled dataset at hand has)"
 	@echo "     int8: [QAT=1] [CALIB=folder] [CALIB_METHOD=onnx=percentile] [IO_DTYPE=int8|uint8] [FLOAT_LAYERS=K]"
 	@echo "     [ACCEPT_UNMEASURABLE=1]: exit 0 although an int8 gate had too few FP32 detections to measure"
-	@echo "make calib DATA=<dataset> CKPT=... [N=200] [OUT=calib_data/sets/NAME]   int8 calibration set"
+	@echo "make calib DATA=<dataset> CKPT=... [N=200] [SHIFTED=0.5] [OUT=calib_data/sets/NAME]   int8 calibration set"
 	@echo "     (CKPT= may be left out only for the embedded synthetic dataset)"
 	@echo "make edgetpu PHI=0 [CKPT=] [EDGETPU_MIN=0.95]   uint8 TFLite, op check, edgetpu_compiler where installed"
 	@echo "make convert-matrix [INPUT_SIZE=128] [PRECISION=fp32|fp16|all]  every variant through every exporter + gate"
@@ -149,7 +149,7 @@ split: $(STAMP)
 	$(PY) -m efficientdet split --data "$(DATA)" --out "$(SPLIT_OUT)"
 
 calib: $(STAMP)
-	$(PY) -m calib_data --data "$(DATA)" --n $(N) $(if $(CKPT),--ckpt "$(CKPT)",) \
+	$(PY) -m calib_data --data "$(DATA)" --n $(N) $(if $(CKPT),--ckpt "$(CKPT)",) $(if $(SHIFTED),--shifted $(SHIFTED),) \
 		$(if $(filter command line environment,$(origin OUT)),--out "$(OUT)",)
 
 # Edge TPU: a uint8-I/O full-int8 TFLite, checked op by op here, compiled where edgetpu_compiler exists.
@@ -200,24 +200,33 @@ bccd-lite0-eval: $(STAMP)
 # then latency through the runtime -> results/bccd-d0-int8.{json,md}. Exits with the gate's status.
 BCCD_INT8_OUT ?= exports/bccd-d0-int8
 BCCD_QAT_EPOCHS ?= 4
-BCCD_INT8_NOTE = Recipe of session 10: ONNX and OpenVINO weights are 7-bit on every convolution that is not \
-	depthwise (no x86 CPU saturates; docs/INT8-CPU-CLASSES.md), every input quantizer holds the whole pixel range, and \
-	the gate also compares each artifact with FP32 on the field images. QAT distils the FP32 model at lr 1e-4 for 4 \
-	epochs, one run; its ONNX/OpenVINO weights stay 8-bit. Measured on an Intel Xeon with AMX-INT8, where \
-	onnxruntime's int8 kernels compute these models wrongly (docs/INT8-CPU-CLASSES.md).
+BCCD_INT8_NOTE = Recipe of session 11: half of the 200 calibration images get a random photometric shift \
+	(exposure, contrast, gamma, colour cast, noise, JPEG; efficientdet/data/photometric.py; SHIFTED=0.5, not the \
+	default) and QAT shifts half its training images (--qat-photometric 0.5); ONNX and OpenVINO weights are 7-bit on every convolution that is not depthwise (no x86 CPU \
+	saturates; docs/INT8-CPU-CLASSES.md); every input quantizer holds the whole pixel range; the gate also compares \
+	each artifact with FP32 on the field images. QAT distils the FP32 model at lr 1e-4 for 4 epochs, one run; its \
+	ONNX/OpenVINO weights stay 8-bit. Measured on an Intel Xeon with AMX-INT8 (docs/INT8-CPU-CLASSES.md).
+BCCD_SHIFTED_CALIB ?= calib_data/sets/bccd-d0-320-shifted
 bccd-int8: $(STAMP)
-	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_MODEL) \
-		--data "$(BCCD)" --split test --max-images 0 --out $(BCCD_INT8_OUT); rc=$$?; \
+	$(PY) -m calib_data --data "$(BCCD)" --ckpt $(BCCD_MODEL) --shifted 0.5 --out $(BCCD_SHIFTED_CALIB)
+	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --qat-photometric 0.5 \
+		--ckpt $(BCCD_MODEL) --calib $(BCCD_SHIFTED_CALIB) --data "$(BCCD)" --split test --max-images 0 \
+		--out $(BCCD_INT8_OUT); rc=$$?; \
 	$(PY) -m benchmarks.int8_results --report $(BCCD_INT8_OUT)/report.json --out results/bccd-d0-int8 \
 		--command "make bccd-int8" --note "$(BCCD_INT8_NOTE)" && exit $$rc
 
 # The same table for the BCCD Lite0 (results/bccd-lite0-int8.{json,md}).
 BCCD_LITE_INT8_OUT ?= exports/bccd-lite0-int8
+BCCD_LITE_INT8_NOTE = Recipe of session 10: ONNX and OpenVINO weights are 7-bit on every convolution that is not \
+	depthwise (no x86 CPU saturates; docs/INT8-CPU-CLASSES.md), every input quantizer holds the whole pixel range, and \
+	the gate also compares each artifact with FP32 on the field images. QAT distils the FP32 model at lr 1e-4 for 4 \
+	epochs, one run; its ONNX/OpenVINO weights stay 8-bit. Measured on an Intel Xeon with AMX-INT8, where \
+	onnxruntime's int8 kernels compute these models wrongly (docs/INT8-CPU-CLASSES.md).
 bccd-lite0-int8: $(STAMP)
 	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_LITE_MODEL) \
 		--variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0 --out $(BCCD_LITE_INT8_OUT); rc=$$?; \
 	$(PY) -m benchmarks.int8_results --report $(BCCD_LITE_INT8_OUT)/report.json --out results/bccd-lite0-int8 \
-		--command "make bccd-lite0-int8" --note "$(BCCD_INT8_NOTE)" && exit $$rc
+		--command "make bccd-lite0-int8" --note "$(BCCD_LITE_INT8_NOTE)" && exit $$rc
 
 clean:
 	rm -rf runs exports .pytest_cache

@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=200, help="images to sample (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shifted", type=float, default=SHIFTED_SHARE, help="share of the images given a random "
-                   f"photometric shift (light, contrast, gamma, colour cast, noise, JPEG; default {SHIFTED_SHARE}) so "
-                   "int8 ranges cover other cameras and light; 0 keeps the training images as they are")
+                   f"photometric shift (light, contrast, gamma, colour cast, noise, JPEG; default {SHIFTED_SHARE}: "
+                   "none) so int8 ranges cover other cameras and light, when the gate's field figures fail "
+                   "(docs/QUANTIZATION.md)")
     p.add_argument("--ckpt", default=None, help="model whose preprocessing the set must match (required except "
                    "for the embedded default dataset, whose default is models/default-d0.pt)")
     p.add_argument("--input-size", type=int, default=None, help="override the checkpoint's input size")

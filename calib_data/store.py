@@ -35,10 +35,12 @@ from .sample import stratified_sample
 
 FORMAT = "efficientdet-calibration-set/1"
 DEFAULT_ROOT = Path("calib_data/sets")
-# The share of calibration images that get a random photometric shift (efficientdet.data.photometric): ranges
-# calibrated on the training images alone left the BCCD D0's int8 artifacts matching 55-62 % of FP32's detections
-# on the field images (results/bccd-d0-int8.md, session 10); docs/QUANTIZATION.md has the measurement.
-SHIFTED_SHARE = 0.5
+# The share of calibration images that get a random photometric shift (efficientdet.data.photometric) unless a
+# command asks for another (`make calib SHIFTED=0.5`, `--shifted`). Off by default, by measurement (session 11,
+# docs/QUANTIZATION.md): half the BCCD D0's set shifted raised its int8 artifacts' field match from 59-60 % to
+# 64-71 % of FP32's detections (still short of the gate), but the default D0's TFLite int8 then made 9 % more
+# detections than FP32 on its own split and failed the gate it passes without the shifts.
+SHIFTED_SHARE = 0.0
 SHIFT_STREAM = 1  # the shifts' own random stream, so the sample drawn for a seed does not depend on them
 EVAL_SPLITS = frozenset({"val", "valid", "validation", "test", "testdev", "test-dev", "minival", "eval"})
 

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "write int8-qat artifacts beside the post-training ones")
     p.add_argument("--qat-epochs", type=float, default=2.0, help="QAT fine-tuning epochs over the training split")
     p.add_argument("--qat-lr", type=float, default=1e-4)
+    p.add_argument("--qat-photometric", type=float, default=None, metavar="P",
+                   help="QAT: give each training image a random photometric shift with probability P (light, "
+                   "contrast, gamma, colour cast, noise, JPEG; default: none, quantize.qat.QatConfig says why)")
     p.add_argument("--qat-objective", default="distill", choices=["distill", "labels"],
                    help="QAT loss: match the FP32 model's outputs (distill, default) or the detection loss on the "
                    "training labels")
@@ -171,7 +174,8 @@ def _qat_inputs(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
         raise UsageError("--qat-epochs and --qat-lr must be > 0")
     train = load_for_model(resolve_dataset(args.data), "train", list(config.class_names),
                            num_classes=config.num_classes, class_map=parse_class_map(args.class_map))
-    return train, QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, objective=args.qat_objective)
+    return train, QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, objective=args.qat_objective,
+                                   **({} if args.qat_photometric is None else {"photometric": args.qat_photometric}))
 
 
 def _resolve_checkpoint(args: argparse.Namespace) -> Path:

@@ -129,9 +129,9 @@ def test_default_set_is_keyed_on_content_not_folder_name(tmp_path: Path) -> None
     shutil.copytree(a, same)
     set_c = default_set(same, SPEC, n=4, root=root)
     assert set_c.path.name == set_a.path.name.replace("data-", "my-data-", 1)  # same content, no space in the name
-    plain = default_set(a, SPEC, n=4, root=root, shifted=0.0)  # another share of shifted images: rebuilt
-    assert plain.path == set_a.path and plain.manifest["shifted"] == 0.0
-    assert not any(e["shift"] for e in plain.manifest["images"]) and any(e["shift"] for e in set_a.manifest["images"])
+    shifted = default_set(a, SPEC, n=4, root=root, shifted=0.5)  # another share of shifted images: rebuilt
+    assert shifted.path == set_a.path and shifted.manifest["shifted"] == 0.5
+    assert any(e["shift"] for e in shifted.manifest["images"]) and not any(e["shift"] for e in set_a.manifest["images"])
 
 
 def test_calib_cli_refuses_a_foreign_dataset_without_a_checkpoint(data: Path,
