@@ -205,7 +205,7 @@ BCCD_INT8_NOTE = Recipe of session 11: half of the 200 calibration images get a 
 	default) and QAT shifts half its training images (--qat-photometric 0.5); ONNX and OpenVINO weights are 7-bit on every convolution that is not depthwise (no x86 CPU \
 	saturates; docs/INT8-CPU-CLASSES.md); every input quantizer holds the whole pixel range; the gate also compares \
 	each artifact with FP32 on the field images. QAT distils the FP32 model at lr 1e-4 for 4 epochs, one run; its \
-	ONNX/OpenVINO weights stay 8-bit. Measured on an Intel Xeon with AMX-INT8 (docs/INT8-CPU-CLASSES.md).
+	ONNX/OpenVINO weights stay 8-bit. Measured on an AMD EPYC with AVX-512 VNNI and no AMX (docs/INT8-CPU-CLASSES.md).
 BCCD_SHIFTED_CALIB ?= calib_data/sets/bccd-d0-320-shifted
 bccd-int8: $(STAMP)
 	$(PY) -m calib_data --data "$(BCCD)" --ckpt $(BCCD_MODEL) --shifted 0.5 --out $(BCCD_SHIFTED_CALIB)

@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from convert.parity import match_pairs, pair_iou  # noqa: E402
+from convert.parity import match_pairs  # noqa: E402
+from runtime.iou import paired_iou  # noqa: E402
 from runtime.mediapipe_engine import MediapipeDetector, mediapipe_version  # noqa: E402
 from runtime.postprocess import Detections, at_threshold  # noqa: E402
 from runtime.preprocess import read_image  # noqa: E402
@@ -97,7 +98,7 @@ class EngineTally:
         if pairs:
             i, j = (np.array(v) for v in zip(*pairs))
             self.score_diffs = (self.score_diffs or []) + np.abs(rt.scores[i] - en.scores[j]).tolist()
-            self.ious = (self.ious or []) + pair_iou(rt.boxes[i], en.boxes[j]).tolist()
+            self.ious = (self.ious or []) + paired_iou(rt.boxes[i], en.boxes[j]).tolist()
         self.runtime_near += _found_below(rt, engine_low, pairs, 0)
         self.engine_near += _found_below(en, rt_low, pairs, 1)
 
@@ -160,7 +161,7 @@ def compare(path: str | Path, images: list[str], detector: Detector | None = Non
             shape = "square" if h == w else "non-square"
             t0 = time.perf_counter()
             x, box = detector.preprocess_image(image)  # RGB pixels, uint8 for int8 (scale 1, zero point 0)
-            rt_low = box_to_image(detector.infer_detections(x, low), box)
+            rt_low = detector.infer_detections(x, low).to_original(box)
             ms["runtime"].append((time.perf_counter() - t0) * 1e3)
             frame = np.asarray(x[0] if detector.input_spec["dtype"] == "uint8" else np.round(x[0]), np.uint8)
             letterboxed.append((frame, box, rt_low, shape))
@@ -169,7 +170,7 @@ def compare(path: str | Path, images: list[str], detector: Detector | None = Non
                     continue  # identical to padded
                 if mode == "letterboxed":
                     t0 = time.perf_counter()
-                    mp_low = box_to_image(engine.detect_frame(frame), box)
+                    mp_low = engine.detect_frame(frame).to_original(box)
                     ms["mediapipe"].append((time.perf_counter() - t0) * 1e3)
                 else:
                     bgr = pad_to_square(image, pad) if mode == "padded" else image
@@ -224,13 +225,9 @@ def task_library(path: Path, letterboxed: list[tuple[np.ndarray, Any, Detections
                               f"match the manifest's class_names {class_names}")
         order = np.argsort(-found[:, 4], kind="stable")
         dets = Detections(found[order, :4], found[order, 4], found[order, 5].astype(np.int64))
-        tallies[f"letterboxed {shape}"].add(rt_low, box_to_image(dets, box), spec)
+        tallies[f"letterboxed {shape}"].add(rt_low, dets.to_original(box), spec)
     return {"version": doc["tflite_support"], "threads": threads,
             "modes": {k: v.to_dict() for k, v in tallies.items() if v.images}}
-
-
-def box_to_image(dets: Detections, box: Any) -> Detections:
-    return Detections(box.to_original(dets.boxes), dets.scores, dets.class_ids)
 
 
 def clip_to(dets: Detections, w: int, h: int) -> Detections:

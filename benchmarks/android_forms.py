@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.android_engines import EngineTally, box_to_image  # noqa: E402
-from convert.android_export import center_size_anchors, order_outputs  # noqa: E402
+from benchmarks.android_engines import EngineTally  # noqa: E402
+from convert.targets.android import center_size_anchors, order_outputs  # noqa: E402
 from efficientdet.model.config import ModelConfig  # noqa: E402
 
 RAW_OUTPUTS = ("location", "score")  # the order MediaPipe's LOCATION_SCORE metadata declares
@@ -38,8 +38,8 @@ def two_output_tflite(onnx_path: Path, config: ModelConfig, work: Path) -> bytes
     """The fp32 2-output form with MediaPipe's "without NMS" detector metadata."""
     from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer, object_detector
 
+    from convert.targets.tflite import identify_outputs, onnx_to_saved_model
     from convert.tensorflow_import import import_tensorflow
-    from convert.tflite_export import identify_outputs, onnx_to_saved_model
     from efficientdet.model.detector import INPUT_NAME
 
     tf = import_tensorflow()
@@ -101,10 +101,10 @@ def compare_forms(android: Path, two_output: Path, images: list[str]) -> dict[st
             frame, box = four.letterbox(image)
             rt = runtime(image)
             rt_dets = Detections(rt.boxes, rt.scores, rt.class_ids)
-            tallies[f"4-output {shape}"].add(rt_dets, box_to_image(four.detect_frame(frame), box), spec)
+            tallies[f"4-output {shape}"].add(rt_dets, four.detect_frame(frame).to_original(box), spec)
             found = two.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))).detections
-            tallies[f"2-output {shape}"].add(rt_dets, box_to_image(as_detections(found, runtime.class_names,
-                                                                                  frame.shape[:2]), box), spec)
+            tallies[f"2-output {shape}"].add(
+                rt_dets, as_detections(found, runtime.class_names, frame.shape[:2]).to_original(box), spec)
     finally:
         four.close()
         two.close()

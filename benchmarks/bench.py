@@ -26,18 +26,18 @@ from efficientdet.model.summary import summarize as model_summary
 from runtime.bench import Timed, artifact_row, results_document, summarize
 from runtime.detector import Detector
 from runtime.fileio import atomic_write_json
+from runtime.manifest import PRECISIONS, TARGET_NAMES
 from runtime.mediapipe_engine import MediapipeDetector
 from runtime.preprocess import read_image
 
 from .bench_output import write_outputs
-from .exports import PRECISIONS, ExportError, ensure_exports
+from .exports import ExportError, ensure_exports
 from .goals import check_goals
 from .interleave import interleaved_samples
 from .op_profile import onnxruntime_ops, openvino_ops
 from .roofline import attach, roofline
 from .torch_baseline import TorchDetector
 
-TARGETS = ("onnx", "openvino", "tflite")
 QUICK_CALIB_IMAGES = 32
 # The project's default D0 by the input size it is benchmarked at: the model trained at 256 (CI's QUICK run,
 # results/bench-d0-256) and the one trained at D0's published 512 (results/bench-d0-512). The 256 model at 512
@@ -76,9 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.threads_list = args.threads_list[:1]
     args.precision_list = (args.precisions or ("fp32,int8" if args.quick else ",".join(PRECISIONS))).split(",")
-    args.target_list = list(TARGETS) if args.targets == "all" else args.targets.split(",")
-    if set(args.target_list) - set(TARGETS) or not args.target_list:
-        p.error(f"--targets: choose from {', '.join(TARGETS)} or all, got {args.targets!r}")
+    args.target_list = list(TARGET_NAMES) if args.targets == "all" else args.targets.split(",")
+    if set(args.target_list) - set(TARGET_NAMES) or not args.target_list:
+        p.error(f"--targets: choose from {', '.join(TARGET_NAMES)} or all, got {args.targets!r}")
     if not args.threads_list or min(args.threads_list) < 1:
         p.error(f"--threads: positive integers, got {args.threads!r}")
     args.runs = args.runs or (20 if args.quick else 50)
@@ -133,7 +133,8 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
             macs: float) -> dict[str, Any]:
     entries = [a for a in report["artifacts"] if a["target"] in args.target_list
                and a["precision"] in args.precision_list]
-    entries.sort(key=lambda a: (TARGETS.index(a["target"]), PRECISIONS.index(a["precision"]), a.get("flavour", "")))
+    entries.sort(key=lambda a: (TARGET_NAMES.index(a["target"]), PRECISIONS.index(a["precision"]),
+                                a.get("flavour", "")))
     fp32_onnx = next(a for a in report["artifacts"] if a["target"] == "onnx" and a["precision"] == "fp32")
     rows: list[dict[str, Any]] = []
     profile: dict[str, Any] = {}
@@ -235,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick and not args.calib and "int8" in ",".join(args.precision_list):
         args.calib = str(_quick_calibration(data, config.replace(input_size=size), exports))
     try:
-        report = ensure_exports(exports, ckpt, size, str(data), args.target_list, args.precision_list, args.qat_epochs,
-                                args.max_images, args.calib, _log)
+        report = ensure_exports(exports, ckpt, config, size, str(data), args.target_list, args.precision_list,
+                                args.qat_epochs, args.max_images, args.calib, _log)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

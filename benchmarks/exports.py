@@ -1,5 +1,5 @@
 """Get the artifacts a benchmark needs: reuse an export folder when its ``report.json`` already holds every
-requested target x precision for this checkpoint and input size, else run ``python -m convert`` into it.
+requested target x precision for this checkpoint and input size, else export into it (:func:`convert.pipeline.export`).
 
 Reuse is keyed on the checkpoint's sha256, not its path or date, so a retrained model is never
 benchmarked through stale artifacts, on each artifact's own sha256 as the report recorded it (an
@@ -16,15 +16,12 @@ input does.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from convert.android_export import PRECISIONS as ANDROID_PRECISIONS
+from convert.targets.android import PRECISIONS as ANDROID_PRECISIONS
 from runtime.fileio import file_sha256
-
-PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
+from runtime.manifest import PRECISIONS
 
 
 class ExportError(RuntimeError):
@@ -36,8 +33,8 @@ def current_recipe(artifact: dict[str, Any]) -> bool:
     calibration method, the weight scheme, what the input quantizer holds, the share of shifted calibration images,
     the Android file's score floor, QAT's objective, each as its manifest records it."""
     from calib_data.store import SHIFTED_SHARE
-    from convert.android_export import SCORE_FLOOR
-    from convert.int8_export import DEFAULT_METHODS, INPUT_FULL_RANGE, INPUT_PIXELS, SCHEMES
+    from convert.int8_recipe import DEFAULT_METHODS, INPUT_FULL_RANGE, INPUT_PIXELS, SCHEMES
+    from convert.targets.android import SCORE_FLOOR
     from quantize.qat import QatConfig
 
     q = artifact.get("quantization") or {}
@@ -81,10 +78,12 @@ def reusable(out: Path, ckpt: Path, input_size: int, wanted: set[tuple[str, ...]
     return report if same and wanted <= _pairs(report) else None
 
 
-def ensure_exports(out: Path, ckpt: Path, input_size: int, data: str, targets: list[str], precisions: list[str],
-                   qat_epochs: float, max_images: int, calib: str | None = None,
+def ensure_exports(out: Path, ckpt: Path, config: Any, input_size: int, data: str, targets: list[str],
+                   precisions: list[str], qat_epochs: float, max_images: int, calib: str | None = None,
                    log: Any = print) -> dict[str, Any]:
-    """``report.json`` of an export holding ``targets`` x ``precisions`` (ONNX FP32 always, for the baseline)."""
+    """``report.json`` of an export holding ``targets`` x ``precisions`` (ONNX FP32 always, for the baseline);
+    ``config`` is the checkpoint's own (its variant and PHI are what the export checks the checkpoint against:
+    without them every Lite checkpoint was refused as "not the D0 requested", issue 12)."""
     unknown = set(precisions) - set(PRECISIONS)
     if unknown:
         raise ExportError(f"unknown precisions {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
@@ -97,24 +96,31 @@ def ensure_exports(out: Path, ckpt: Path, input_size: int, data: str, targets: l
     if report is not None:
         log(f"reusing the artifacts in {out} (same checkpoint sha256 and input size)")
         return report
-    plain = sorted({p for p in precisions if p != "int8-qat"} | {"fp32"} | ({"int8"} if "int8-qat" in precisions
-                                                                           else set()))
-    cmd = [sys.executable, "-m", "convert", "--target", ",".join(targets), "--precision", ",".join(plain),
-           "--ckpt", str(ckpt), "--input-size", str(input_size), "--data", data, "--max-images", str(max_images),
-           "--out", str(out), "--no-sensitivity"]
-    if calib:
-        cmd += ["--calib", calib]
-    if android:
-        cmd.append("--android")
-    if "int8-qat" in precisions:
-        cmd += ["--qat", "--qat-epochs", str(qat_epochs)]
-    log("exporting: " + " ".join(cmd[1:]))
-    code = subprocess.run(cmd).returncode
-    if code not in (0, 1):
-        raise ExportError(f"`{' '.join(cmd[1:])}` failed with exit status {code} (see its messages above)")
+    from convert.errors import outcome
+    from convert.pipeline import ExportRequest, export, log_to_stderr
+    from quantize.qat import QatConfig
+
+    plain = tuple(sorted({p for p in precisions if p != "int8-qat"} | {"fp32"}
+                         | ({"int8"} if "int8-qat" in precisions else set())))
+    request = ExportRequest(targets=tuple(targets), precisions=plain + (("int8-qat",) if "int8-qat" in precisions
+                                                                       else ()),
+                            ckpt=ckpt, variant=config.variant, phi=str(config.phi), input_size=input_size, data=data,
+                            max_images=max_images, out=out, calib=calib,
+                            flavours=("android",) if android else (), qat=QatConfig(epochs=qat_epochs),
+                            sensitivity=False)
+    log(f"exporting {', '.join(targets)} x {', '.join(request.precisions)}"
+        + (" (and the Android TFLite)" if android else "") + f" into {out}")
+    log_to_stderr()
+    try:
+        code = export(request).status
+    except Exception as e:
+        known = outcome(e)
+        if known is None:
+            raise
+        raise ExportError(f"the export into {out} failed: {known.message.removeprefix('error: ')}") from e
     report = reusable(out, ckpt, input_size, wanted)
     if report is None:
         raise ExportError(f"the export into {out} did not produce every requested artifact")
-    if code == 1:
+    if code:
         log("note: some artifacts failed their parity gate; their rows say so (gate_passed = false)")
     return report

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ConversionError
+
 # TFLite builtin op names the Edge TPU compiler can map (Coral documentation, compiler 16).
 SUPPORTED_OPS = frozenset({
     "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "EXPAND_DIMS",
@@ -36,7 +38,7 @@ SUPPORTED_OPS = frozenset({
 })
 
 
-class EdgeTpuError(RuntimeError):
+class EdgeTpuError(ConversionError):
     """The compiler is missing or failed, or the model falls below the required TPU share."""
 
 
@@ -65,9 +67,9 @@ class CheckReport:
 
 def check_tflite(path: str | Path) -> CheckReport:
     """Inspect a TFLite file's ops and tensors against the Edge TPU's requirements."""
-    from runtime.backends.tflite_backend import _import_interpreter
+    from runtime.backends.tflite_backend import import_interpreter
 
-    interpreter_cls, _, _ = _import_interpreter()
+    interpreter_cls, _, _ = import_interpreter()
     interp = interpreter_cls(model_path=str(path))
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # the only interpreter API that lists ops; stable across TF/LiteRT releases

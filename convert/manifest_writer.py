@@ -19,7 +19,7 @@ from typing import Any
 from efficientdet.model.config import ModelConfig
 from runtime.anchors import anchor_spec_from_config
 from runtime.box_coding import BOX_CODING
-from runtime.fileio import atomic_write_bytes
+from runtime.fileio import atomic_write_bytes, file_sha256
 from runtime.manifest import MANIFEST_FORMAT, METADATA_KEY, NOT_GATED, TARGETS, sidecar_path, validate_manifest
 from runtime.postprocess import DEFAULT_POSTPROCESS
 
@@ -119,6 +119,24 @@ def write_manifest(artifact_path: str | os.PathLike[str], manifest: dict[str, An
     final["gate"] = {"status": NOT_GATED}
     validate_manifest(final)
     return atomic_write_bytes(sidecar_path(artifact_path), (json.dumps(final, indent=2) + "\n").encode())
+
+
+def publish(out_path: Path, data: bytes, manifest: dict[str, Any], target: str, precision: str,
+            flavour: str = "") -> Artifact:
+    """The tail every single-file target shares: drop the old sidecar, write ``data`` atomically, then
+    :func:`seal` it."""
+    remove_stale_sidecar(out_path)
+    atomic_write_bytes(out_path, data)
+    return seal(out_path, manifest, target, precision, flavour)
+
+
+def seal(out_path: Path, manifest: dict[str, Any], target: str, precision: str, flavour: str = "",
+         extra_bytes: int = 0) -> Artifact:
+    """Hash the artifact now in place, write its sidecar (with that hash) and describe it; ``extra_bytes``: files
+    beside it that belong to it (OpenVINO's ``.bin``)."""
+    sha = file_sha256(out_path)
+    sidecar = write_manifest(out_path, manifest, sha)
+    return Artifact(target, precision, out_path, sidecar, sha, out_path.stat().st_size + extra_bytes, flavour)
 
 
 def gate_record(entry: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:

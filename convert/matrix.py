@@ -2,8 +2,9 @@
 
 For each variant, at a reduced input size with a few classes: a seeded, image-dependent random model
 (``efficientdet.model.testing.detector_like_model_for``: a random-init detector passes any parity check trivially)
-is checkpointed, reloaded the way ``python -m convert`` loads it, exported to every target with the
-project's exporters, and compared with its FP32 PyTorch reference by the parity gate
+is checkpointed, reloaded the way ``python -m convert`` loads it, exported to every target through the target
+registry (:mod:`convert.targets`, one artifact at a time so that one failure does not hide the others), and
+compared with its FP32 PyTorch reference by the parity gate
 (:func:`convert.parity.run_parity`, thresholds from :mod:`convert.gates`) on a few synthetic images.
 One variant's or one target's failure is recorded and the matrix goes on. Results go to
 ``results/convert-matrix.json`` and ``.md``, rewritten atomically after every variant so a
@@ -26,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from efficientdet.model.config import input_size_problem
+from runtime.manifest import FLOAT_PRECISIONS, TARGET_NAMES
 
-from .cli import TARGETS
-
-PRECISIONS = ("fp32", "fp16")  # int8 needs a trained model and calibration data: see tests/test_int8.py
+PRECISIONS = FLOAT_PRECISIONS  # int8 needs a trained model and calibration data: see tests/test_int8.py
 
 ALL_VARIANTS = ("D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7", "Lite0", "Lite1", "Lite2", "Lite3", "Lite3x", "Lite4")
 DEFAULT_OUT = Path("results")
@@ -41,7 +41,7 @@ class MatrixSpec:
     """What to run: which variants/targets/precisions, at which size, on how many images."""
 
     variants: tuple[str, ...] = ALL_VARIANTS
-    targets: tuple[str, ...] = TARGETS
+    targets: tuple[str, ...] = TARGET_NAMES
     precisions: tuple[str, ...] = ("fp32",)
     size: int = 128
     num_classes: int = 3
@@ -143,43 +143,30 @@ class _Variant:
             raise RuntimeError(f"{key} (shared by every artifact that needs it) failed: {_error(done)}") from done
         return done
 
-    def onnx_fp32(self) -> tuple[Any, Seconds]:
-        """The FP32 ONNX artifact every target starts from, and its export seconds (charged to the onnx rows)."""
-        from .onnx_export import fp32_model, write_onnx
+    def context(self) -> tuple[Any, Seconds]:
+        """The export context of this variant: its FP32 ONNX (every target starts from it, so its seconds are charged
+        to the onnx rows) and the shared steps the targets make on first use."""
+        from .context import ExportContext
+        from .targets.onnx import fp32_model
 
-        return self._once("FP32 ONNX export", lambda: write_onnx(
-            fp32_model(self.model, self.config.input_size), self.config, self.work / f"{self.base}-fp32.onnx",
-            "fp32", **self.source))
+        return self._once("FP32 ONNX export", lambda: ExportContext(
+            self.model, self.config, self.work, self.work, fp32_model(self.model, self.config.input_size),
+            self.source, tuple(self.spec.targets)))
 
     def export(self, target: str, precision: str) -> tuple[Any, Seconds]:
         """Write one artifact; returns it and the seconds it took from the checkpoint's model (see the report)."""
-        onnx_fp32, onnx_s = self.onnx_fp32()
-        onnx_path = onnx_fp32.path
-        out = self.work / f"{self.base}-{precision}"
-        if target == "onnx" and precision == "fp32":
-            return onnx_fp32, onnx_s
+        from .targets import REGISTRY
+
+        ctx, onnx_s = self.context()
+        spec = next(t for t in REGISTRY if t.name == target and not t.flavour)
+        shared = Seconds()
         if target == "onnx":
-            import onnx
-
-            from .onnx_export import export_onnx
-
-            t0 = Seconds.now()
-            artifact = export_onnx(self.model, self.config, out.with_suffix(".onnx"), precision,
-                                   fp32=onnx.load(str(onnx_path)), **self.source)
-            return artifact, onnx_s + t0.since()
-        if target == "openvino":
-            from .openvino_export import export_openvino
-
-            t0 = Seconds.now()
-            artifact = export_openvino(onnx_path, self.config, out.with_suffix(".xml"), precision, **self.source)
-            return artifact, t0.since()
-        from .tflite_export import export_tflite, onnx_to_saved_model
-
-        saved, saved_s = self._once("onnx2tf SavedModel", lambda: onnx_to_saved_model(onnx_path, self.work / "onnx2tf"))
+            shared = onnx_s
+        elif target == "tflite":
+            _, shared = self._once("onnx2tf SavedModel", ctx.saved_model)
         t0 = Seconds.now()
-        artifact = export_tflite(onnx_path, self.config, out.with_suffix(".tflite"), precision, saved_model=saved,
-                                 **self.source)
-        return artifact, saved_s + t0.since()
+        artifact = spec.export(ctx, precision)
+        return artifact, shared + t0.since()
 
     def parity(self, artifacts: list[Any]) -> list[dict[str, Any]]:
         """The gate's comparison for all ``artifacts`` in one pass (one reference forward per image)."""
@@ -295,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m convert.matrix", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default="all", help=f"comma-separated subset of {','.join(ALL_VARIANTS)}")
-    p.add_argument("--target", default="all", choices=[*TARGETS, "all"])
+    p.add_argument("--target", default="all", choices=[*TARGET_NAMES, "all"])
     p.add_argument("--precision", default="fp32", choices=[*PRECISIONS, "all"])
     p.add_argument("--size", type=int, default=128, help="input size (multiple of 32, default 128)")
     p.add_argument("--num-classes", type=int, default=3)
@@ -320,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    spec = MatrixSpec(variants=variants, targets=TARGETS if args.target == "all" else (args.target,),
+    spec = MatrixSpec(variants=variants, targets=TARGET_NAMES if args.target == "all" else (args.target,),
                       precisions=PRECISIONS if args.precision == "all" else (args.precision,), size=args.size,
                       num_classes=args.num_classes, num_images=args.images, seed=args.seed, threads=args.threads)
     command = "python -m convert.matrix " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -14,7 +14,7 @@ from typing import Any
 from runtime.fileio import atomic_write_bytes, atomic_write_json
 
 from .manifest_writer import tool_versions
-from .report import _finite
+from .report import finite
 
 JSON_NAME = "convert-matrix.json"
 MD_NAME = "convert-matrix.md"
@@ -122,5 +122,5 @@ def markdown(result: dict[str, Any]) -> str:
 def write_results(out: Path, result: dict[str, Any]) -> tuple[Path, Path]:
     """Both files, each atomically (a reader never sees half a table)."""
     out = Path(out)
-    return (atomic_write_json(out / JSON_NAME, _finite(result)),
+    return (atomic_write_json(out / JSON_NAME, finite(result)),
             atomic_write_bytes(out / MD_NAME, markdown(result).encode()))

@@ -31,9 +31,11 @@ from efficientdet.data.records import DetectionDataset
 from efficientdet.evaluate import coco_metrics
 from runtime.anchors import generate_anchors
 from runtime.detector import Detector, UngatedArtifactWarning
+from runtime.iou import iou_matrix
 from runtime.postprocess import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, Detections, at_threshold, postprocess
 from runtime.preprocess import Letterbox, preprocess, read_image, to_layout
 
+from .errors import ConversionError
 from .field import FieldImage
 from .gates import PASS, GateThresholds, verdict
 from .input_quantizer import InputQuantizer, input_quantizer
@@ -42,7 +44,7 @@ from .manifest_writer import Artifact
 OUTPUTS = ("logits", "box_regression")
 
 
-class ParityError(RuntimeError):
+class ParityError(ConversionError):
     """The comparison itself could not be made (e.g. the runtime pre-processing differs from the reference's)."""
 
 
@@ -133,24 +135,6 @@ def subset(dataset: DetectionDataset, max_images: int | None) -> DetectionDatase
     return dataclasses.replace(dataset, records=list(dataset.records[:max_images]))
 
 
-def original_coords(dets: Detections, box: Letterbox) -> Detections:
-    """Detections mapped back (and clipped) to the original image, as the runtime returns them."""
-    return Detections(box.to_original(dets.boxes), dets.scores, dets.class_ids)
-
-
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes ``[N,4]`` x ``[M,4]``."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(-1)
-    union = _area(a)[:, None] + _area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def match_pairs(ref: Detections, out: Detections, iou_threshold: float) -> list[tuple[int, int]]:
     """One-to-one greedy matches ``(ref index, out index)``: reference in score order, best IoU, same class.
 
@@ -159,7 +143,7 @@ def match_pairs(ref: Detections, out: Detections, iou_threshold: float) -> list[
     """
     if len(ref) == 0 or len(out) == 0:
         return []
-    iou = _iou(ref.boxes.astype(np.float64), out.boxes.astype(np.float64))
+    iou = iou_matrix(ref.boxes.astype(np.float64), out.boxes.astype(np.float64))
     iou[ref.class_ids[:, None] != out.class_ids[None, :]] = -1.0
     used = np.zeros(len(out), bool)
     pairs = []
@@ -175,14 +159,6 @@ def match_pairs(ref: Detections, out: Detections, iou_threshold: float) -> list[
 def match_count(ref: Detections, out: Detections, iou_threshold: float) -> int:
     """How many detections :func:`match_pairs` matches."""
     return len(match_pairs(ref, out, iou_threshold))
-
-
-def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of matched xyxy boxes, row by row."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    inter = np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None).prod(-1)
-    union = _area(a) + _area(b) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def _open(artifact: Artifact, gate: GateThresholds, post: dict[str, Any], threads: int | None) -> _Comparison:
@@ -309,11 +285,11 @@ def run_parity(model: torch.nn.Module, preprocess_spec: dict[str, Any], anchor_s
         x, box, raw = forward(image)
         boxes.append(box)
         dets.append(postprocess(*raw, anchors, post))
-        eval_dets.append(original_coords(postprocess(*raw, anchors, EVAL_POSTPROCESS), box))
+        eval_dets.append(postprocess(*raw, anchors, EVAL_POSTPROCESS).to_original(box))
         for c in comparisons:
             det, eval_det = _step(c, c.split, image, x, raw, dets[-1], rec.path)
-            c.detections.append(original_coords(det, box))
-            c.eval_detections.append(original_coords(eval_det, box))
+            c.detections.append(det.to_original(box))
+            c.eval_detections.append(eval_det.to_original(box))
     for item in field:
         x, box, raw = forward(item.image)
         ref_det = postprocess(*raw, anchors, post)

@@ -27,14 +27,14 @@ PANELS_PER_ROW = 4
 TITLE_HEIGHT = 28
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """JSON has no NaN/Infinity: non-finite floats become null (the gate failures say what happened)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
@@ -194,7 +194,7 @@ def write_report(out_dir: str | Path, report: dict[str, Any], image: np.ndarray 
             raise RuntimeError("OpenCV could not encode parity.png")
         paths["png"] = out_dir / "parity.png"
         atomic_write_bytes(paths["png"], png.tobytes())
-    clean = _finite(report)
+    clean = finite(report)
     atomic_write_bytes(paths["json"], (json.dumps(clean, indent=2) + "\n").encode())
     atomic_write_bytes(paths["md"], markdown(clean).encode())
     return paths

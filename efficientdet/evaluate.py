@@ -20,7 +20,7 @@ from tqdm import tqdm
 from efficientdet.data.records import DetectionDataset
 from efficientdet.train.batches import load_example
 from runtime.postprocess import EVAL_POSTPROCESS, Detections, postprocess
-from runtime.preprocess import Letterbox, letterbox_geometry
+from runtime.preprocess import letterbox_geometry
 
 Predictions = list[Detections]  # per record, boxes in original image pixels
 
@@ -40,12 +40,8 @@ def torch_predict(model: torch.nn.Module, dataset: DetectionDataset, preprocess_
         for j, i in enumerate(chunk):
             rec = dataset.records[i]
             det = postprocess(logits[j].numpy(), deltas[j].numpy(), anchors, post)
-            out.append(to_original(det, letterbox_geometry(rec.height, rec.width, int(preprocess_spec["input_size"]))))
+            out.append(det.to_original(letterbox_geometry(rec.height, rec.width, int(preprocess_spec["input_size"]))))
     return out
-
-
-def to_original(det: Detections, box: Letterbox) -> Detections:
-    return Detections(box.to_original(det.boxes), det.scores, det.class_ids)
 
 
 def coco_metrics(dataset: DetectionDataset, predictions: Iterable[Detections]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
 from efficientdet.model.layers import DropPath
 from efficientdet.train.batches import Augment, DetectionBatches
 from efficientdet.train.loss import detection_loss
-from efficientdet.train.trainer import lr_at
+from efficientdet.train.trainer import lr_at, param_groups
 from runtime.anchors import anchor_spec_from_config
 
 from .distill import distillation_loss
@@ -171,11 +171,7 @@ def finetune(qat: torch.fx.GraphModule, train_set: DetectionDataset, config: Any
     if len(loader) == 0:
         raise ValueError(f"QAT needs at least {cfg.batch_size} training images, the split has {len(data)}")
     total = max(1, math.ceil(cfg.epochs * len(loader)))
-    decay, no_decay = [], []
-    for p in qat.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(param_groups(qat, cfg.weight_decay), lr=cfg.lr)
     bn_step, obs_step = int(cfg.bn_freeze * total), int(cfg.observer_freeze * total)
     step, epoch, history = 0, 0, []
     bar = tqdm(total=total, desc="QAT fine-tune", unit="step", disable=not progress)

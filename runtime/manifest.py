@@ -25,8 +25,11 @@ from .fileio import atomic_write_json, file_sha256
 
 MANIFEST_FORMAT = "efficientdet-manifest/1"
 
-TARGETS = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
+# The project's one vocabulary of targets and precisions (convert/, benchmarks/ and the runtime read it here).
+TARGETS = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}  # the file the runtime opens -> its backend
+TARGET_NAMES = tuple(TARGETS.values())
 PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
+FLOAT_PRECISIONS = PRECISIONS[:2]
 INPUT_DTYPES = ("float32", "uint8", "int8")
 OUTPUT_DTYPES = ("float32", "float16", "uint8", "int8")
 # Artifacts for Android's detector APIs post-process in the graph with TFLite's own op; their outputs are

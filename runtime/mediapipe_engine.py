@@ -106,7 +106,7 @@ class MediapipeDetector:
         t1 = time.perf_counter()
         found = self.detect_frame(frame)
         t2 = time.perf_counter()
-        dets = Detections(box.to_original(found.boxes), found.scores, found.class_ids)
+        dets = found.to_original(box)
         t3 = time.perf_counter()
         return dets, {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3, "post_ms": (t3 - t2) * 1e3}
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from .box_coding import decode
+
+if TYPE_CHECKING:
+    from .preprocess import Letterbox
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,10 @@ class Detections:
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+    def to_original(self, box: Letterbox) -> Detections:
+        """The same detections in the original image's pixels (clipped to it), as the runtime returns them."""
+        return Detections(box.to_original(self.boxes), self.scores, self.class_ids)
 
     @staticmethod
     def empty() -> Detections:

@@ -11,13 +11,14 @@ import copy
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from convert.android_export import SCORE_FLOOR
+from convert.targets.android import SCORE_FLOOR
 from runtime.manifest import ANDROID_OUTPUTS, ManifestError, validate_manifest
 from runtime.postprocess import EVAL_POSTPROCESS, at_threshold, from_detection_op, postprocess
 from tests.conftest import ROOT
@@ -160,6 +161,8 @@ def test_android_tflite_is_gated_and_takes_pixels(exported: dict[str, Any]) -> N
         parity = entry["parity"]
         assert parity["outputs"] == {} and parity["num_detections_ref"] >= 10
         assert entry["gate"]["status"] in ("pass", "fail")  # measured, on detections and mAP
+        with zipfile.ZipFile(entry["path"]) as metadata:  # the labels ride in a ZIP appended to the flatbuffer
+            assert [(i.filename, i.date_time) for i in metadata.infolist()] == [("labels.txt", (1980, 1, 1, 0, 0, 0))]
         detector = Detector(entry["path"])
         with pytest.raises(ValueError, match="no raw outputs"):
             detector.infer_raw(np.zeros(detector.input_shape, np.float32))

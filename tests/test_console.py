@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from convert.targets.tflite import run_with_heartbeat
 from convert.tensorflow_import import NOISE, without_noise
-from convert.tflite_export import run_with_heartbeat
 from tests.conftest import ROOT
 
 

@@ -23,8 +23,8 @@ import torch
 
 from convert import cli
 from convert.gates import GATES, check, gate_for
-from convert.onnx_export import export_onnx, write_onnx
 from convert.parity import match_count, run_parity
+from convert.targets.onnx import export_onnx, write_onnx
 from efficientdet.checkpoint import file_sha256, load_model, save_checkpoint
 from efficientdet.data.loader import load_dataset
 from efficientdet.data.synthetic import CLASS_NAMES, generate_synthetic
@@ -175,8 +175,8 @@ def test_cli_unwritable_out_fails_before_any_work(workspace: dict, tmp_path: Pat
 
 
 def test_non_integer_nearest_upsample_is_rewritten_exactly(tmp_path: Path) -> None:
-    from convert.onnx_export import run_onnx, torch_to_onnx
-    from convert.tflite_export import onnx2tf_safe
+    from convert.targets.onnx import run_onnx, torch_to_onnx
+    from convert.targets.tflite import onnx2tf_safe
 
     class Up(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -317,3 +317,15 @@ def test_cli_exits_nonzero_and_names_the_failed_gate(workspace: dict, tmp_path: 
     report = json.loads((out / "report.json").read_text())
     assert report["gates"]["fp16"]["rel_err_max"] == 1e-7 and report["gate_overrides"] == {"rel_err_max": 1e-7}
     assert not report["artifacts"][0]["gate"]["passed"]
+
+
+def test_the_benchmarks_export_takes_a_lite_checkpoint(workspace: dict, tmp_path: Path) -> None:
+    """`make bench` on a Lite checkpoint exited 3: its export asked for the default D0 and the checkpoint was refused
+    as another model (issue 12). The benchmark's export now asks for the checkpoint's own variant and PHI."""
+    from benchmarks.exports import ensure_exports
+
+    report = ensure_exports(tmp_path / "exports", workspace["ckpt"], CONFIG, CONFIG.input_size, str(workspace["data"]),
+                            ["onnx"], ["fp32"], qat_epochs=1.0, max_images=4, log=lambda _: None)
+    assert report["model"] == "efficientdet-lite0"
+    artifacts = [(a["target"], a["precision"], a["gate"]["status"]) for a in report["artifacts"]]
+    assert artifacts == [("onnx", "fp32", "pass")]

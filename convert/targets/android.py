@@ -33,25 +33,32 @@ writer, pinned in ``requirements/lock.txt``: Android reads exactly what it write
 from __future__ import annotations
 
 import dataclasses
+import io
+import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from calib_data import CalibrationSet
-from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME
 from quantize.tflite_int8 import Batches, convert_full_int8
 from runtime.anchors import anchor_spec_from_config, generate_anchors
-from runtime.fileio import atomic_write_bytes, make_temp_dir
+from runtime.fileio import make_temp_dir
 from runtime.manifest import ANDROID_OUTPUTS, IN_GRAPH_NMS
 from runtime.postprocess import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, logit
 
-from .manifest_writer import Artifact, build_manifest, remove_stale_sidecar, tensor_spec, write_manifest
-from .tensorflow_import import import_tensorflow
-from .tflite_export import TfliteExportError, identify_outputs
+from ..manifest_writer import Artifact, build_manifest, publish, tensor_spec
+from ..tensorflow_import import import_tensorflow
+from .spec import TargetSpec
+from .tflite import TfliteExportError, identify_outputs
+
+if TYPE_CHECKING:
+    from ..context import ExportContext
+
+log = logging.getLogger(__name__)
 
 ANDROID_SUFFIX = "-android.tflite"
 PRECISIONS = ("fp32", "int8")
@@ -202,7 +209,32 @@ def with_mediapipe_metadata(data: bytes, class_names: list[str]) -> bytes:
         bytearray(data), input_norm_mean=[0.0], input_norm_std=[1.0],
         labels=metadata_writer.Labels().add(list(class_names)))
     model, _ = writer.populate()
-    return bytes(model)
+    return fixed_zip_times(bytes(model))
+
+
+ZIP_EPOCH = (0, (1 << 5) | 1)  # DOS time 00:00:00, date 1980-01-01: the earliest a ZIP entry can carry
+
+
+def fixed_zip_times(data: bytes) -> bytes:
+    """``data`` with every entry of the ZIP archive appended to it (the metadata's associated files, e.g.
+    ``labels.txt``) dated :data:`ZIP_EPOCH` instead of the moment of export, so one checkpoint exports to one
+    sha256: two exports of the same model differed in these 4 bytes only (session 11)."""
+    import struct
+    import zipfile
+
+    out = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        entries = archive.infolist()
+        directory = archive.start_dir  # type: ignore[attr-defined]
+    for entry in entries:
+        struct.pack_into("<HH", out, entry.header_offset + 10, *ZIP_EPOCH)  # local file header
+    for _ in entries:
+        if out[directory:directory + 4] != b"PK\x01\x02":
+            raise TfliteExportError("the metadata's ZIP central directory is not where its end record says")
+        struct.pack_into("<HH", out, directory + 12, *ZIP_EPOCH)
+        name, extra, comment = struct.unpack_from("<HHH", out, directory + 28)
+        directory += 46 + name + extra + comment
+    return bytes(out)
 
 
 def pixel_config(config: ModelConfig) -> ModelConfig:
@@ -248,8 +280,21 @@ def export_android(saved_model: str | Path, onnx_path: str | Path, config: Model
         outputs={n: tensor_spec(n, outs[n].shape, outs[n].dtype) for n in ANDROID_OUTPUTS}, postprocess=post,
         checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,
         extra_artifact={"flavour": "android", **({"quantization": quantization} if quantization else {})})
-    remove_stale_sidecar(out_path)
-    atomic_write_bytes(out_path, data)
-    sha = file_sha256(out_path)
-    sidecar = write_manifest(out_path, manifest, sha)
-    return Artifact("tflite", precision, out_path, sidecar, sha, out_path.stat().st_size, flavour="android")
+    return publish(out_path, data, manifest, "tflite", precision, flavour="android")
+
+
+def export(ctx: ExportContext, precision: str) -> Artifact:
+    """The Android form of the TFLite (pixels in, the detection op in the graph), from the same SavedModel."""
+    from ..int8_recipe import INPUT_PIXELS
+
+    quantized = precision == "int8"
+    recipe = ctx.recipe() if quantized else None
+    log.info(f"converting tflite {precision} for Android (pixels in, detection op in the graph)")
+    return export_android(
+        ctx.saved_model(), ctx.fp32_onnx(), ctx.config, ctx.out, ctx.base, precision,
+        calib=recipe.calib if recipe else None, calib_method=recipe.methods["tflite"] if recipe else "percentile",
+        quantization=recipe.describe("tflite", io_dtype="uint8", input=INPUT_PIXELS) if recipe else None,
+        **ctx.source)
+
+
+TARGET = TargetSpec("tflite", ANDROID_SUFFIX, PRECISIONS, export, flavour="android")

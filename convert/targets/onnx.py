@@ -12,7 +12,10 @@
   so nodes are re-sorted stably before checking.
 * Determinism: the exporter, onnxsim and the fp16 converter are deterministic for the same weights;
   bytes come from ``SerializeToString(deterministic=True)`` and the embedded manifest is JSON with
-  sorted keys, so the same checkpoint (given by the same path) exports to the same sha256.
+  sorted keys, so the same checkpoint (given by the same path) exports to the same sha256. Every file is
+  written without per-node metadata: QAT's Q/DQ graph, which onnxsim never sees, carried the exporter's stack
+  traces, so its bytes held this machine's source paths and changed with them (session 11).
+* The module's :func:`export` is the ONNX entry of the target registry (:mod:`convert.targets`).
 """
 
 from __future__ import annotations
@@ -20,32 +23,36 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import torch
 
-from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
-from runtime.fileio import atomic_write_bytes
+from runtime.preprocess import normalised_range
 
-from .manifest_writer import (
+from ..errors import ConversionError
+from ..manifest_writer import (
     EMBED_KEY,
     Artifact,
     build_manifest,
     embedded_json,
-    remove_stale_sidecar,
+    publish,
     tensor_spec,
-    write_manifest,
 )
+from .spec import TargetSpec
 
+if TYPE_CHECKING:
+    from ..context import ExportContext
+
+log = logging.getLogger(__name__)
 OPSET = 18
 SIMPLIFY_RTOL = 1e-4  # the fp32 gate's bound: float reassociation passes, a wrong rewrite (~1e-1) does not
 
 
-class OnnxExportError(RuntimeError):
+class OnnxExportError(ConversionError):
     """The export, the simplifier's numerics or the ONNX checker failed."""
 
 
@@ -181,12 +188,10 @@ def write_onnx(proto: onnx.ModelProto, config: ModelConfig, out_path: str | Path
     final = onnx.ModelProto()
     final.CopyFrom(proto)
     del final.metadata_props[:]
+    for node in final.graph.node:  # the exporter's debug records (stack traces with this machine's source paths)
+        del node.metadata_props[:]
     onnx.helper.set_model_props(final, {EMBED_KEY: embedded_json(manifest)})
-    remove_stale_sidecar(out_path)
-    atomic_write_bytes(out_path, final.SerializeToString(deterministic=True))
-    sha = file_sha256(out_path)
-    sidecar = write_manifest(out_path, manifest, sha)
-    return Artifact("onnx", precision, out_path, sidecar, sha, out_path.stat().st_size)
+    return publish(out_path, final.SerializeToString(deterministic=True), manifest, "onnx", precision)
 
 
 def export_onnx(model: torch.nn.Module, config: ModelConfig, out_path: str | Path, precision: str = "fp32",
@@ -198,3 +203,30 @@ def export_onnx(model: torch.nn.Module, config: ModelConfig, out_path: str | Pat
     base = fp32 if fp32 is not None else fp32_model(model, config.input_size)
     proto = base if precision == "fp32" else to_fp16(base)
     return write_onnx(proto, config, out_path, precision, checkpoint, checkpoint_sha256)
+
+
+def export(ctx: ExportContext, precision: str) -> Artifact:
+    """The ONNX artifact of ``precision``: the FP32 graph as is or in fp16, onnxruntime's QDQ int8 of it, or QAT's
+    own QDQ graph."""
+    path = ctx.path(precision, ".onnx")
+    if precision in ("fp32", "fp16"):
+        log.info(f"writing onnx {precision}")
+        artifact = write_onnx(ctx.fp32 if precision == "fp32" else to_fp16(ctx.fp32), ctx.config, path, precision,
+                              **ctx.source)
+        if precision == "fp32":
+            ctx.fp32_onnx_artifact = artifact.path
+        return artifact
+    recipe = ctx.recipe()
+    if precision == "int8":
+        from quantize.onnx_int8 import quantize_onnx
+
+        log.info(f"quantizing onnx int8 with onnxruntime ({recipe.methods['onnx']})")
+        kept = ctx.float_layers("onnx")
+        proto = quantize_onnx(ctx.fp32, recipe.calib, recipe.methods["onnx"], exclude=kept,
+                              input_range=normalised_range(ctx.config.preprocess.to_dict()))
+        return write_onnx(proto, ctx.config, path, "int8", quantization=recipe.describe("onnx", kept), **ctx.source)
+    qat = ctx.qat_model()
+    return write_onnx(qat.qdq, ctx.config, path, "int8-qat", quantization=qat.learned(recipe, "onnx"), **ctx.source)
+
+
+TARGET = TargetSpec("onnx", ".onnx", ("fp32", "fp16", "int8", "int8-qat"), export)

@@ -10,11 +10,12 @@ runtime opens) and ``artifact.weights_sha256`` the ``.bin``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -22,19 +23,27 @@ from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
 from runtime.fileio import make_temp_dir
+from runtime.preprocess import normalised_range
 
-from .manifest_writer import (
+from ..errors import ConversionError
+from ..manifest_writer import (
     EMBED_KEY,
     Artifact,
     build_manifest,
     embedded_json,
     remove_stale_sidecar,
+    seal,
     tensor_spec,
-    write_manifest,
 )
+from .spec import TargetSpec
+
+if TYPE_CHECKING:
+    from ..context import ExportContext
+
+log = logging.getLogger(__name__)
 
 
-class OpenVinoExportError(RuntimeError):
+class OpenVinoExportError(ConversionError):
     """OpenVINO conversion produced something the runtime could not use."""
 
 
@@ -117,6 +126,31 @@ def export_openvino(onnx_path: str | Path, config: ModelConfig, out_path: str | 
         os.replace(tmp_xml, out_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    sha = file_sha256(out_path)
-    sidecar = write_manifest(out_path, manifest, sha)
-    return Artifact("openvino", precision, out_path, sidecar, sha, out_path.stat().st_size + bin_path.stat().st_size)
+    return seal(out_path, manifest, "openvino", precision, extra_bytes=bin_path.stat().st_size)
+
+
+def export(ctx: ExportContext, precision: str) -> Artifact:
+    """The IR of ``precision``: the FP32 ONNX converted (fp16: compressed weights), NNCF's int8 of it, or QAT's QDQ
+    graph converted (FakeQuantize keeps the learned ranges)."""
+    path = ctx.path(precision, ".xml")
+    if precision in ("fp32", "fp16"):
+        log.info(f"converting openvino {precision}")
+        return export_openvino(ctx.fp32_onnx(), ctx.config, path, precision, **ctx.source)
+    recipe = ctx.recipe()
+    if precision == "int8":
+        from quantize.openvino_int8 import quantize_openvino
+
+        log.info(f"quantizing openvino int8 with NNCF ({recipe.methods['openvino']})")
+        kept = ctx.float_layers("openvino")
+        model = quantize_openvino(convert_onnx(ctx.fp32_onnx()), recipe.calib, recipe.methods["openvino"],
+                                  exclude={n.name: list(n.output) for n in ctx.fp32.graph.node if n.name in kept},
+                                  input_range=normalised_range(ctx.config.preprocess.to_dict()))
+        return export_openvino(ctx.fp32_onnx(), ctx.config, path, "int8", model=model,
+                               quantization=recipe.describe("openvino", kept), **ctx.source)
+    qat = ctx.qat_model()
+    log.info("QAT: converting the QDQ ONNX to OpenVINO IR (FakeQuantize keeps the learned ranges)")
+    return export_openvino(qat.qdq_path, ctx.config, path, "int8-qat", model=convert_onnx(qat.qdq_path),
+                           quantization=qat.learned(recipe, "openvino"), **ctx.source)
+
+
+TARGET = TargetSpec("openvino", ".xml", ("fp32", "fp16", "int8", "int8-qat"), export)

@@ -19,6 +19,7 @@ TensorFlow and onnx2tf are imported lazily (seconds to import, and only this tar
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -27,34 +28,39 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
 from calib_data import CalibrationSet
-from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
 from quantize.tflite_int8 import convert_full_int8
-from runtime.fileio import atomic_write_bytes, make_temp_dir
+from runtime.fileio import make_temp_dir
 from runtime.preprocess import pixel_extremes
 
-from .manifest_writer import (
+from ..errors import ConversionError
+from ..manifest_writer import (
     Artifact,
     build_manifest,
-    remove_stale_sidecar,
+    publish,
     tensor_spec,
-    write_manifest,
 )
-from .onnx_export import probe_input, run_onnx
+from .onnx import fp32_model, probe_input, run_onnx
+from .spec import TargetSpec
+
+if TYPE_CHECKING:
+    from ..context import ExportContext
+
+log = logging.getLogger(__name__)
 
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 MAPPING_RTOL = 0.05  # SavedModel vs ONNX on a probe: identifies outputs, catches gross breakage; the gate is strict
 ONNX2TF_TIMEOUT_S = 3600
 
 
-class TfliteExportError(RuntimeError):
+class TfliteExportError(ConversionError):
     """onnx2tf or the TFLite converter failed, or the converted outputs cannot be identified."""
 
 
@@ -163,7 +169,7 @@ def run_with_heartbeat(cmd: list[str], cwd: Path, env: dict[str, str], timeout: 
 
 
 def _import_tf() -> Any:
-    from .tensorflow_import import import_tensorflow
+    from ..tensorflow_import import import_tensorflow
 
     return import_tensorflow()
 
@@ -229,7 +235,7 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
 
 def _check_fully_integer(data: bytes) -> None:
     """Refuse an int8 flatbuffer with any float tensor between input and output (a silently mixed model)."""
-    from .edgetpu import check_tflite
+    from ..edgetpu import check_tflite
 
     with tempfile.TemporaryDirectory(prefix="tflite-check-") as tmp:
         path = Path(tmp) / "model.tflite"
@@ -282,8 +288,36 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
                               input_spec=input_spec, outputs=outputs, checkpoint=checkpoint,
                               checkpoint_sha256=checkpoint_sha256,
                               extra_artifact={"quantization": quantization} if quantization else None)
-    remove_stale_sidecar(out_path)
-    atomic_write_bytes(out_path, data)
-    sha = file_sha256(out_path)
-    sidecar = write_manifest(out_path, manifest, sha)
-    return Artifact("tflite", precision, out_path, sidecar, sha, out_path.stat().st_size)
+    return publish(out_path, data, manifest, "tflite", precision)
+
+
+def export(ctx: ExportContext, precision: str) -> Artifact:
+    """The TFLite of ``precision`` from onnx2tf's SavedModel of the FP32 ONNX; int8 fully integer, calibrated on the
+    recipe's set; QAT's from its fine-tuned weights, recalibrated (:mod:`convert.qat_model` says why)."""
+    path = ctx.path(precision, ".tflite")
+    if precision in ("fp32", "fp16"):
+        log.info(f"converting tflite {precision}")
+        return export_tflite(ctx.fp32_onnx(), ctx.config, path, precision, saved_model=ctx.saved_model(),
+                             **ctx.source)
+    recipe = ctx.recipe()
+    method = recipe.methods["tflite"]
+    if precision == "int8":
+        log.info(f"converting tflite full-integer int8 ({method}, {recipe.io_dtype} I/O)")
+        return export_tflite(ctx.fp32_onnx(), ctx.config, path, "int8", saved_model=ctx.saved_model(),
+                             calib=recipe.calib, io_dtype=recipe.io_dtype,
+                             quantization=recipe.describe("tflite", io_dtype=recipe.io_dtype), calib_method=method,
+                             **ctx.source)
+    qat = ctx.qat_model()
+    if qat.tuned is None:
+        raise TfliteExportError("the QAT step kept no float model for TFLite (the export's targets did not list it)")
+    log.info(f"QAT: TFLite from the fine-tuned weights, ranges recalibrated ({method})")
+    with tempfile.TemporaryDirectory(dir=ctx.work, prefix="qat-tflite-") as tmp:
+        float_onnx = Path(tmp) / f"{ctx.base}-qat-float.onnx"
+        onnx.save(fp32_model(qat.tuned, ctx.config.input_size), str(float_onnx))
+        saved = onnx_to_saved_model(float_onnx, Path(tmp) / "onnx2tf")
+        return export_tflite(float_onnx, ctx.config, path, "int8-qat", saved_model=saved, calib=recipe.calib,
+                             io_dtype=recipe.io_dtype, calib_method=method, quantization=qat.recalibrated(recipe),
+                             **ctx.source)
+
+
+TARGET = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8-qat"), export)

@@ -1,0 +1,118 @@
+"""What every target's export reads, and the intermediate results targets share, each made once on first use.
+
+The FP32 ONNX is where every target starts (OpenVINO converts it, onnx2tf turns it into the SavedModel TFLite
+is converted from); the SavedModel, the per-layer sensitivity ranking and the QAT-fine-tuned model are costly
+(seconds to minutes) and shared by several artifacts, so they are made here lazily and kept for the export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from efficientdet.model.config import ModelConfig
+
+from .int8_recipe import Int8Recipe
+from .qat_model import QatModel, QatRequest
+
+log = logging.getLogger(__name__)
+SENSITIVITY_IMAGES = 4
+FLOAT_FALLBACK_TARGETS = ("onnx", "openvino")  # TFLite and Edge TPU builds stay fully integer
+
+
+@dataclass
+class ExportContext:
+    """One export's inputs (model, config, output folder, checkpoint provenance, int8 recipe, QAT request) and its
+    shared intermediates. ``work`` is a temporary folder the caller removes after the export."""
+
+    model: torch.nn.Module
+    config: ModelConfig
+    out: Path
+    work: Path
+    fp32: onnx.ModelProto
+    source: dict[str, Any]  # checkpoint path and sha256, written into every manifest
+    targets: tuple[str, ...]  # every target of this export (the QAT step keeps a float model only for TFLite)
+    int8: Int8Recipe | None = None
+    qat: QatRequest | None = None
+    fp32_onnx_artifact: Path | None = None  # set when the FP32 ONNX artifact itself is written into ``out``
+    _fp32_onnx: Path | None = dataclasses.field(default=None, repr=False)
+    _saved_model: Path | None = dataclasses.field(default=None, repr=False)
+    _sensitivity: list[Any] | None = dataclasses.field(default=None, repr=False)
+    _qat_model: QatModel | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def base(self) -> str:
+        """The artifacts' common file name stem, e.g. ``efficientdet-d0-512``."""
+        return f"{self.config.name}-{self.config.input_size}"
+
+    def path(self, precision: str, suffix: str) -> Path:
+        """``out/<base>-<precision><suffix>``."""
+        return self.out / f"{self.base}-{precision}{suffix}"
+
+    def recipe(self) -> Int8Recipe:
+        if self.int8 is None:
+            raise ValueError("an int8 artifact needs an int8 recipe (a calibration set): none was given")
+        return self.int8
+
+    def fp32_onnx(self) -> Path:
+        """The FP32 ONNX file other targets convert: the ONNX artifact when this export writes it, else a copy in
+        ``work`` (the same bytes, written by the same function)."""
+        if self.fp32_onnx_artifact is not None:
+            return self.fp32_onnx_artifact
+        if self._fp32_onnx is None:
+            from .targets.onnx import write_onnx
+
+            self._fp32_onnx = write_onnx(self.fp32, self.config, self.work / f"{self.base}-fp32.onnx", "fp32",
+                                         **self.source).path
+        return self._fp32_onnx
+
+    def saved_model(self) -> Path:
+        """onnx2tf's SavedModel of the FP32 ONNX (every TFLite artifact but QAT's is converted from it)."""
+        if self._saved_model is None:
+            from .targets.tflite import onnx_to_saved_model
+
+            log.info("converting ONNX -> TF SavedModel (onnx2tf)")
+            self._saved_model = onnx_to_saved_model(self.fp32_onnx(), self.work / "onnx2tf")
+        return self._saved_model
+
+    def sensitivity(self) -> list[Any]:
+        """Per-layer sensitivity on the calibration set (:mod:`quantize.sensitivity`), most sensitive first."""
+        if self._sensitivity is None:
+            from quantize.sensitivity import layer_sensitivity
+
+            log.info(f"per-layer sensitivity: each layer quantized alone, {SENSITIVITY_IMAGES} calibration images")
+            self._sensitivity = layer_sensitivity(self.fp32, self.recipe().calib, images=SENSITIVITY_IMAGES)
+        return self._sensitivity
+
+    def measured_sensitivity(self) -> list[Any] | None:
+        """The ranking if this export measured it already, else None (nothing is measured here)."""
+        return self._sensitivity
+
+    def float_layers(self, target: str) -> list[str]:
+        """The ONNX node names ``target`` keeps in float: the recipe's K most sensitive layers, or none."""
+        recipe = self.recipe()
+        if not recipe.fallback or target not in FLOAT_FALLBACK_TARGETS:
+            return []
+        first = self._sensitivity is None
+        names = [s.node for s in self.sensitivity()[: recipe.fallback]]
+        if first:
+            log.info(f"keeping {recipe.fallback} most sensitive layers in float for onnx/openvino: {names} "
+                     "(TFLite stays fully integer)")
+        return names
+
+    def qat_model(self) -> QatModel:
+        """The QAT-fine-tuned model (:mod:`convert.qat_model`), made on first use."""
+        if self.qat is None:
+            raise ValueError("an int8-qat artifact needs a QAT request (training data and schedule): none was given")
+        if self._qat_model is None:
+            from .qat_model import qat_model
+
+            self._qat_model = qat_model(self.model, self.config, self.recipe(), self.qat,
+                                        keep_float="tflite" in self.targets, work_dir=self.work)
+        return self._qat_model

@@ -1,0 +1,93 @@
+"""The QAT-fine-tuned model every ``int8-qat`` artifact is written from, made once per export.
+
+ONNX and OpenVINO take the QAT model's own Q/DQ graph, so the ranges QAT learned are the ranges
+they run. TFLite cannot: onnx2tf converts a QDQ ONNX into a wrong model without an error
+(docs/TOOLCHAIN.md) and the TFLite converter has no way to import ranges, so the TFLite artifact is
+the QAT-fine-tuned *weights* calibrated again (the post-training TFLite method, on the same
+calibration set). Its manifest says so (``ranges: "recalibrated"``) and the report's QAT-vs-PTQ comparison shows
+what that costs. Each target's module writes its own file from :class:`QatModel`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from efficientdet.data.records import DetectionDataset
+from efficientdet.model.config import ModelConfig
+from quantize.onnx_int8 import hold_qdq_input_range
+from quantize.qat import QatConfig, calibrate, finetune, finetuned_float_model, prepare, to_qdq_onnx
+from runtime.preprocess import normalised_range
+
+from .int8_recipe import SCHEME, Int8Recipe
+
+QAT_TOOL = "torchao PT2E QAT (X86InductorQuantizer) -> torch.onnx dynamo QDQ"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QatRequest:
+    """The training split QAT fine-tunes on and its schedule."""
+
+    train_set: DetectionDataset
+    config: QatConfig
+
+
+@dataclass(frozen=True)
+class QatModel:
+    """The fine-tuned model as a Q/DQ ONNX (``qdq_path``: the same, saved, for OpenVINO), the fine-tuned float
+    model for TFLite's recalibration (None when no TFLite artifact is wanted) and the schedule's record."""
+
+    qdq: onnx.ModelProto
+    qdq_path: Path
+    tuned: torch.nn.Module | None
+    info: dict[str, Any]
+    calib_images: int
+
+    def learned(self, recipe: Int8Recipe, target: str) -> dict[str, Any]:
+        """The manifest's quantization block for an artifact that runs QAT's own ranges (ONNX, OpenVINO)."""
+        block = recipe.describe(target)
+        block["calibration"]["images_used"] = self.calib_images  # the initial ranges
+        return {**block, "tool": QAT_TOOL + (" -> openvino" if target == "openvino" else ""), "method": "qat",
+                "ranges": "learned by QAT", "scheme": SCHEME, **self.info}
+
+    def recalibrated(self, recipe: Int8Recipe) -> dict[str, Any]:
+        """The block for the TFLite artifact: QAT's weights, ranges calibrated again."""
+        method = recipe.methods["tflite"]
+        return {**recipe.describe("tflite", io_dtype=recipe.io_dtype), "method": f"qat weights + {method}",
+                "ranges": "recalibrated: the TFLite converter cannot import QAT ranges and onnx2tf converts QDQ ONNX "
+                          "wrongly", **self.info}
+
+
+def qat_model(model: torch.nn.Module, config: ModelConfig, recipe: Int8Recipe, request: QatRequest, keep_float: bool,
+              work_dir: Path) -> QatModel:
+    """Fine-tune ``model`` with fake quantization (:mod:`quantize.qat`) and convert it."""
+    from .targets.onnx import check_static
+
+    qcfg = request.config
+    t0 = time.time()
+    used = min(qcfg.calib_images, len(recipe.calib))
+    log.info(f"QAT: preparing {config.name} (torchao PT2E, fake quantization) and calibrating ranges on {used} images")
+    qat = prepare(model, config.input_size)
+    calibrate(qat, recipe.calib, qcfg.calib_images)
+    train = request.train_set
+    log.info(f"QAT: fine-tuning {qcfg.epochs:g} epochs on {len(train.records)} images of {train.source} "
+             f"[{train.split}] at lr {qcfg.lr:g}, objective {qcfg.objective}")
+    history = finetune(qat, train, config, qcfg, teacher=model)
+    tuned = finetuned_float_model(qat, model) if keep_float else None
+    qdq = to_qdq_onnx(qat, config.input_size)
+    check_static(qdq)
+    qdq = hold_qdq_input_range(qdq, normalised_range(config.preprocess.to_dict()))
+    # No wall time in the manifest: the same checkpoint and schedule give the same bytes.
+    info = {"qat": {**qcfg.to_dict(), "train_split": train.split, "train_images": len(train.records),
+                    "history": history}}
+    log.info(f"QAT: fine-tuned and converted in {time.time() - t0:.0f} s")
+    qdq_path = work_dir / f"{config.name}-{config.input_size}-int8-qat-qdq.onnx"
+    onnx.save(qdq, str(qdq_path))
+    return QatModel(qdq, qdq_path, tuned, info, used)
