@@ -21,12 +21,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.manifest import FLOAT_PRECISIONS, TARGET_NAMES
 
 from .errors import GATE_FAILED, UsageError
 from .int8_recipe import DEFAULT_METHODS
+
+if TYPE_CHECKING:
+    import torch
+
+    from efficientdet.data.records import DetectionDataset
+    from efficientdet.model.config import ModelConfig
+    from quantize.qat import QatConfig
+
+    from .int8_recipe import Int8Recipe
+    from .manifest_writer import Artifact
+    from .qat_model import QatRequest
 
 log = logging.getLogger("convert")
 DEFAULT_MODEL = Path("models/default-d0.pt")  # the project's default model (Makefile: default-model-train)
@@ -57,7 +68,7 @@ class ExportRequest:
     flavours: tuple[str, ...] = ()
     io_dtype: str = "int8"
     float_layers: int = 0
-    qat: Any = None  # quantize.qat.QatConfig; None: its defaults
+    qat: QatConfig | None = None  # None: its defaults
     sensitivity: bool = True  # rank layers when an int8 gate fails
     accept_unmeasurable: bool = False
     gate_overrides: Mapping[str, float | None] = field(default_factory=lambda: MappingProxyType({}))
@@ -188,7 +199,7 @@ def log_to_stderr() -> None:
     log.propagate = False
 
 
-def _load(request: ExportRequest, ckpt: Path) -> tuple[Any, Any]:
+def _load(request: ExportRequest, ckpt: Path) -> tuple[torch.nn.Module, ModelConfig]:
     """The model, with its config checked against the requested PHI/variant/class count."""
     from efficientdet.checkpoint import load_checkpoint, load_model
     from efficientdet.model.config import ModelConfig, make_config
@@ -201,7 +212,7 @@ def _load(request: ExportRequest, ckpt: Path) -> tuple[Any, Any]:
     return model, config
 
 
-def _dataset(request: ExportRequest, config: Any) -> Any:
+def _dataset(request: ExportRequest, config: ModelConfig) -> DetectionDataset:
     from efficientdet.data.loader import load_for_model, parse_class_map
     from efficientdet.data.synthetic import resolve_dataset
 
@@ -223,7 +234,7 @@ def _dataset(request: ExportRequest, config: Any) -> Any:
     return dataset
 
 
-def _recipe(request: ExportRequest, config: Any, dataset: Any) -> Any:
+def _recipe(request: ExportRequest, config: ModelConfig, dataset: DetectionDataset) -> Int8Recipe:
     """The int8 recipe: the calibration set (checked against the model's preprocessing and the evaluation images)
     and the methods."""
     from calib_data.store import default_set, load_calibration_set
@@ -245,7 +256,7 @@ def _recipe(request: ExportRequest, config: Any, dataset: Any) -> Any:
                       request.float_layers)
 
 
-def _qat_request(request: ExportRequest, config: Any) -> Any:
+def _qat_request(request: ExportRequest, config: ModelConfig) -> QatRequest:
     """The training split QAT fine-tunes on (of ``data``) and its schedule."""
     from efficientdet.data.loader import load_for_model, parse_class_map
     from efficientdet.data.synthetic import resolve_dataset
@@ -258,7 +269,7 @@ def _qat_request(request: ExportRequest, config: Any) -> Any:
     return QatRequest(train, request.qat or QatConfig())
 
 
-def _label(artifact: Any) -> str:
+def _label(artifact: Artifact) -> str:
     return " ".join(filter(None, (artifact.target, artifact.precision, artifact.flavour)))
 
 
