@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from calib_data import CalibrationError, load_calibration_set
 from convert.targets.android import PRECISIONS as ANDROID_PRECISIONS
 from runtime.fileio import file_sha256
 from runtime.manifest import PRECISIONS
@@ -28,17 +29,19 @@ class ExportError(RuntimeError):
     """The conversion the benchmark needs could not be made."""
 
 
-def current_recipe(artifact: dict[str, Any]) -> bool:
+def current_recipe(artifact: dict[str, Any], shifted: float | None = None) -> bool:
     """Whether an int8 artifact was quantized the way ``python -m convert`` quantizes by default today: the
-    calibration method, the weight scheme, what the input quantizer holds, the share of shifted calibration images,
-    the Android file's score floor, QAT's objective, each as its manifest records it."""
+    calibration method, the weight scheme, what the input quantizer holds, the share of shifted calibration images
+    (``shifted``: the share of the set the benchmark was given, else today's default), the Android file's score
+    floor, QAT's objective and shifts, each as its manifest records it."""
     from calib_data.store import SHIFTED_SHARE
     from convert.int8_recipe import DEFAULT_METHODS, INPUT_FULL_RANGE, INPUT_PIXELS, SCHEMES
     from convert.targets.android import SCORE_FLOOR
     from quantize.qat import QatConfig
 
     q = artifact.get("quantization") or {}
-    if artifact["precision"].startswith("int8") and (q.get("calibration") or {}).get("shifted") != SHIFTED_SHARE:
+    wanted = SHIFTED_SHARE if shifted is None else shifted
+    if artifact["precision"].startswith("int8") and (q.get("calibration") or {}).get("shifted") != wanted:
         return False
     android = artifact.get("flavour") == "android"
     if artifact["precision"] == "int8":
@@ -59,14 +62,16 @@ def _intact(artifact: dict[str, Any]) -> bool:
     return path.is_file() and artifact.get("sha256") == file_sha256(path)
 
 
-def _pairs(report: dict[str, Any]) -> set[tuple[str, ...]]:
+def _pairs(report: dict[str, Any], shifted: float | None = None) -> set[tuple[str, ...]]:
     """``(target, precision)`` of each intact artifact, ``(target, precision, flavour)`` of a flavoured one."""
     return {(a["target"], a["precision"], *((a["flavour"],) if a.get("flavour") else ()))
-            for a in report.get("artifacts", []) if _intact(a) and current_recipe(a)}
+            for a in report.get("artifacts", []) if _intact(a) and current_recipe(a, shifted)}
 
 
-def reusable(out: Path, ckpt: Path, input_size: int, wanted: set[tuple[str, ...]]) -> dict[str, Any] | None:
-    """The existing report in ``out`` if it covers ``wanted`` for this checkpoint and size, else None."""
+def reusable(out: Path, ckpt: Path, input_size: int, wanted: set[tuple[str, ...]],
+             shifted: float | None = None) -> dict[str, Any] | None:
+    """The existing report in ``out`` if it covers ``wanted`` for this checkpoint and size (int8 calibrated with
+    ``shifted``, :func:`current_recipe`), else None."""
     path = out / "report.json"
     if not path.is_file():
         return None
@@ -75,7 +80,7 @@ def reusable(out: Path, ckpt: Path, input_size: int, wanted: set[tuple[str, ...]
     except ValueError:
         return None
     same = report.get("checkpoint_sha256") == file_sha256(ckpt) and report.get("input_size") == input_size
-    return report if same and wanted <= _pairs(report) else None
+    return report if same and wanted <= _pairs(report, shifted) else None
 
 
 def ensure_exports(out: Path, ckpt: Path, config: Any, input_size: int, data: str, targets: list[str],
@@ -92,7 +97,12 @@ def ensure_exports(out: Path, ckpt: Path, config: Any, input_size: int, data: st
     # the Android TFLite (MediaPipe's form) of each float/int8 TFLite, so MediaPipe gets a row beside the runtime
     android = {("tflite", p, "android") for p in precisions if "tflite" in targets and p in ANDROID_PRECISIONS}
     wanted |= android
-    report = reusable(out, ckpt, input_size, wanted)
+    # a set the benchmark was given is used as it is: its share of shifted images is the recipe
+    try:
+        shifted = load_calibration_set(calib, verify=False).manifest.get("shifted", 0.0) if calib else None
+    except CalibrationError as e:
+        raise ExportError(str(e)) from e
+    report = reusable(out, ckpt, input_size, wanted, shifted)
     if report is not None:
         log(f"reusing the artifacts in {out} (same checkpoint sha256 and input size)")
         return report
@@ -118,7 +128,7 @@ def ensure_exports(out: Path, ckpt: Path, config: Any, input_size: int, data: st
         if known is None:
             raise
         raise ExportError(f"the export into {out} failed: {known.message.removeprefix('error: ')}") from e
-    report = reusable(out, ckpt, input_size, wanted)
+    report = reusable(out, ckpt, input_size, wanted, shifted)
     if report is None:
         raise ExportError(f"the export into {out} did not produce every requested artifact")
     if code:
