@@ -114,10 +114,16 @@ def _choice(value: str, known: tuple[str, ...]) -> tuple[str, ...]:
     return known if value == "all" else tuple(value.split(","))
 
 
-def request_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`convert.pipeline.ExportRequest` the arguments describe (checked by the pipeline)."""
+def _qat_config(args: argparse.Namespace) -> Any:
+    """QAT's schedule from the arguments (imports the QAT machinery, so only when ``--qat`` asks for it)."""
     from quantize.qat import QatConfig
 
+    return QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, objective=args.qat_objective,
+                     **({} if args.qat_photometric is None else {"photometric": args.qat_photometric}))
+
+
+def request_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`convert.pipeline.ExportRequest` the arguments describe (checked by the pipeline)."""
     from .pipeline import ExportRequest
 
     targets = _choice(args.target, TARGETS)
@@ -130,8 +136,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
         out=Path(args.out) if args.out else None, threads=args.threads, calib=args.calib,
         methods=parse_methods(args.calib_method), flavours=("android",) if args.android else (),
         io_dtype=args.io_dtype, float_layers=args.float_layers,
-        qat=QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, objective=args.qat_objective,
-                      **({} if args.qat_photometric is None else {"photometric": args.qat_photometric})),
+        qat=_qat_config(args) if args.qat else None,
         sensitivity=not args.no_sensitivity, accept_unmeasurable=args.accept_unmeasurable,
         gate_overrides=parse_gate_overrides(args.gate))
 

@@ -9,10 +9,14 @@ import pytest
 
 from convert.errors import BAD_INPUT, CONVERSION_FAILED, WRITE_FAILED, ConversionError, UsageError, outcome
 from convert.pipeline import ExportRequest, export
-from convert.targets import REGISTRY, plan
+from convert.targets import REGISTRY, TargetSpec, plan
 from runtime.manifest import PRECISIONS, TARGET_NAMES, TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _label(target: TargetSpec) -> str:
+    return f"{target.name} ({target.flavour})" if target.flavour else target.name
 
 
 def test_the_registry_speaks_the_runtimes_vocabulary() -> None:
@@ -21,17 +25,17 @@ def test_the_registry_speaks_the_runtimes_vocabulary() -> None:
     for t in REGISTRY:
         assert set(t.precisions) <= set(PRECISIONS), t
         assert TARGETS[Path("x" + t.suffix).suffix] == t.name, t  # the runtime opens what the target writes
-    assert [t.label for t in REGISTRY if t.flavour] == ["tflite (android)"]
+    assert [_label(t) for t in REGISTRY if t.flavour] == ["tflite (android)"]
 
 
 def test_plan_writes_floats_then_int8_then_flavours_then_qat() -> None:
-    steps = [(t.label, p) for t, p in plan(TARGET_NAMES, ("fp32", "fp16", "int8", "int8-qat"), ("android",))]
+    steps = [(_label(t), p) for t, p in plan(TARGET_NAMES, ("fp32", "fp16", "int8", "int8-qat"), ("android",))]
     assert steps == [
         ("onnx", "fp32"), ("onnx", "fp16"), ("openvino", "fp32"), ("openvino", "fp16"), ("tflite", "fp32"),
         ("tflite", "fp16"), ("onnx", "int8"), ("openvino", "int8"), ("tflite", "int8"),
         ("tflite (android)", "fp32"), ("tflite (android)", "int8"),
         ("onnx", "int8-qat"), ("openvino", "int8-qat"), ("tflite", "int8-qat")]
-    assert [(t.label, p) for t, p in plan(("tflite",), ("int8",))] == [("tflite", "int8")]  # no flavour unasked
+    assert [(_label(t), p) for t, p in plan(("tflite",), ("int8",))] == [("tflite", "int8")]  # no flavour unasked
     assert plan(("onnx",), ("fp16",), ("android",)) == plan(("onnx",), ("fp16",))  # Android needs TFLite
 
 

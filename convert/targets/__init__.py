@@ -28,7 +28,7 @@ def plan(targets: tuple[str, ...], precisions: tuple[str, ...], flavours: tuple[
     floats = [p for p in precisions if p in FLOAT_PRECISIONS]
     out = [(t, p) for t in plain for p in floats if p in t.precisions]
     out += [(t, "int8") for t in plain if "int8" in precisions and "int8" in t.precisions]
-    out += [(t, p) for t in REGISTRY if t.flavour in flavours and t.flavour and t.name in targets
+    out += [(t, p) for t in REGISTRY if t.flavour and t.flavour in flavours and t.name in targets
             for p in precisions if p in t.precisions]
     out += [(t, "int8-qat") for t in plain if "int8-qat" in precisions and "int8-qat" in t.precisions]
     return out

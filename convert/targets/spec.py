@@ -29,7 +29,3 @@ class TargetSpec:
     precisions: tuple[str, ...]
     export: Callable[[ExportContext, str], Artifact]
     flavour: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} ({self.flavour})" if self.flavour else self.name
