@@ -55,7 +55,9 @@ REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-lite0-int8 clean default-model-train bench-post device-check android-check task-library-env convert-matrix convert-full bccd-int8 bench report example
+.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data clean bench-post \
+	device-check android-check task-library-env convert-matrix bench report example \
+	default-model-train bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-int8 bccd-lite0-int8 convert-full
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -75,12 +77,12 @@ help:
 	@echo "     [INPUT_SIZE=N]: export at another multiple of 32 than the checkpoint's"
 	@echo "     [IMAGES=dir]: gate on unlabelled images (models of classes no labelled dataset at hand has)"
 	@echo "     int8: [QAT=1] [CALIB=folder] [CALIB_METHOD=onnx=percentile] [IO_DTYPE=int8|uint8] [FLOAT_LAYERS=K]"
+	@echo "     [SHIFTED=0.5]: calibrate on the default set with that share of photometrically shifted images"
 	@echo "     [ACCEPT_UNMEASURABLE=1]: exit 0 although an int8 gate had too few FP32 detections to measure"
 	@echo "make calib DATA=<dataset> CKPT=... [N=200] [SHIFTED=0.5] [OUT=calib_data/sets/NAME]   int8 calibration set"
 	@echo "     (CKPT= may be left out only for the embedded synthetic dataset)"
 	@echo "make edgetpu PHI=0 [CKPT=] [EDGETPU_MIN=0.95]   uint8 TFLite, op check, edgetpu_compiler where installed"
 	@echo "make convert-matrix [INPUT_SIZE=128] [PRECISION=fp32|fp16|all]  every variant through every exporter + gate"
-	@echo "make convert-full               D0 at 512 and Lite0 at 320 through every exporter + gate"
 	@echo "make bench [TARGETS=all] [THREADS=1,2] [QUICK=1] [CKPT=] [INPUT_SIZE=]   latency/size/accuracy of"
 	@echo "     every target x precision vs PyTorch and onnxruntime FP32 -> bench/results.{json,md} + plots"
 	@echo "make device-check [MODELS=a.tflite b.onnx] [IMAGES=...]   the runtime on emulated aarch64 (Pi OS base) vs x86"
@@ -89,6 +91,9 @@ help:
 	@echo "make report [DEVICE_RESULTS=pi5.json,coral.json] [REPORT=exports/NAME/report.json]  bench/report.html"
 	@echo "make example                    the embedding example on a generated video (bench/demo-annotated.mp4)"
 	@echo "make bench-post                 post-processing latency (results/postprocess-bench.md)"
+	@echo "reference models and their committed results (make/reference-models.mk, notes in results/notes/):"
+	@echo "make default-model-train        the default D0 on the embedded synthetic data (results/default-d0-eval.json)"
+	@echo "make convert-full               D0 at 512 and Lite0 at 320 through every exporter + gate"
 	@echo "make bccd-train / bccd-eval     the documented BCCD D0 run (results/bccd-d0-eval.json)"
 	@echo "make bccd-lite0-train / bccd-lite0-eval / bccd-lite0-int8   BCCD Lite0 from the ImageNet backbone"
 	@echo "     (results/bccd-lite0-eval.md, results/bccd-lite0-int8.md)"
@@ -140,7 +145,7 @@ export: $(STAMP)
 		$(if $(CKPT),--ckpt "$(CKPT)",) --data "$(DATA)" --split $(EXPORT_SPLIT) --out "$(export_out)" $(int8_flags) \
 		$(if $(IMAGES),--images "$(IMAGES)",) \
 		$(size_flag) $(class_map_flag) $(if $(filter 1,$(ACCEPT_UNMEASURABLE)),--accept-unmeasurable,) \
-		$(if $(filter 1,$(ANDROID)),--android,)
+		$(if $(filter 1,$(ANDROID)),--android,) $(if $(SHIFTED),--calib-shifted $(SHIFTED),)
 
 # The train/val/test image lists the loaders use (a VOC folder without ImageSets or a single COCO json is
 # split automatically, seeded): written to SPLIT_OUT, never into the dataset.
@@ -165,85 +170,8 @@ eval: $(STAMP)
 	@test -n "$(CKPT)" || { echo "error: CKPT=<checkpoint.pt> is required"; exit 2; }
 	$(PY) -m efficientdet eval --ckpt "$(CKPT)" --data "$(DATA)" --split $(SPLIT) --out "$(eval_out)" $(class_map_flag)
 
-# The documented BCCD run (see results/bccd-d0-eval.md): D0 trained at 320 on 2 CPU cores, resumable.
-BCCD_OUT ?= runs/bccd-d0
-BCCD_EPOCHS ?= 30
-bccd-train: $(STAMP)
-	$(PY) -m efficientdet train --data "$(BCCD)" --phi 0 --input-size 320 --epochs $(BCCD_EPOCHS) --batch-size 8 \
-		--lr 4e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 2 --out $(BCCD_OUT)
-
-# Slims the best checkpoint to the committed reference model (fp16 EMA weights), then evaluates that file.
-BCCD_MODEL ?= models/bccd-d0.pt
-bccd-eval: $(STAMP)
-	$(PY) -m efficientdet slim --ckpt $(BCCD_OUT)/best.pt --out $(BCCD_MODEL)
-	$(PY) -m efficientdet eval --ckpt $(BCCD_MODEL) --data "$(BCCD)" --split test --out results/bccd-d0-eval.json
-	$(PY) -m efficientdet run-report --run $(BCCD_OUT) --eval results/bccd-d0-eval.json --out results/bccd-d0-eval.md \
-		--note "The in-training validation below was computed by the code of that time, whose NMS kept only the \
-		top max_detections candidates before suppression (fixed since; see issue 3's note): those numbers are \
-		lower than the same checkpoints score now. The test-split numbers above use the fixed post-processing."
-
-# The BCCD EfficientDet-Lite0 fine-tuned from the ImageNet backbone package (docs/PRETRAINED-AND-EFFDET.md).
-BCCD_LITE_OUT ?= runs/bccd-lite0
-BCCD_LITE_EPOCHS ?= 30
-BCCD_LITE_MODEL ?= models/bccd-lite0.pt
-bccd-lite0-train: $(STAMP)
-	$(PY) -m efficientdet train --data "$(BCCD)" --variant lite --phi 0 --epochs $(BCCD_LITE_EPOCHS) --batch-size 8 \
-		--eval-every 3 --out $(BCCD_LITE_OUT)
-
-bccd-lite0-eval: $(STAMP)
-	$(PY) -m efficientdet slim --ckpt $(BCCD_LITE_OUT)/best.pt --out $(BCCD_LITE_MODEL)
-	$(PY) -m efficientdet eval --ckpt $(BCCD_LITE_MODEL) --data "$(BCCD)" --split test --out results/bccd-lite0-eval.json
-	$(PY) -m efficientdet run-report --run $(BCCD_LITE_OUT) --eval results/bccd-lite0-eval.json \
-		--out results/bccd-lite0-eval.md --command "make bccd-lite0-train && make bccd-lite0-eval"
-
-# int8 on the BCCD reference checkpoint: every target, post-training and QAT, gated on the test split,
-# then latency through the runtime -> results/bccd-d0-int8.{json,md}. Exits with the gate's status.
-BCCD_INT8_OUT ?= exports/bccd-d0-int8
-BCCD_QAT_EPOCHS ?= 4
-BCCD_INT8_NOTE = Recipe of session 11: half of the 200 calibration images get a random photometric shift \
-	(exposure, contrast, gamma, colour cast, noise, JPEG; efficientdet/data/photometric.py; SHIFTED=0.5, not the \
-	default) and QAT shifts half its training images (--qat-photometric 0.5); ONNX and OpenVINO weights are 7-bit on every convolution that is not depthwise (no x86 CPU \
-	saturates; docs/INT8-CPU-CLASSES.md); every input quantizer holds the whole pixel range; the gate also compares \
-	each artifact with FP32 on the field images. QAT distils the FP32 model at lr 1e-4 for 4 epochs, one run; its \
-	ONNX/OpenVINO weights stay 8-bit. Measured on an AMD EPYC with AVX-512 VNNI and no AMX (docs/INT8-CPU-CLASSES.md).
-BCCD_SHIFTED_CALIB ?= calib_data/sets/bccd-d0-320-shifted
-bccd-int8: $(STAMP)
-	$(PY) -m calib_data --data "$(BCCD)" --ckpt $(BCCD_MODEL) --shifted 0.5 --out $(BCCD_SHIFTED_CALIB)
-	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --qat-photometric 0.5 \
-		--ckpt $(BCCD_MODEL) --calib $(BCCD_SHIFTED_CALIB) --data "$(BCCD)" --split test --max-images 0 \
-		--out $(BCCD_INT8_OUT); rc=$$?; \
-	$(PY) -m benchmarks.int8_results --report $(BCCD_INT8_OUT)/report.json --out results/bccd-d0-int8 \
-		--command "make bccd-int8" --note "$(BCCD_INT8_NOTE)" && exit $$rc
-
-# The same table for the BCCD Lite0 (results/bccd-lite0-int8.{json,md}).
-BCCD_LITE_INT8_OUT ?= exports/bccd-lite0-int8
-BCCD_LITE_INT8_NOTE = Recipe of session 10: ONNX and OpenVINO weights are 7-bit on every convolution that is not \
-	depthwise (no x86 CPU saturates; docs/INT8-CPU-CLASSES.md), every input quantizer holds the whole pixel range, and \
-	the gate also compares each artifact with FP32 on the field images. QAT distils the FP32 model at lr 1e-4 for 4 \
-	epochs, one run; its ONNX/OpenVINO weights stay 8-bit. Measured on an Intel Xeon with AMX-INT8, where \
-	onnxruntime's int8 kernels compute these models wrongly (docs/INT8-CPU-CLASSES.md).
-bccd-lite0-int8: $(STAMP)
-	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_LITE_MODEL) \
-		--variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0 --out $(BCCD_LITE_INT8_OUT); rc=$$?; \
-	$(PY) -m benchmarks.int8_results --report $(BCCD_LITE_INT8_OUT)/report.json --out results/bccd-lite0-int8 \
-		--command "make bccd-lite0-int8" --note "$(BCCD_LITE_INT8_NOTE)" && exit $$rc
-
 clean:
 	rm -rf runs exports .pytest_cache
-
-# The project's default model: D0 trained on the embedded synthetic dataset, slimmed to fp16 EMA weights.
-# Two stages, as it was built (~17 + ~50 min on 2 cores): 12 epochs from scratch, then 20 epochs
-# initialised from stage 1's last checkpoint with a fresh warm-up + cosine schedule. Both resumable.
-DEFAULT_MODEL := models/default-d0.pt
-default-model-train: $(STAMP)
-	$(PY) -m efficientdet train --data data/synthetic --phi 0 --input-size 256 --epochs 12 --batch-size 8 \
-		--lr 4e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 2 --out runs/default-d0
-	$(PY) -m efficientdet train --data data/synthetic --phi 0 --input-size 256 --epochs 20 --batch-size 8 \
-		--lr 3e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 4 --init runs/default-d0/last.pt \
-		--out runs/default-d0-ft
-	$(PY) -m efficientdet slim --ckpt runs/default-d0-ft/best.pt --out $(DEFAULT_MODEL)
-	$(PY) -m efficientdet eval --ckpt $(DEFAULT_MODEL) --data data/synthetic --split val \
-		--out results/default-d0-eval.json
 
 # Without CKPT the benchmark takes the default D0 trained at the size it runs at (512: models/default-d0-512.pt;
 # QUICK=1 at 256: models/default-d0.pt).
@@ -295,7 +223,5 @@ bench-post: $(STAMP)
 convert-matrix: $(STAMP)
 	$(PY) -m convert.matrix --size $(or $(INPUT_SIZE),128) --precision $(or $(PRECISION),fp32)
 
-# Full input sizes of the two edge models, every target, fp32 + fp16 (results/convert-full-*/).
-convert-full: $(STAMP)
-	$(PY) -m convert.matrix --variants D0 --size 512 --precision all --out results/convert-full-d0-512
-	$(PY) -m convert.matrix --variants Lite0 --size 320 --precision all --out results/convert-full-lite0-320
+# The reference models and their committed results (dataset-specific; `make help` lists them).
+include make/reference-models.mk

@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from convert.parity import match_pairs  # noqa: E402
+from runtime.contract import PostprocessSpec  # noqa: E402
 from runtime.iou import paired_iou  # noqa: E402
 from runtime.mediapipe_engine import MediapipeDetector, mediapipe_version  # noqa: E402
 from runtime.postprocess import Detections, at_threshold  # noqa: E402
@@ -148,9 +149,9 @@ def compare(path: str | Path, images: list[str], detector: Detector | None = Non
     the Task Library (letterboxed) when ``task_library_python`` names its environment's interpreter."""
     detector = detector or open_android(path)
     spec = detector.post_spec
-    low = dict(spec, score_threshold=float(detector.manifest["postprocess"]["in_graph"]["score_threshold"]))
-    engine = MediapipeDetector(path, score_threshold=low["score_threshold"], max_results=-1)
-    pad = tuple(detector.manifest["preprocess"].get("pad_color") or (0.0, 0.0, 0.0))
+    low = spec.replace(score_threshold=detector.contract.postprocess.in_graph.score_threshold)
+    engine = MediapipeDetector(path, score_threshold=low.score_threshold, max_results=-1)
+    pad = detector.contract.preprocess.pad_color or (0.0, 0.0, 0.0)
     tallies = {f"{mode} {shape}": EngineTally() for mode in MODES for shape in ("square", "non-square")}
     ms: dict[str, list[float]] = {"runtime": [], "mediapipe": []}
     letterboxed: list[tuple[np.ndarray, Any, Detections, str]] = []  # frame (RGB), box, runtime detections, shape
@@ -163,7 +164,7 @@ def compare(path: str | Path, images: list[str], detector: Detector | None = Non
             x, box = detector.preprocess_image(image)  # RGB pixels, uint8 for int8 (scale 1, zero point 0)
             rt_low = detector.infer_detections(x, low).to_original(box)
             ms["runtime"].append((time.perf_counter() - t0) * 1e3)
-            frame = np.asarray(x[0] if detector.input_spec["dtype"] == "uint8" else np.round(x[0]), np.uint8)
+            frame = np.asarray(x[0] if detector.input_spec.dtype == "uint8" else np.round(x[0]), np.uint8)
             letterboxed.append((frame, box, rt_low, shape))
             for mode in MODES:
                 if mode == "as-is" and shape == "square":
@@ -185,17 +186,18 @@ def compare(path: str | Path, images: list[str], detector: Detector | None = Non
                              "modes": {k: v.to_dict() for k, v in tallies.items() if v.images}}}
     if task_library_python:
         for key, threads in TASK_LIBRARY_THREADS.items():
-            engines[key] = task_library(Path(path), letterboxed, task_library_python, low["score_threshold"], spec,
+            engines[key] = task_library(Path(path), letterboxed, task_library_python, low.score_threshold, spec,
                                         detector.class_names, threads)
     return {
-        "artifact": str(path), "precision": detector.manifest["artifact"]["precision"],
-        "sha256": detector.manifest["artifact"]["sha256"], "score_threshold": spec["score_threshold"],
+        "artifact": str(path), "precision": detector.manifest.precision,
+        "sha256": detector.manifest.data["artifact"]["sha256"], "score_threshold": spec.score_threshold,
         "engines": engines, "latency_ms_median": {k: statistics.median(v) for k, v in ms.items() if v},
     }
 
 
 def task_library(path: Path, letterboxed: list[tuple[np.ndarray, Any, Detections, str]], python: str | Path,
-                 graph_threshold: float, spec: dict[str, Any], class_names: list[str], threads: int) -> dict[str, Any]:
+                 graph_threshold: float, spec: PostprocessSpec, class_names: list[str], threads: int
+                 ) -> dict[str, Any]:
     """The Task Library's ObjectDetector (in its own environment's ``python``) on the letterboxed frames, down to
     the graph's own threshold, tallied against the runtime's detections on the same frames at ``spec``'s."""
     import json

@@ -89,7 +89,7 @@ def compare_forms(android: Path, two_output: Path, images: list[str]) -> dict[st
     four = MediapipeDetector(android)
     two = vision.ObjectDetector.create_from_options(vision.ObjectDetectorOptions(
         base_options=mp_tasks.BaseOptions(model_asset_path=str(two_output)),
-        score_threshold=float(spec["score_threshold"]), max_results=int(spec["max_detections"])))
+        score_threshold=float(spec.score_threshold), max_results=spec.max_detections))
     import mediapipe as mp
 
     tallies = {f"{form} {shape}": EngineTally() for form in ("4-output", "2-output")

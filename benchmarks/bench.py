@@ -200,14 +200,11 @@ def measure(args: argparse.Namespace, report: dict[str, Any], ckpt: Path, images
 
 
 def _quick_calibration(data: Path, config: ModelConfig, exports: Path) -> Path:
-    """A 32-image calibration set for QUICK runs (the default set has 200; calibration dominates a smoke run)."""
-    from calib_data import build_calibration_set, load_calibration_set
+    """A 32-image calibration set for QUICK runs (the default set has 200; calibration dominates a smoke run), in
+    the exports folder under the sets' one naming scheme."""
+    from calib_data.store import default_set
 
-    path = exports / f"calib-{QUICK_CALIB_IMAGES}"
-    if (path / "manifest.json").is_file():
-        return load_calibration_set(path).path
-    train = load_dataset(data, "train", class_names=list(config.class_names) or None)
-    return build_calibration_set(train, config.preprocess.to_dict(), path, n=QUICK_CALIB_IMAGES).path
+    return default_set(data, config.preprocess, n=QUICK_CALIB_IMAGES, root=exports).path
 
 
 def default_checkpoint(input_size: int | None, quick: bool) -> Path:

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
         x, _ = detector.preprocess_image(image)
         logits, deltas = detector.infer_raw(x)
         # Detections in network-input pixels, unclipped: the form IoU matching is defined on (convert/parity.py).
-        dets = postprocess(logits, deltas, detector.anchors, detector.post_spec)
+        dets = postprocess(logits, deltas, detector.anchors, detector.post_spec, detector.contract.box_coding)
         arrays.update({f"logits_{i}": logits, f"deltas_{i}": deltas, f"boxes_{i}": dets.boxes,
                        f"scores_{i}": dets.scores, f"classes_{i}": dets.class_ids.astype(np.int64)})
     info = {"machine": platform.machine(), "python": platform.python_version(), "versions": package_versions(),

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from runtime.anchors import generate_anchors
+from runtime.contract import AnchorSpec
 from runtime.postprocess import DEFAULT_POSTPROCESS, postprocess
 
-D0_ANCHORS = {"input_size": 512, "min_level": 3, "max_level": 7, "num_scales": 3, "anchor_scale": 4.0,
-              "aspect_ratios": [[1.0, 1.0], [1.4, 0.7], [0.7, 1.4]]}
+D0_ANCHORS = AnchorSpec(512)  # D0's levels 3-7, 3 scales, 3 aspect ratios, anchor scale 4
 
 
 def make_logits(num_anchors: int, num_classes: int, regime: str, rng: np.random.Generator) -> np.ndarray:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = [measure(c, r, args.runs) for c in (3, 90) for r in ("trained", "random")]
     out = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
-           "command": "make bench-post", "score_threshold": DEFAULT_POSTPROCESS["score_threshold"], "rows": rows}
+           "command": "make bench-post", "score_threshold": DEFAULT_POSTPROCESS.score_threshold, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(out, indent=2) + "\n")
     lines = ["# Post-processing latency, D0 at 512 (49,104 anchors)", "", "Produced by `make bench-post` on "

@@ -21,7 +21,7 @@ from runtime.anchors import generate_anchors
 from runtime.bench import machine_info, peak_rss_mb, summarize, synthetic_image, time_calls
 from runtime.detector import Result
 from runtime.fileio import file_sha256
-from runtime.manifest import load_manifest
+from runtime.manifest import Manifest, load_manifest
 from runtime.postprocess import postprocess
 from runtime.preprocess import preprocess, to_layout
 
@@ -30,24 +30,26 @@ class TorchDetector:
     """``timed(image)`` like :class:`runtime.Detector`, with the eager PyTorch model as the engine."""
 
     def __init__(self, ckpt: str | Path, manifest_of: str | Path, threads: int) -> None:
-        self.manifest = load_manifest(Path(manifest_of))
+        self.manifest = Manifest.from_dict(load_manifest(Path(manifest_of)))
+        self.contract = self.manifest.contract
         self.model, self.config = load_model(ckpt)
         self.threads = threads
         self.ckpt = Path(ckpt)
-        self.anchors = generate_anchors(self.manifest["anchors"])
+        self.anchors = generate_anchors(self.contract.anchors)
 
     def timed(self, image: np.ndarray) -> tuple[Any, dict[str, float]]:
         torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
-        x, box = preprocess(image, self.manifest["preprocess"])
+        x, box = preprocess(image, self.contract.preprocess)
         t1 = time.perf_counter()
         with torch.inference_mode():
             logits, deltas = self.model(torch.from_numpy(to_layout(x, "nchw")))
         t2 = time.perf_counter()
-        dets = postprocess(logits[0].numpy(), deltas[0].numpy(), self.anchors, self.manifest["postprocess"])
+        dets = postprocess(logits[0].numpy(), deltas[0].numpy(), self.anchors, self.contract.postprocess,
+                           self.contract.box_coding)
         boxes = box.to_original(dets.boxes)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        names = self.manifest["class_names"]
+        names = self.manifest.class_names
         result = Result(boxes[keep], dets.scores[keep], dets.class_ids[keep],
                         [names[c] for c in dets.class_ids[keep].tolist()])
         t3 = time.perf_counter()
@@ -57,7 +59,7 @@ class TorchDetector:
         return {"name": "torch-fp32", "target": "pytorch", "precision": "fp32", "backend": "torch-eager",
                 "inference_precision": "f32", "threads": self.threads, "model": str(self.ckpt),
                 "sha256": file_sha256(self.ckpt), "size_bytes": self.ckpt.stat().st_size,
-                "input_size": self.manifest["input"]["shape"], "map": None}
+                "input_size": list(self.manifest.input.shape), "map": None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from efficientdet.data.photometric import cycled_shifts, draw_shift
 from efficientdet.data.records import DetectionDataset
+from runtime.contract import PreprocessSpec
 from runtime.fileio import file_sha256
 from runtime.preprocess import preprocess, read_image
 
@@ -41,6 +42,7 @@ DEFAULT_ROOT = Path("calib_data/sets")
 # 64-71 % of FP32's detections (still short of the gate), but the default D0's TFLite int8 then made 9 % more
 # detections than FP32 on its own split and failed the gate it passes without the shifts.
 SHIFTED_SHARE = 0.0
+DEFAULT_N = 200  # images per set
 SHIFT_STREAM = 1  # the shifts' own random stream, so the sample drawn for a seed does not depend on them
 EVAL_SPLITS = frozenset({"val", "valid", "validation", "test", "testdev", "test-dev", "minival", "eval"})
 
@@ -68,9 +70,9 @@ class CalibrationSet:
         """Image ``i`` as a ``[1, S, S, 3]`` batch (TFLite layout)."""
         return np.ascontiguousarray(self.images[i][None])
 
-    def check_preprocess(self, spec: dict[str, Any]) -> None:
-        """Refuse unless the set was pre-processed exactly as ``spec`` (the model's manifest block) says."""
-        mine = self.manifest["preprocess"]
+    def check_preprocess(self, model_spec: PreprocessSpec) -> None:
+        """Refuse unless the set was pre-processed exactly as ``model_spec`` says."""
+        mine, spec = self.manifest["preprocess"], model_spec.to_dict()
         diffs = [f"{k}: set {mine.get(k)!r} vs model {spec.get(k)!r}" for k in sorted(set(mine) | set(spec))
                  if _norm(mine.get(k)) != _norm(spec.get(k))]
         if diffs:
@@ -92,8 +94,8 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def build_calibration_set(dataset: DetectionDataset, preprocess_spec: dict[str, Any], out: str | Path,
-                          n: int = 200, seed: int = 0, source: str | None = None,
+def build_calibration_set(dataset: DetectionDataset, preprocess_spec: PreprocessSpec, out: str | Path,
+                          n: int = DEFAULT_N, seed: int = 0, source: str | None = None,
                           shifted: float = SHIFTED_SHARE) -> CalibrationSet:
     """Sample ``n`` images of ``dataset`` (a training split), give the share ``shifted`` of them a random
     photometric shift (:data:`SHIFTED_SHARE`), pre-process them and write the set to ``out``."""
@@ -109,7 +111,7 @@ def build_calibration_set(dataset: DetectionDataset, preprocess_spec: dict[str, 
     rng = np.random.default_rng([seed, SHIFT_STREAM])
     chosen = sorted(rng.permutation(len(records))[: round(shifted * len(records))].tolist())
     families = dict(zip(chosen, cycled_shifts(len(chosen), rng), strict=True))
-    size = int(preprocess_spec["input_size"])
+    size = preprocess_spec.input_size
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -131,7 +133,7 @@ def build_calibration_set(dataset: DetectionDataset, preprocess_spec: dict[str, 
         manifest = {
             "format": FORMAT, "source": source or dataset.source, "split": dataset.split, "seed": seed,
             "requested": n, "count": len(records), "shifted": shifted, "class_names": list(dataset.class_names),
-            "preprocess": dict(preprocess_spec), "layout": "nhwc", "dtype": "float32",
+            "preprocess": preprocess_spec.to_dict(), "layout": "nhwc", "dtype": "float32",
             "images_sha256": file_sha256(tmp / "images.npy"), "images": entries,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -208,12 +210,23 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "data"
 
 
-def default_set_path(dataset: DetectionDataset, data: str | Path, input_size: int,
-                     root: str | Path = DEFAULT_ROOT) -> Path:
-    return Path(root) / f"{safe_name(Path(data).name)}-{input_size}-{dataset_key(dataset)}"
+def default_set_path(dataset: DetectionDataset, data: str | Path, input_size: int, root: str | Path = DEFAULT_ROOT,
+                     n: int = DEFAULT_N, seed: int = 0, shifted: float = SHIFTED_SHARE) -> Path:
+    """The one naming scheme of calibration sets (``python -m calib_data``, the exporters' default set, ``make
+    bench QUICK=1``): ``<data>-<size>-<content key>``, then ``-n<N>``, ``-seed<S>`` and ``-shifted<percent>`` where
+    they differ from the defaults, so two sets drawn differently never share a folder (the BCCD set with half its
+    images shifted used to replace the plain one under the same name)."""
+    parts = [safe_name(Path(data).name), str(int(input_size)), dataset_key(dataset)]
+    if n != DEFAULT_N:
+        parts.append(f"n{n}")
+    if seed:
+        parts.append(f"seed{seed}")
+    if shifted:
+        parts.append(f"shifted{round(100 * shifted)}")
+    return Path(root) / "-".join(parts)
 
 
-def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200, seed: int = 0,
+def default_set(data: str | Path, preprocess_spec: PreprocessSpec, n: int = DEFAULT_N, seed: int = 0,
                 root: str | Path = DEFAULT_ROOT, shifted: float = SHIFTED_SHARE) -> CalibrationSet:
     """The set for ``data``'s training split at this preprocessing, built on first use (so every command
     works on a fresh machine) and rebuilt if it was made for another preprocessing or share of shifted
@@ -226,7 +239,7 @@ def default_set(data: str | Path, preprocess_spec: dict[str, Any], n: int = 200,
     from efficientdet.data.loader import load_dataset
 
     dataset = load_dataset(data, "train", verify_images=False)
-    path = default_set_path(dataset, data, preprocess_spec["input_size"], root)
+    path = default_set_path(dataset, data, preprocess_spec.input_size, root, n=n, seed=seed, shifted=shifted)
     with _turn(path):
         if path.is_dir():
             existing = load_calibration_set(path)

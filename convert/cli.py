@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the artifacts during the gate")
     p.add_argument("--calib", default=None, help="calibration set folder for int8 (default: built on first use "
                    "from the training split of --data, see `make calib`)")
+    p.add_argument("--calib-shifted", type=float, default=0.0, metavar="SHARE",
+                   help="give that share of the default calibration set's images a random photometric shift "
+                   "(light, contrast, gamma, colour cast, noise, JPEG) when the gate's field figures fail "
+                   "(docs/QUANTIZATION.md); the set is built once under its own name, like `make calib SHIFTED=`")
     p.add_argument("--calib-method", action="append", default=[], metavar="TARGET=METHOD",
                    help="int8 calibration method per target: onnx=minmax|ema-minmax|percentile|entropy "
                    "(default percentile), openvino=mixed|performance|minmax|quantile (default mixed), "
@@ -134,6 +138,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
         num_classes=args.num_classes, input_size=args.input_size, data=args.data, split=args.split,
         images=args.images, class_map=args.class_map, max_images=args.max_images,
         out=Path(args.out) if args.out else None, threads=args.threads, calib=args.calib,
+        calib_shifted=args.calib_shifted,
         methods=parse_methods(args.calib_method), flavours=("android",) if args.android else (),
         io_dtype=args.io_dtype, float_layers=args.float_layers,
         qat=_qat_config(args) if args.qat else None,

@@ -59,8 +59,8 @@ PASS, FAIL, NOT_MEASURABLE = "pass", "fail", "not measurable"
 # What to try when an int8 gate fails, cheapest first (printed with the failure and written to report.md).
 INT8_NEXT_STEPS = (
     "more calibration images: `make calib DATA=... N=500`, then `CALIB=calib_data/sets/NAME`",
-    "when the field figures fail: calibrate on other light and cameras too, `make calib DATA=... CKPT=... "
-    "SHIFTED=0.5`, then `CALIB=...` (docs/QUANTIZATION.md: what it did to two models)",
+    "when the field figures fail: calibrate on other light and cameras too, `SHIFTED=0.5` (the default set with "
+    "half its images photometrically shifted; docs/QUANTIZATION.md: what it did to two models)",
     "another calibration method: `CALIB_METHOD=onnx=entropy` / `openvino=minmax` / `tflite=minmax`",
     "keep the most sensitive layers in float: `FLOAT_LAYERS=K` (ONNX and OpenVINO; the report lists them)",
     "fine-tune with fake quantization: `QAT=1`",

@@ -1,4 +1,4 @@
-"""Build the ``efficientdet-manifest/1`` for an artifact and write it (sidecar JSON + embedded copy).
+"""Build the ``efficientdet-manifest/2`` for an artifact and write it (sidecar JSON + embedded copy).
 
 The runtime trusts only the manifest, so every manifest is validated with the runtime's own
 ``validate_manifest`` before it is written: an exporter bug fails here, not on a device.
@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from efficientdet.model.config import ModelConfig
-from runtime.anchors import anchor_spec_from_config
-from runtime.box_coding import BOX_CODING
+from runtime.contract import DEFAULT_POSTPROCESS, PostprocessSpec, Quantization, TensorSpec
 from runtime.fileio import atomic_write_bytes, file_sha256
 from runtime.manifest import MANIFEST_FORMAT, METADATA_KEY, NOT_GATED, TARGETS, sidecar_path, validate_manifest
-from runtime.postprocess import DEFAULT_POSTPROCESS
 
 TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "openvino", "onnx2tf", "tensorflow",
                  "ai-edge-litert", "numpy")
@@ -55,37 +53,36 @@ def tool_versions(packages: tuple[str, ...] = TOOL_PACKAGES) -> dict[str, str]:
 
 
 def tensor_spec(name: str, shape: list[int], dtype: str = "float32", layout: str | None = None,
-                quantization: dict[str, Any] | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"name": name}
-    if layout is not None:
-        spec["layout"] = layout
-    spec.update({"shape": [int(d) for d in shape], "dtype": dtype, "quantization": quantization})
-    return spec
+                quantization: dict[str, Any] | None = None) -> TensorSpec:
+    """A tensor as a backend reports it (``quantization``: the backend's ``{"scale", "zero_point"}`` or None)."""
+    return TensorSpec(name, tuple(int(d) for d in shape), dtype, layout, Quantization.from_dict(quantization))
+
+
+def model_block(config: ModelConfig) -> dict[str, Any]:
+    """The manifest's ``model`` block: the architecture, without the pre-processing and input size that the
+    contract's blocks hold (stored once)."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("input_size", "preprocess")}
 
 
 def build_manifest(config: ModelConfig, *, target: str, precision: str, artifact_file: str,
-                   input_spec: dict[str, Any], outputs: dict[str, dict[str, Any]],
+                   input_spec: TensorSpec, outputs: dict[str, TensorSpec],
                    inference_precision: str | None = None, checkpoint: str | None = None,
                    checkpoint_sha256: str | None = None, sha256: str | None = None,
                    extra_artifact: dict[str, Any] | None = None,
-                   postprocess: dict[str, Any] | None = None) -> dict[str, Any]:
+                   postprocess: PostprocessSpec = DEFAULT_POSTPROCESS) -> dict[str, Any]:
     """A validated manifest; ``sha256`` is filled in later by :func:`write_manifest` for the sidecar.
 
     ``postprocess``: the deployment post-processing, the runtime's default unless the artifact does it in its graph.
     """
-    cfg = config.to_dict()
     names = list(config.class_names) or [str(i) for i in range(config.num_classes)]
     manifest = {
         "format": MANIFEST_FORMAT,
-        "model": cfg,
+        "model": model_block(config),
         "artifact": {"target": target, "precision": precision, "file": artifact_file, "sha256": sha256,
                      **(extra_artifact or {})},
-        "input": input_spec,
-        "outputs": outputs,
-        "preprocess": config.preprocess.to_dict(),
-        "anchors": anchor_spec_from_config(cfg),
-        "box_coding": dict(BOX_CODING),
-        "postprocess": dict(postprocess or DEFAULT_POSTPROCESS),
+        "input": input_spec.to_dict(),
+        "outputs": {key: spec.to_dict() for key, spec in outputs.items()},
+        **config.contract(postprocess).to_manifest(),
         "class_names": names,
         **({"class_ids": list(config.class_ids)} if config.class_ids else {}),
         "inference_precision": inference_precision,

@@ -170,13 +170,11 @@ class _Variant:
 
     def parity(self, artifacts: list[Any]) -> list[dict[str, Any]]:
         """The gate's comparison for all ``artifacts`` in one pass (one reference forward per image)."""
-        from runtime.anchors import anchor_spec_from_config
 
         from .gates import gate_for
         from .parity import run_parity
 
-        _, entries, _ = run_parity(self.model, self.config.preprocess.to_dict(),
-                                   anchor_spec_from_config(self.config.to_dict()), self.dataset,
+        _, entries, _ = run_parity(self.model, self.config.contract(), self.dataset,
                                    [(a, gate_for(a.precision)) for a in artifacts], threads=self.spec.threads)
         return entries
 
@@ -187,9 +185,8 @@ def _seeded_model(config: Any, dataset: Any, seed: int) -> Any:
 
     from efficientdet.model.testing import detector_like_model_for
     from efficientdet.train.batches import DetectionBatches
-    from runtime.anchors import anchor_spec_from_config
 
-    batches = DetectionBatches(dataset, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()))
+    batches = DetectionBatches(dataset, config.preprocess, config.anchor_spec)
     images = torch.stack([batches[i][0] for i in range(len(batches))])
     return detector_like_model_for(config, images, seed)
 

@@ -30,9 +30,10 @@ import torch
 from efficientdet.data.records import DetectionDataset
 from efficientdet.evaluate import coco_metrics
 from runtime.anchors import generate_anchors
+from runtime.contract import EVAL_POSTPROCESS, Contract, PostprocessSpec
 from runtime.detector import Detector, UngatedArtifactWarning
 from runtime.iou import iou_matrix
-from runtime.postprocess import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, Detections, at_threshold, postprocess
+from runtime.postprocess import Detections, at_threshold, postprocess
 from runtime.preprocess import Letterbox, preprocess, read_image, to_layout
 
 from .errors import ConversionError
@@ -89,7 +90,7 @@ class Reference:
     detections: list[Detections]  # deployment post-processing, network-input pixels (unclipped)
     eval_detections: list[Detections]  # evaluation post-processing, original-image pixels
     metrics: dict[str, Any]
-    post_spec: dict[str, Any]
+    post_spec: PostprocessSpec
 
 
 @dataclass
@@ -161,13 +162,14 @@ def match_count(ref: Detections, out: Detections, iou_threshold: float) -> int:
     return len(match_pairs(ref, out, iou_threshold))
 
 
-def _open(artifact: Artifact, gate: GateThresholds, post: dict[str, Any], threads: int | None) -> _Comparison:
+def _open(artifact: Artifact, gate: GateThresholds, contract: Contract, threads: int | None) -> _Comparison:
     with warnings.catch_warnings():  # "not gated yet" is exactly what is being fixed here
         warnings.simplefilter("ignore", UngatedArtifactWarning)
         detector = Detector(artifact.path, threads=threads)
-    if detector.post_spec != post:
-        raise ParityError(f"{artifact.path.name} post-processes with {detector.post_spec}, the reference with "
-                          f"{post}: detections would not be comparable")
+    if detector.post_spec != contract.postprocess or detector.contract.box_coding != contract.box_coding:
+        mine = f"{detector.post_spec} ({detector.contract.box_coding})"
+        raise ParityError(f"{artifact.path.name} post-processes with {mine}, the reference with {contract.postprocess} "
+                          f"({contract.box_coding}): detections would not be comparable")
     return _Comparison(artifact, gate, detector, input_quantizer(artifact.path))
 
 
@@ -180,7 +182,7 @@ def _step(c: _Comparison, tally: _Tally, image: np.ndarray, x_ref: np.ndarray, r
         eval_det = d.infer_detections(x, EVAL_POSTPROCESS)
         det = at_threshold(eval_det, d.post_spec)
     else:
-        if d.input_spec["dtype"] == "float32" and not np.array_equal(x, to_layout(x_ref, d.input_spec["layout"])):
+        if d.input_spec.dtype == "float32" and not np.array_equal(x, to_layout(x_ref, d.input_spec.layout)):
             raise ParityError(f"the runtime's pre-processing for {c.artifact.path.name} differs from the "
                               f"reference's on {where}")
         logits, deltas = d.infer_raw(x)
@@ -188,8 +190,8 @@ def _step(c: _Comparison, tally: _Tally, image: np.ndarray, x_ref: np.ndarray, r
             if ref.shape != out.shape:
                 raise ParityError(f"{c.artifact.path.name}: {name} has shape {out.shape}, the reference {ref.shape}")
             tally.stats[name].add(ref, out)
-        det = postprocess(logits, deltas, d.anchors, d.post_spec)
-        eval_det = postprocess(logits, deltas, d.anchors, EVAL_POSTPROCESS)
+        det = postprocess(logits, deltas, d.anchors, d.post_spec, d.contract.box_coding)
+        eval_det = postprocess(logits, deltas, d.anchors, EVAL_POSTPROCESS, d.contract.box_coding)
     matched = match_count(ref_dets, det, c.gate.det_match_iou)
     tally.matched += matched
     tally.num_ref += len(ref_dets)
@@ -256,26 +258,26 @@ def _result(c: _Comparison, reference: Reference) -> dict[str, Any]:
 ParityOutcome = tuple[Reference, list[dict[str, Any]], list[list[Detections]]]
 
 
-def run_parity(model: torch.nn.Module, preprocess_spec: dict[str, Any], anchor_spec: dict[str, Any],
-               dataset: DetectionDataset, artifacts: list[tuple[Artifact, GateThresholds]],
-               threads: int | None = None, post_spec: dict[str, Any] | None = None,
+def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDataset,
+               artifacts: list[tuple[Artifact, GateThresholds]], threads: int | None = None,
                field: Sequence[FieldImage] = ()) -> ParityOutcome:
-    """Compare every artifact with the FP32 PyTorch ``model`` on ``dataset`` in one pass over the images, then
-    on the ``field`` images (:mod:`convert.field`: parity only, no labels).
+    """Compare every artifact with the FP32 PyTorch ``model`` (pre- and post-processed by ``contract``, which every
+    artifact's manifest must also promise) on ``dataset`` in one pass over the images, then on the ``field``
+    images (:mod:`convert.field`: parity only, no labels).
 
     Returns the reference, one report entry per artifact (numbers + gate verdict) and, per artifact, its
     per-image detections in original-image pixels (for the picture).
     """
     if not dataset.records:
         raise ParityError(f"no evaluation images in {dataset.source} split {dataset.split!r}")
-    post = dict(post_spec or DEFAULT_POSTPROCESS)
-    anchors = generate_anchors(anchor_spec)
-    comparisons = [_open(a, g, post, threads) for a, g in artifacts]
+    post, coding = contract.postprocess, contract.box_coding
+    anchors = generate_anchors(contract.anchors)
+    comparisons = [_open(a, g, contract, threads) for a, g in artifacts]
     model = model.eval()
     boxes, dets, eval_dets = [], [], []
 
     def forward(image: np.ndarray) -> tuple[np.ndarray, Letterbox, tuple[np.ndarray, np.ndarray]]:
-        x, box = preprocess(image, preprocess_spec)
+        x, box = preprocess(image, contract.preprocess)
         with torch.no_grad():
             logits, deltas = model(torch.from_numpy(to_layout(x, "nchw")))
         return x, box, (logits[0].numpy(), deltas[0].numpy())
@@ -284,15 +286,15 @@ def run_parity(model: torch.nn.Module, preprocess_spec: dict[str, Any], anchor_s
         image = read_image(rec.path)
         x, box, raw = forward(image)
         boxes.append(box)
-        dets.append(postprocess(*raw, anchors, post))
-        eval_dets.append(postprocess(*raw, anchors, EVAL_POSTPROCESS).to_original(box))
+        dets.append(postprocess(*raw, anchors, post, coding))
+        eval_dets.append(postprocess(*raw, anchors, EVAL_POSTPROCESS, coding).to_original(box))
         for c in comparisons:
             det, eval_det = _step(c, c.split, image, x, raw, dets[-1], rec.path)
             c.detections.append(det.to_original(box))
             c.eval_detections.append(eval_det.to_original(box))
     for item in field:
         x, box, raw = forward(item.image)
-        ref_det = postprocess(*raw, anchors, post)
+        ref_det = postprocess(*raw, anchors, post, coding)
         for c in comparisons:
             _step(c, c.field, item.image, x, raw, ref_det, item.name, item.kind)
     reference = Reference(dataset, boxes, dets, eval_dets, coco_metrics(dataset, eval_dets), post)
@@ -308,7 +310,7 @@ def run_parity(model: torch.nn.Module, preprocess_spec: dict[str, Any], anchor_s
             "manifest": str(Path(c.artifact.manifest_path)),
             "size_bytes": c.artifact.size_bytes,
             "sha256": c.artifact.sha256,
-            "quantization": c.detector.manifest["artifact"].get("quantization"),
+            "quantization": c.detector.manifest.data["artifact"].get("quantization"),
             "parity": parity,
             "gate": {"passed": status == PASS, "status": status, "thresholds": c.gate.to_dict(),
                      "failures": failures},

@@ -64,6 +64,7 @@ class ExportRequest:
     out: Path | None = None  # default exports/<variant><phi>
     threads: int | None = None
     calib: str | None = None  # default: built on first use from the training split of ``data``
+    calib_shifted: float = 0.0  # the share of photometrically shifted images in that default set (calib_data)
     methods: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(dict(DEFAULT_METHODS)))
     flavours: tuple[str, ...] = ()
     io_dtype: str = "int8"
@@ -121,6 +122,11 @@ class ExportRequest:
             raise UsageError("--qat (QAT=1) needs --precision int8 or all")
         if qat and self.qat is not None and (self.qat.epochs <= 0 or self.qat.lr <= 0):
             raise UsageError("--qat-epochs and --qat-lr must be > 0")
+        if self.calib and self.calib_shifted:
+            raise UsageError("--calib-shifted (SHIFTED=) shapes the default calibration set; a set given with --calib "
+                             "(CALIB=) already has its own share of shifted images")
+        if not 0.0 <= self.calib_shifted <= 1.0:
+            raise UsageError(f"--calib-shifted (SHIFTED=) is a share within 0..1, got {self.calib_shifted}")
         if self.images and ("int8" in self.precisions and not self.calib or qat):
             raise UsageError("int8 with --images (IMAGES=) needs a calibration set of the model's own domain: build "
                              "one with `make calib DATA=<dataset> CKPT=...` and pass CALIB=; QAT needs labelled "
@@ -241,14 +247,14 @@ def _recipe(request: ExportRequest, config: ModelConfig, dataset: DetectionDatas
 
     from .int8_recipe import Int8Recipe
 
-    spec = config.preprocess.to_dict()
+    spec = config.preprocess
     if request.calib:
         calib = load_calibration_set(request.calib)
         calib.check_preprocess(spec)
     else:
         from efficientdet.data.synthetic import resolve_dataset
 
-        calib = default_set(resolve_dataset(request.data), spec)
+        calib = default_set(resolve_dataset(request.data), spec, shifted=request.calib_shifted)
     calib.check_disjoint(dataset)
     log.info(f"calibration set {calib.path}: {len(calib)} images of {calib.manifest['source']} "
              f"[{calib.manifest['split']}]")
@@ -293,7 +299,6 @@ def export(request: ExportRequest) -> ExportResult:
     check_writable(out)
 
     from efficientdet.checkpoint import file_sha256
-    from runtime.anchors import anchor_spec_from_config
     from runtime.cpu_class import cpu_class
     from runtime.fileio import temp_dir
     from runtime.preprocess import read_image
@@ -335,7 +340,7 @@ def export(request: ExportRequest) -> ExportResult:
         log.info(f"field fidelity: {len(field_set)} images unlike the calibration set ({kinds})")
         # The detection op in the Android graph leaves no raw outputs: its gate bounds detections and mAP.
         reference, entries, detections = run_parity(
-            model, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()), dataset,
+            model, config.contract(), dataset,
             [(a, gates[a.precision].tightened(rel_err_max=None) if a.flavour else gates[a.precision])
              for a in artifacts], threads=request.threads, field=field_set)
     except KeyboardInterrupt:  # Ctrl-C: say in OUT what is there, each artifact with its (missing) verdict

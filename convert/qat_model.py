@@ -83,7 +83,7 @@ def qat_model(model: torch.nn.Module, config: ModelConfig, recipe: Int8Recipe, r
     tuned = finetuned_float_model(qat, model) if keep_float else None
     qdq = to_qdq_onnx(qat, config.input_size)
     check_static(qdq)
-    qdq = hold_qdq_input_range(qdq, normalised_range(config.preprocess.to_dict()))
+    qdq = hold_qdq_input_range(qdq, normalised_range(config.preprocess))
     # No wall time in the manifest: the same checkpoint and schedule give the same bytes.
     info = {"qat": {**qcfg.to_dict(), "train_split": train.split, "train_images": len(train.records),
                     "history": history}}

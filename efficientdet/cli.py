@@ -112,7 +112,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from efficientdet.data.loader import load_for_model, parse_class_map
     from efficientdet.data.synthetic import resolve_dataset
     from efficientdet.evaluate import evaluate_model
-    from runtime.anchors import anchor_spec_from_config, generate_anchors
+    from runtime.anchors import generate_anchors
     from runtime.fileio import atomic_write_bytes, file_sha256
 
     torch.set_num_threads(args.threads) if args.threads else None
@@ -120,8 +120,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset = load_for_model(resolve_dataset(args.data), args.split, list(cfg.class_names),
                              num_classes=cfg.num_classes, class_map=parse_class_map(args.class_map))
     t0 = time.time()
-    metrics = evaluate_model(model, dataset, cfg.preprocess.to_dict(),
-                             generate_anchors(anchor_spec_from_config(cfg.to_dict())))
+    metrics = evaluate_model(model, dataset, cfg.preprocess,
+                             generate_anchors(cfg.anchor_spec))
     ck = load_checkpoint(args.ckpt)
     result = {"model": cfg.name, "input_size": cfg.input_size, "data": str(args.data), "split": args.split,
               **metrics, "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt),

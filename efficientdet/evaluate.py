@@ -19,14 +19,16 @@ from tqdm import tqdm
 
 from efficientdet.data.records import DetectionDataset
 from efficientdet.train.batches import load_example
-from runtime.postprocess import EVAL_POSTPROCESS, Detections, postprocess
+from runtime.contract import EVAL_POSTPROCESS, PostprocessSpec, PreprocessSpec
+from runtime.postprocess import Detections, postprocess
 from runtime.preprocess import letterbox_geometry
 
 Predictions = list[Detections]  # per record, boxes in original image pixels
 
 
-def torch_predict(model: torch.nn.Module, dataset: DetectionDataset, preprocess_spec: dict, anchors: np.ndarray,
-                  post_spec: dict | None = None, batch_size: int = 4, progress: bool = True) -> Predictions:
+def torch_predict(model: torch.nn.Module, dataset: DetectionDataset, preprocess_spec: PreprocessSpec,
+                  anchors: np.ndarray, post_spec: PostprocessSpec | None = None, batch_size: int = 4,
+                  progress: bool = True) -> Predictions:
     """Run a PyTorch model over the dataset with the runtime's pre/post-processing."""
     post = post_spec or EVAL_POSTPROCESS
     model.eval()
@@ -40,7 +42,7 @@ def torch_predict(model: torch.nn.Module, dataset: DetectionDataset, preprocess_
         for j, i in enumerate(chunk):
             rec = dataset.records[i]
             det = postprocess(logits[j].numpy(), deltas[j].numpy(), anchors, post)
-            out.append(det.to_original(letterbox_geometry(rec.height, rec.width, int(preprocess_spec["input_size"]))))
+            out.append(det.to_original(letterbox_geometry(rec.height, rec.width, preprocess_spec.input_size)))
     return out
 
 
@@ -79,7 +81,8 @@ def coco_metrics(dataset: DetectionDataset, predictions: Iterable[Detections]) -
             "per_class_ap": per_class, "per_class_ap50": per_class50, "num_images": len(dataset.records)}
 
 
-def evaluate_model(model: torch.nn.Module, dataset: DetectionDataset, preprocess_spec: dict, anchors: np.ndarray,
+def evaluate_model(model: torch.nn.Module, dataset: DetectionDataset, preprocess_spec: PreprocessSpec,
+                   anchors: np.ndarray,
                    progress: bool = True) -> dict[str, Any]:
     preds = torch_predict(model, dataset, preprocess_spec, anchors, progress=progress)
     return coco_metrics(dataset, preds)

@@ -42,7 +42,6 @@ from efficientdet.model.layers import DropPath
 from efficientdet.train.batches import Augment, DetectionBatches
 from efficientdet.train.loss import detection_loss
 from efficientdet.train.trainer import lr_at, param_groups
-from runtime.anchors import anchor_spec_from_config
 
 from .distill import distillation_loss
 
@@ -163,8 +162,8 @@ def finetune(qat: torch.fx.GraphModule, train_set: DetectionDataset, config: Any
     from torchao.quantization.pt2e.fake_quantize import disable_observer
 
     torch.manual_seed(cfg.seed)  # drop-path is random in training mode
-    pre = config.preprocess.to_dict()
-    data = DetectionBatches(train_set, pre, anchor_spec_from_config(config.to_dict()),
+    pre = config.preprocess
+    data = DetectionBatches(train_set, pre, config.anchor_spec,
                             Augment(photometric=cfg.photometric), cfg.seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, drop_last=True, num_workers=1, persistent_workers=True,
                         sampler=RandomSampler(data, generator=torch.Generator().manual_seed(cfg.seed)))

@@ -7,9 +7,9 @@ Numpy only, so the runtime, training targets and export all use this one definit
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+
+from .contract import AnchorSpec
 
 
 def level_sizes(input_size: int, min_level: int, max_level: int) -> list[int]:
@@ -22,15 +22,10 @@ def level_sizes(input_size: int, min_level: int, max_level: int) -> list[int]:
     return sizes
 
 
-def generate_anchors(spec: dict[str, Any]) -> np.ndarray:
-    """``[A, 4]`` float32 xyxy anchors in input pixels for an ``anchors`` manifest block.
-
-    ``spec``: input_size, min_level, max_level, num_scales, anchor_scale, aspect_ratios.
-    """
-    input_size = int(spec["input_size"])
-    min_level, max_level = int(spec["min_level"]), int(spec["max_level"])
-    num_scales = int(spec["num_scales"])
-    aspects = [tuple(a) for a in spec["aspect_ratios"]]
+def generate_anchors(spec: AnchorSpec) -> np.ndarray:
+    """``[A, 4]`` float32 xyxy anchors in input pixels."""
+    input_size, min_level, max_level, num_scales = spec.input_size, spec.min_level, spec.max_level, spec.num_scales
+    aspects = spec.aspect_ratios
     out = []
     for level, size in zip(range(min_level, max_level + 1), level_sizes(input_size, min_level, max_level)):
         stride = 2 ** level
@@ -38,7 +33,7 @@ def generate_anchors(spec: dict[str, Any]) -> np.ndarray:
         cy, cx = np.meshgrid(centres, centres, indexing="ij")
         wh = []
         for s in range(num_scales):
-            base = float(spec["anchor_scale"]) * stride * 2.0 ** (s / num_scales)
+            base = float(spec.anchor_scale) * stride * 2.0 ** (s / num_scales)
             for aw, ah in aspects:
                 wh.append((base * aw / 2.0, base * ah / 2.0))
         half = np.asarray(wh)  # [k, 2]
@@ -48,14 +43,3 @@ def generate_anchors(spec: dict[str, Any]) -> np.ndarray:
         out.append(boxes.reshape(-1, 4))
     return np.concatenate(out).astype(np.float32)
 
-
-def anchor_spec_from_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's ``anchors`` block from a model-config dict."""
-    return {
-        "input_size": int(config["input_size"]),
-        "min_level": int(config["min_level"]),
-        "max_level": int(config["max_level"]),
-        "num_scales": int(config["num_scales"]),
-        "anchor_scale": float(config["anchor_scale"]),
-        "aspect_ratios": [list(map(float, a)) for a in config["aspect_ratios"]],
-    }

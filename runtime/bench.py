@@ -114,7 +114,7 @@ def summarize(samples: np.ndarray) -> dict[str, Any]:
 
 def artifact_row(det: Detector | MediapipeDetector, name: str | None = None) -> dict[str, Any]:
     """The fields of a result row that describe the artifact rather than its timing."""
-    art = det.manifest["artifact"]
+    art = det.manifest.data["artifact"]
     engine = None if det.engine == "runtime" else det.engine
     default = "-".join(filter(None, (art["target"], art["precision"], art.get("flavour"), engine)))
     return {"name": name or default, "target": art["target"], "precision": art["precision"], "engine": det.engine,
@@ -122,7 +122,7 @@ def artifact_row(det: Detector | MediapipeDetector, name: str | None = None) -> 
             "model": str(det.model_path),
             "sha256": art.get("sha256"), "source_sha256": art.get("edgetpu_compiled_from_sha256"),
             "size_bytes": artifact_size(det.model_path),
-            "input_size": det.manifest["input"]["shape"], "map": None}
+            "input_size": list(det.manifest.input.shape), "map": None}
 
 
 def run_benchmark(model: str | os.PathLike[str], threads: int | None = None, runs: int = 50, warmup: int = 5,

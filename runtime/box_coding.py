@@ -2,14 +2,17 @@
 
 Coding ``delta_xywh``: ``dx = (cx - cxa) / wa``, ``dy = (cy - cya) / ha``, ``dw = log(w / wa)``,
 ``dh = log(h / ha)``; boxes are xyxy in input pixels. No variance scaling (the EfficientDet
-reference uses none). Decoding clamps dw/dh so exp() cannot overflow on wild outputs.
+reference uses none). Decoding clamps dw/dh at the coding's ``clip_log`` (runtime/contract.py) so exp() cannot
+overflow on wild outputs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-BOX_CODING = {"type": "delta_xywh", "order": ["dx", "dy", "dw", "dh"], "clip_log": float(np.log(1000.0 / 16))}
+from .contract import BoxCoding
+
+BOX_CODING = BoxCoding()
 
 
 def _centre_size(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -27,11 +30,12 @@ def encode(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     return np.stack([(cx - cxa) / wa, (cy - cya) / ha, np.log(w / wa), np.log(h / ha)], axis=-1).astype(np.float32)
 
 
-def decode(deltas: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """``[N,4]`` deltas with their ``[N,4]`` anchors -> ``[N,4]`` xyxy boxes (float32)."""
+def decode(deltas: np.ndarray, anchors: np.ndarray, coding: BoxCoding = BOX_CODING) -> np.ndarray:
+    """``[N,4]`` deltas with their ``[N,4]`` anchors -> ``[N,4]`` xyxy boxes (float32), ``dw``/``dh`` clamped at
+    ``coding.clip_log`` (the manifest's ``box_coding``)."""
     cxa, cya, wa, ha = _centre_size(anchors.astype(np.float32))
     d = deltas.astype(np.float32)
-    clip = BOX_CODING["clip_log"]
+    clip = np.float32(coding.clip_log)
     cx = d[..., 0] * wa + cxa
     cy = d[..., 1] * ha + cya
     hw = 0.5 * np.exp(np.minimum(d[..., 2], clip)) * wa

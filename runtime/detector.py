@@ -18,19 +18,19 @@ import numpy as np
 
 from .anchors import generate_anchors
 from .backends import Backend, open_backend
+from .contract import PostprocessSpec, Quantization
 from .cpu_class import cpu_class_warning
 from .manifest import (
     ANDROID_OUTPUTS,
     IN_GRAPH_NMS,
     INTEGER_DTYPES,
+    Manifest,
     ManifestError,
     check_against_backend,
     check_artifact,
     check_embedded_agrees,
     gate_warning,
-    in_graph_nms,
     load_manifest,
-    validate_manifest,
 )
 from .postprocess import Detections, from_detection_op, postprocess
 from .preprocess import ImageError, Letterbox, preprocess, quantize_input, read_image, to_layout
@@ -58,11 +58,11 @@ class Result:
                 for box, score, cid, label, did in zip(self.boxes, self.scores, self.class_ids, self.labels, ids)]
 
 
-def _dequantize(value: np.ndarray, quant: dict[str, Any] | None, field: str) -> np.ndarray:
+def _dequantize(value: np.ndarray, quant: Quantization | None, field: str) -> np.ndarray:
     if value.dtype.name in INTEGER_DTYPES:
         if not quant:
             raise ManifestError(f"manifest field '{field}.quantization' is needed to read {value.dtype} outputs")
-        return (value.astype(np.float32) - np.float32(quant["zero_point"])) * np.float32(quant["scale"])
+        return (value.astype(np.float32) - np.float32(quant.zero_point)) * np.float32(quant.scale)
     return value.astype(np.float32, copy=False)
 
 
@@ -90,44 +90,45 @@ class Detector:
                  score_threshold: float | None = None, edgetpu: bool = False,
                  backend_options: dict[str, Any] | None = None) -> None:
         self.model_path = Path(model_path)
-        manifest = load_manifest(self.model_path)
-        validate_manifest(manifest)
-        check_artifact(manifest, self.model_path)
+        data = load_manifest(self.model_path)
+        manifest = Manifest.from_dict(data)
+        check_artifact(data, self.model_path)
         self.manifest = manifest
-        if in_graph_nms(manifest):
+        if manifest.in_graph_nms:
             # ai-edge-litert 2.1.0's TFLite_Detection_PostProcess (regular NMS) loses detections with more than
             # one interpreter thread (D0 at 256: 89 instead of 100 rows on one image, the dropped ones also in
             # the FP32 reference, MediaPipe and TF's interpreter); one thread gives exactly theirs.
             threads = 1
-        self.backend: Backend = open_backend(self.model_path, threads, precision=manifest["artifact"]["precision"],
-                                             inference_precision=manifest["inference_precision"], edgetpu=edgetpu,
+        self.backend: Backend = open_backend(self.model_path, threads, precision=manifest.precision,
+                                             inference_precision=manifest.inference_precision, edgetpu=edgetpu,
                                              options=backend_options)
-        check_embedded_agrees(manifest, self.backend.embedded_manifest(), self.model_path)
-        warning = gate_warning(manifest, self.model_path)
+        check_embedded_agrees(data, self.backend.embedded_manifest(), self.model_path)
+        warning = gate_warning(data, self.model_path)
         if warning:
             warnings.warn(warning, UngatedArtifactWarning, stacklevel=2)
-        warning = cpu_class_warning(manifest, self.model_path)
+        warning = cpu_class_warning(data, self.model_path)
         if warning:
             warnings.warn(warning, CpuClassWarning, stacklevel=2)
         check_against_backend(manifest, self.backend)
-        self.anchors = generate_anchors(manifest["anchors"])
-        self.class_names: list[str] = list(manifest["class_names"])
-        self.dataset_class_ids: list[int] | None = manifest.get("class_ids")
-        self.in_graph_nms = in_graph_nms(manifest)
-        self.post_spec = {k: v for k, v in manifest["postprocess"].items() if k != "in_graph"}
+        self.contract = manifest.contract
+        self.anchors = generate_anchors(self.contract.anchors)
+        self.class_names: list[str] = list(manifest.class_names)
+        self.dataset_class_ids: list[int] | None = list(manifest.class_ids) if manifest.class_ids else None
+        self.in_graph_nms = manifest.in_graph_nms
+        # Post-processing here; an Android file's own detection op (in_graph) already ran in the graph.
+        self.post_spec: PostprocessSpec = self.contract.postprocess.replace(in_graph=None)
         if score_threshold is not None:
             if not 0 <= score_threshold < 1:
                 raise ValueError(f"score_threshold must lie in [0, 1), got {score_threshold}")
-            self.post_spec["score_threshold"] = float(score_threshold)
-        self.input_spec = manifest["input"]
-        self.input_shape = tuple(self.input_spec["shape"])
+            self.post_spec = self.post_spec.replace(score_threshold=float(score_threshold))
+        self.input_spec = manifest.input
+        self.input_shape = self.input_spec.shape
         self._output_quant = self._output_quantization()
 
-    def _output_quantization(self) -> dict[str, dict[str, Any] | None]:
+    def _output_quantization(self) -> dict[str, Quantization | None]:
         """Manifest quantization first; the artifact's own parameters where the manifest has none."""
-        actual = {d[0]: d[3] for d in self.backend.output_details()}
-        outs = self.manifest["outputs"]
-        return {key: outs[key].get("quantization") or actual.get(outs[key]["name"]) for key in outs}
+        actual = {d[0]: Quantization.from_dict(d[3]) for d in self.backend.output_details()}
+        return {key: spec.quantization or actual.get(spec.name) for key, spec in self.manifest.outputs.items()}
 
     engine = "runtime"  # who runs the file (runtime.bench.ENGINES)
 
@@ -145,22 +146,22 @@ class Detector:
 
     def preprocess_image(self, image: np.ndarray, color: str = "bgr") -> tuple[np.ndarray, Letterbox]:
         """The artifact-ready input (layout, dtype, quantization per manifest) and the letterbox to undo."""
-        hwc, box = preprocess(image, self.manifest["preprocess"], input_color=color)
+        hwc, box = preprocess(image, self.contract.preprocess, input_color=color)
         return self._to_input(hwc), box
 
     def _to_input(self, x: np.ndarray) -> np.ndarray:
         if x.ndim == 3:
-            x = to_layout(x, self.input_spec["layout"])
+            x = to_layout(x, self.input_spec.layout)
         if tuple(x.shape) != self.input_shape:
             raise ValueError(f"input tensor shape {tuple(x.shape)} does not match the artifact's {self.input_shape} "
-                             f"({self.input_spec['layout']}); pass the HxWx3 output of runtime.preprocess or a "
+                             f"({self.input_spec.layout}); pass the HxWx3 output of runtime.preprocess or a "
                              "tensor in the artifact's layout")
-        dtype = self.input_spec["dtype"]
+        dtype = self.input_spec.dtype
         if x.dtype.kind in "iub" and x.dtype.name != dtype:
             raise ValueError(f"input tensor dtype {x.dtype} does not match the artifact's {dtype}; pass float32")
         if dtype in INTEGER_DTYPES and x.dtype.name != dtype:
-            quant = self.input_spec["quantization"]
-            return quantize_input(x, quant["scale"], quant["zero_point"], dtype)
+            quant = self.input_spec.quantization
+            return quantize_input(x, quant.scale, quant.zero_point, dtype)
         return np.ascontiguousarray(x, dtype=np.dtype(dtype))
 
     def infer_raw(self, input_tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,13 +174,13 @@ class Detector:
             raise ValueError(f"{self.model_path.name} post-processes in its graph ({IN_GRAPH_NMS}): it has no raw "
                              "outputs; call the detector, or use the artifact without the -android suffix")
         outputs = self.backend.run(self._to_input(np.asarray(input_tensor)))
-        names = self.manifest["outputs"]
-        logits = _dequantize(outputs[names["logits"]["name"]], self._output_quant["logits"], "outputs.logits")
-        deltas = _dequantize(outputs[names["box_regression"]["name"]], self._output_quant["box_regression"],
+        names = self.manifest.outputs
+        logits = _dequantize(outputs[names["logits"].name], self._output_quant["logits"], "outputs.logits")
+        deltas = _dequantize(outputs[names["box_regression"].name], self._output_quant["box_regression"],
                              "outputs.box_regression")
         return logits.reshape(logits.shape[-2:]), deltas.reshape(deltas.shape[-2:])
 
-    def infer_detections(self, input_tensor: np.ndarray, spec: dict[str, Any] | None = None) -> Detections:
+    def infer_detections(self, input_tensor: np.ndarray, spec: PostprocessSpec | None = None) -> Detections:
         """Detections in network-input pixels (unclipped), post-processed by ``spec`` (default: the manifest's).
 
         Works for both forms of artifact: raw outputs post-processed here, or the detection op in the graph
@@ -187,12 +188,12 @@ class Detector:
         """
         spec = spec or self.post_spec
         if self.in_graph_nms:
-            names = self.manifest["outputs"]
+            names = self.manifest.outputs
             outputs = self.backend.run(self._to_input(np.asarray(input_tensor)))
-            return from_detection_op(*(outputs[names[k]["name"]] for k in ANDROID_OUTPUTS), int(self.input_shape[1]),
+            return from_detection_op(*(outputs[names[k].name] for k in ANDROID_OUTPUTS), self.contract.input_size,
                                      spec)
         logits, deltas = self.infer_raw(input_tensor)
-        return postprocess(logits, deltas, self.anchors, spec)
+        return postprocess(logits, deltas, self.anchors, spec, self.contract.box_coding)
 
     def _result(self, dets: Detections, box: Letterbox) -> Result:
         """Map to original pixels; drop boxes that lie wholly in the letterbox padding (empty once clipped)."""
@@ -216,7 +217,7 @@ class Detector:
         else:
             logits, deltas = self.infer_raw(x)
             t2 = time.perf_counter()
-            dets = postprocess(logits, deltas, self.anchors, self.post_spec)
+            dets = postprocess(logits, deltas, self.anchors, self.post_spec, self.contract.box_coding)
         result = self._result(dets, box)
         t3 = time.perf_counter()
         return result, {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3, "post_ms": (t3 - t2) * 1e3}

@@ -4,7 +4,8 @@ Every artifact carries a JSON manifest (a ``<artifact>.json`` sidecar, or embedd
 ``metadata_props`` / OpenVINO ``rt_info`` under ``efficientdet_manifest``) saying how to feed it,
 what its outputs mean and how to post-process them. The runtime trusts nothing else, so a
 wrong or stale manifest must fail loudly here, naming the field, instead of giving silently
-wrong boxes on a device.
+wrong boxes on a device. A valid manifest becomes a typed :class:`Manifest` (its contract blocks are the
+objects of runtime/contract.py); the JSON stays beside them for the blocks the runtime only reports.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,14 @@ import numpy as np
 
 from .anchors import generate_anchors
 from .backends import METADATA_KEY
+from .contract import AnchorSpec, Contract, TensorSpec
 from .fileio import atomic_write_json, file_sha256
 
-MANIFEST_FORMAT = "efficientdet-manifest/1"
+# Format 2 stores the input size once (preprocess.input_size); format 1 also repeated it in anchors.input_size
+# and model.input_size. Artifacts exported before the change are on devices: the runtime reads both.
+MANIFEST_FORMAT = "efficientdet-manifest/2"
+FORMAT_1 = "efficientdet-manifest/1"
+READABLE_FORMATS = (FORMAT_1, MANIFEST_FORMAT)
 
 # The project's one vocabulary of targets and precisions (convert/, benchmarks/ and the runtime read it here).
 TARGETS = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}  # the file the runtime opens -> its backend
@@ -204,8 +211,6 @@ def _check_quant(manifest: dict[str, Any], field: str, dtype: str) -> None:
 
 def _check_anchor_spec(manifest: dict[str, Any]) -> None:
     """The anchor block, field by field: generate_anchors would accept NaN/zero/negative sizes silently."""
-    if _get(manifest, "anchors.input_size", int) < 1:
-        raise ManifestError("manifest field 'anchors.input_size' must be >= 1")
     low, high = _get(manifest, "anchors.min_level", int), _get(manifest, "anchors.max_level", int)
     if not 1 <= low <= high <= 12:
         raise ManifestError(f"manifest fields 'anchors.min_level' ({low}) / 'anchors.max_level' ({high}) must "
@@ -234,11 +239,12 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     for key in REQUIRED:
         if key not in manifest:
             raise ManifestError(f"manifest field '{key}' is missing")
-    if manifest["format"] != MANIFEST_FORMAT:
-        raise ManifestError(f"manifest field 'format' must be {MANIFEST_FORMAT!r}, got {manifest['format']!r}")
+    fmt = manifest["format"]
+    if fmt not in READABLE_FORMATS:
+        raise ManifestError(f"manifest field 'format' must be one of {list(READABLE_FORMATS)}, got {fmt!r}: an "
+                            "artifact from a newer exporter needs a newer runtime")
 
     num_classes = _get(manifest, "model.num_classes", int)
-    model_size = _get(manifest, "model.input_size", int)
     names = _get(manifest, "class_names", list)
     if any(not isinstance(n, str) for n in names):
         raise ManifestError("manifest field 'class_names' must be a list of strings")
@@ -267,10 +273,18 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
                             f"(expected {expected})")
 
     pre_size = _get(manifest, "preprocess.input_size", int)
-    anchor_size = _get(manifest, "anchors.input_size", int)
+    if pre_size < 1:
+        raise ManifestError("manifest field 'preprocess.input_size' must be >= 1")
     _equal("input.shape (spatial size)", height, "preprocess.input_size", pre_size)
-    _equal("anchors.input_size", anchor_size, "preprocess.input_size", pre_size)
-    _equal("model.input_size", model_size, "preprocess.input_size", pre_size)
+    for copy in ("anchors.input_size", "model.input_size"):  # format 1's copies of the size
+        block, key = copy.split(".")
+        if key in manifest[block]:
+            if fmt != FORMAT_1:
+                raise ManifestError(f"manifest field '{copy}' must be absent in {fmt}: the input size is stored "
+                                    "once, in 'preprocess.input_size'")
+            _equal(copy, _get(manifest, copy, int), "preprocess.input_size", pre_size)
+        elif fmt == FORMAT_1:
+            raise ManifestError(f"manifest field '{copy}' is missing")
     _one_of(manifest, "preprocess.resize", ("letterbox",))
     _one_of(manifest, "preprocess.color_order", ("rgb", "bgr"))
     _one_of(manifest, "preprocess.interpolation", ("linear", "nearest", "area"))
@@ -291,6 +305,8 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     order = manifest["box_coding"].get("order")
     if order is not None and list(order) != ["dx", "dy", "dw", "dh"]:
         raise ManifestError(f"manifest field 'box_coding.order' must be ['dx', 'dy', 'dw', 'dh'], got {order!r}")
+    if fmt != FORMAT_1 or "clip_log" in manifest["box_coding"]:
+        _positive(manifest, "box_coding.clip_log")  # decode() clamps dw/dh at it
 
     thr = _get(manifest, "postprocess.score_threshold", (int, float))
     iou = _get(manifest, "postprocess.iou_threshold", (int, float))
@@ -309,7 +325,7 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     _get(manifest, "tools", dict)
 
     try:
-        num_anchors = int(generate_anchors(manifest["anchors"]).shape[0])
+        num_anchors = int(generate_anchors(AnchorSpec.from_dict(manifest["anchors"], pre_size)).shape[0])
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"manifest field 'anchors' is malformed: {e!r}") from None
     if in_graph_nms(manifest):
@@ -327,15 +343,47 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
         _equal(f"outputs.{out}.shape[2]", oshape[2], last_name, last)
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest, typed where the runtime acts on it. ``data`` is the JSON it came from (with
+    ``_source``), for the blocks the runtime only checks or reports: model, artifact, source, tools,
+    quantization, gate."""
+
+    contract: Contract
+    input: TensorSpec
+    outputs: Mapping[str, TensorSpec]  # keyed by output_keys(): raw logits and deltas, or the detection op's four
+    class_names: tuple[str, ...]
+    class_ids: tuple[int, ...] | None  # the dataset's own id of each class (COCO category ids), where it has them
+    target: str
+    precision: str
+    inference_precision: str | None
+    data: Mapping[str, Any]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Validate ``data`` (:func:`validate_manifest`, ManifestError naming the field) and type it."""
+        validate_manifest(data)
+        ids = data.get("class_ids")
+        return cls(contract=Contract.from_manifest(data), input=TensorSpec.from_dict(data["input"]),
+                   outputs={k: TensorSpec.from_dict(data["outputs"][k]) for k in output_keys(data)},
+                   class_names=tuple(data["class_names"]), class_ids=tuple(ids) if ids else None,
+                   target=data["artifact"]["target"], precision=data["artifact"]["precision"],
+                   inference_precision=data["inference_precision"], data=data)
+
+    @property
+    def in_graph_nms(self) -> bool:
+        return self.contract.postprocess.in_graph is not None
+
+
 def in_graph_nms(manifest: dict[str, Any]) -> bool:
     """True for an artifact whose graph ends in the detection op (Android's detector APIs need that form)."""
     return isinstance(manifest.get("postprocess"), dict) and "in_graph" in manifest["postprocess"]
 
 
-def require_in_graph_nms(manifest: dict[str, Any], artifact_path: str | os.PathLike[str]) -> None:
+def require_in_graph_nms(manifest: Manifest, artifact_path: str | os.PathLike[str]) -> None:
     """ManifestError unless the artifact is an ``-android.tflite`` (the detection op in its graph), which
     Android's detector engines need."""
-    if not in_graph_nms(manifest):
+    if not manifest.in_graph_nms:
         raise ManifestError(f"{artifact_path} is not an Android TFLite (no detection op in its graph), which "
                             "Android's detector engines need; export one with `make export TARGET=tflite ANDROID=1`")
 
@@ -441,37 +489,37 @@ def check_embedded_agrees(manifest: dict[str, Any], embedded_text: str | None, a
                             "export; delete it (the embedded copy is then used) or re-export")
 
 
-def check_against_backend(manifest: dict[str, Any], backend: Any) -> None:
+def check_against_backend(manifest: Manifest, backend: Any) -> None:
     """The backend's real input/output names, shapes, dtypes (and integer quantization) agree with the manifest."""
     inputs = list(backend.input_details())
     if len(inputs) != 1:
         raise ManifestError(f"manifest field 'input': the artifact has {len(inputs)} inputs, expected 1")
-    _check_tensor(manifest["input"], "input", inputs[0])
+    _check_tensor(manifest.input, "input", inputs[0])
     outputs = {d[0]: d for d in backend.output_details()}
-    for key in output_keys(manifest):
-        spec = manifest["outputs"][key]
-        if spec["name"] not in outputs:
-            raise ManifestError(f"manifest field 'outputs.{key}.name' ({spec['name']!r}) is not an output of the "
+    for key, spec in manifest.outputs.items():
+        if spec.name not in outputs:
+            raise ManifestError(f"manifest field 'outputs.{key}.name' ({spec.name!r}) is not an output of the "
                                 f"artifact; its outputs are {sorted(outputs)}")
-        _check_tensor(spec, f"outputs.{key}", outputs[spec["name"]])
+        _check_tensor(spec, f"outputs.{key}", outputs[spec.name])
 
 
-def _check_tensor(spec: dict[str, Any], field: str, detail: Sequence[Any]) -> None:
+def _check_tensor(spec: TensorSpec, field: str, detail: Sequence[Any]) -> None:
     name, shape, dtype, quant = detail
-    if field == "input" and spec["name"] != name:
-        raise ManifestError(f"manifest field 'input.name' ({spec['name']!r}) does not match the artifact's "
+    if field == "input" and spec.name != name:
+        raise ManifestError(f"manifest field 'input.name' ({spec.name!r}) does not match the artifact's "
                             f"input {name!r}")
-    if not _shapes_match(spec["shape"], shape):
-        raise ManifestError(f"manifest field '{field}.shape' {spec['shape']} does not match the artifact's "
+    if not _shapes_match(spec.shape, shape):
+        raise ManifestError(f"manifest field '{field}.shape' {list(spec.shape)} does not match the artifact's "
                             f"{list(shape)}")
-    if spec["dtype"] != dtype:
-        raise ManifestError(f"manifest field '{field}.dtype' ({spec['dtype']!r}) does not match the artifact's "
+    if spec.dtype != dtype:
+        raise ManifestError(f"manifest field '{field}.dtype' ({spec.dtype!r}) does not match the artifact's "
                             f"{dtype!r}")
-    mq = spec.get("quantization")
+    mq = spec.quantization
     if mq and quant:
-        if abs(mq["scale"] - quant["scale"]) > 1e-5 * max(abs(quant["scale"]), 1e-12) or \
-                mq["zero_point"] != quant["zero_point"]:
-            raise ManifestError(f"manifest field '{field}.quantization' {mq} does not match the artifact's {quant}")
+        if abs(mq.scale - quant["scale"]) > 1e-5 * max(abs(quant["scale"]), 1e-12) or \
+                mq.zero_point != quant["zero_point"]:
+            raise ManifestError(f"manifest field '{field}.quantization' {mq.to_dict()} does not match the "
+                                f"artifact's {quant}")
 
 
 def gate_warning(manifest: dict[str, Any], artifact_path: str | os.PathLike[str]) -> str | None:

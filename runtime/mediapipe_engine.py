@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .backends import BackendUnavailableError
-from .manifest import check_artifact, load_manifest, require_in_graph_nms, validate_manifest
+from .manifest import Manifest, check_artifact, load_manifest, require_in_graph_nms
 from .postprocess import Detections
 from .preprocess import Letterbox, preprocess
 
@@ -62,9 +62,9 @@ class MediapipeDetector:
     def __init__(self, model_path: str | os.PathLike[str], score_threshold: float | None = None,
                  max_results: int | None = None) -> None:
         self.model_path = Path(model_path)
-        manifest = load_manifest(self.model_path)
-        validate_manifest(manifest)
-        check_artifact(manifest, self.model_path)
+        data = load_manifest(self.model_path)
+        manifest = Manifest.from_dict(data)
+        check_artifact(data, self.model_path)
         require_in_graph_nms(manifest, self.model_path)
         try:
             from mediapipe.tasks import python as mp_tasks
@@ -74,16 +74,16 @@ class MediapipeDetector:
                 f"the mediapipe engine needs the 'mediapipe' package, which is not importable ({e}); install it "
                 "with: pip install mediapipe  (or: pip install 'efficientdet-runtime[mediapipe]')") from None
         self.manifest = manifest
-        self.class_names: list[str] = list(manifest["class_names"])
-        self.post_spec = {k: v for k, v in manifest["postprocess"].items() if k != "in_graph"}
+        self.class_names: list[str] = list(manifest.class_names)
+        self.post_spec = manifest.contract.postprocess.replace(in_graph=None)
         if score_threshold is not None:
-            self.post_spec["score_threshold"] = float(score_threshold)
-        self.max_results = int(self.post_spec["max_detections"] if max_results is None else max_results)
+            self.post_spec = self.post_spec.replace(score_threshold=float(score_threshold))
+        self.max_results = int(self.post_spec.max_detections if max_results is None else max_results)
         self.engine_name = f"mediapipe {mediapipe_version()} ObjectDetector"
         self.threads = 0  # MediaPipe's Python API takes no thread count
         options = vision.ObjectDetectorOptions(
             base_options=mp_tasks.BaseOptions(model_asset_path=str(self.model_path)),
-            score_threshold=float(self.post_spec["score_threshold"]), max_results=self.max_results)
+            score_threshold=float(self.post_spec.score_threshold), max_results=self.max_results)
         self._detector = vision.ObjectDetector.create_from_options(options)
 
     def detect_frame(self, rgb: np.ndarray) -> Detections:
@@ -96,7 +96,7 @@ class MediapipeDetector:
 
     def letterbox(self, image: np.ndarray, color: str = "bgr") -> tuple[np.ndarray, Letterbox]:
         """The app side: ``image`` letterboxed to the input size as RGB uint8 pixels, and the letterbox to undo."""
-        pixels, box = preprocess(image, self.manifest["preprocess"], input_color=color)  # mean 0, std 1: pixels
+        pixels, box = preprocess(image, self.manifest.contract.preprocess, input_color=color)  # mean 0, std 1: pixels
         return np.clip(np.round(pixels), 0, 255).astype(np.uint8), box
 
     def timed(self, image: np.ndarray, color: str = "bgr") -> tuple[Detections, dict[str, float]]:

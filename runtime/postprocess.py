@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from .box_coding import decode
+from .box_coding import BOX_CODING, decode
+from .contract import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, BoxCoding, PostprocessSpec
 
 if TYPE_CHECKING:
     from .preprocess import Letterbox
@@ -47,23 +48,21 @@ def logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def postprocess(logits: np.ndarray, deltas: np.ndarray, anchors: np.ndarray, spec: dict[str, Any]) -> Detections:
-    """Detections in network-input pixels for one image.
-
-    ``logits [A,C]`` raw class logits, ``deltas [A,4]``; ``spec`` is the manifest's
-    ``postprocess`` block (score_threshold, iou_threshold, max_detections, pre_nms_top_k).
-    """
+def postprocess(logits: np.ndarray, deltas: np.ndarray, anchors: np.ndarray, spec: PostprocessSpec,
+                coding: BoxCoding = BOX_CODING) -> Detections:
+    """Detections in network-input pixels for one image: ``logits [A,C]`` raw class logits, ``deltas [A,4]`` in
+    ``coding`` against ``anchors [A,4]``."""
     if logits.ndim != 2 or deltas.shape != (logits.shape[0], 4) or anchors.shape != deltas.shape:
         raise ValueError(f"shape mismatch: logits {logits.shape}, deltas {deltas.shape}, anchors {anchors.shape}")
-    t = logit(spec["score_threshold"])
-    top_k = int(spec.get("pre_nms_top_k", 5000))
+    t = logit(spec.score_threshold)
+    top_k = spec.pre_nms_top_k
     num_classes = logits.shape[1]
     flat_logits = logits.reshape(-1)
     mask = flat_logits > t
     if np.count_nonzero(mask) <= top_k:
         flat = np.flatnonzero(mask)
         idx, cls = np.divmod(flat, num_classes)
-        return _decode_nms(flat_logits[flat], idx, cls, deltas, anchors, spec)
+        return _decode_nms(flat_logits[flat], idx, cls, deltas, anchors, spec, coding)
     amax = logits.max(axis=1)
     cand = np.flatnonzero(amax > t)
     if cand.size == 0:
@@ -79,16 +78,16 @@ def postprocess(logits: np.ndarray, deltas: np.ndarray, anchors: np.ndarray, spe
     if vals.size > top_k:
         keep = np.argpartition(-vals, top_k - 1)[:top_k]
         rows, cls, vals = rows[keep], cls[keep], vals[keep]
-    return _decode_nms(vals, cand[rows], cls, deltas, anchors, spec)
+    return _decode_nms(vals, cand[rows], cls, deltas, anchors, spec, coding)
 
 
 def _decode_nms(vals: np.ndarray, idx: np.ndarray, cls: np.ndarray, deltas: np.ndarray, anchors: np.ndarray,
-                spec: dict[str, Any]) -> Detections:
+                spec: PostprocessSpec, coding: BoxCoding) -> Detections:
     """Decode the candidates (``vals`` logits at anchors ``idx`` of classes ``cls``) and run class-aware NMS."""
     if idx.size == 0:
         return Detections.empty()
     vals = vals.astype(np.float32)
-    boxes = decode(deltas[idx], anchors[idx])
+    boxes = decode(deltas[idx], anchors[idx], coding)
     # A NaN/inf box (a diverged or corrupted model output) must not reach OpenCV's NMS: one such
     # candidate suppressed ten real detections of its class, and was then dropped itself (issue 13).
     finite = np.isfinite(boxes).all(axis=1) & np.isfinite(vals)
@@ -98,13 +97,13 @@ def _decode_nms(vals: np.ndarray, idx: np.ndarray, cls: np.ndarray, deltas: np.n
             return Detections.empty()
     scores = 1.0 / (1.0 + np.exp(-vals))
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    max_det, cls32 = int(spec["max_detections"]), cls.astype(np.int32)
+    max_det, cls32 = spec.max_detections, cls.astype(np.int32)
     # Greedy NMS over the top-k scores keeps exactly the full result's boxes among those k, so
     # growing k until max_detections survive is exact and avoids O(n^2) work on thousands of boxes.
     k = 4 * max_det
     while True:
-        keep = cv2.dnn.NMSBoxesBatched(xywh, scores, cls32, float(spec["score_threshold"]),
-                                       float(spec["iou_threshold"]), top_k=k if k < len(scores) else 0)
+        keep = cv2.dnn.NMSBoxesBatched(xywh, scores, cls32, float(spec.score_threshold),
+                                       float(spec.iou_threshold), top_k=k if k < len(scores) else 0)
         keep = np.asarray(keep, dtype=np.int64).reshape(-1)
         if keep.size >= max_det or k >= len(scores):
             break
@@ -116,7 +115,7 @@ def _decode_nms(vals: np.ndarray, idx: np.ndarray, cls: np.ndarray, deltas: np.n
 
 
 def from_detection_op(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray, count: np.ndarray,
-                      input_size: int, spec: dict[str, Any]) -> Detections:
+                      input_size: int, spec: PostprocessSpec) -> Detections:
     """Detections in network-input pixels from ``TFLite_Detection_PostProcess``'s four outputs.
 
     The op already decoded and suppressed (at its own, lower score threshold); here only the first
@@ -135,13 +134,13 @@ def from_detection_op(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray
     return at_threshold(Detections(xyxy[order], probs[order], cls[order].astype(np.int64)), spec)
 
 
-def at_threshold(dets: Detections, spec: dict[str, Any]) -> Detections:
+def at_threshold(dets: Detections, spec: PostprocessSpec) -> Detections:
     """Detections (sorted by score) found at a lower score threshold, cut to ``spec``'s threshold and count.
     Exact for greedy NMS:
     a box below the threshold only ever suppresses boxes with lower scores, which the cut drops anyway."""
-    keep = np.flatnonzero(dets.scores > float(spec["score_threshold"]))[:int(spec["max_detections"])]
+    keep = np.flatnonzero(dets.scores > float(spec.score_threshold))[:spec.max_detections]
     return Detections(dets.boxes[keep], dets.scores[keep], dets.class_ids[keep])
 
 
-DEFAULT_POSTPROCESS = {"score_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 100, "pre_nms_top_k": 5000}
-EVAL_POSTPROCESS = {"score_threshold": 0.05, "iou_threshold": 0.5, "max_detections": 100, "pre_nms_top_k": 5000}
+__all__ = ["DEFAULT_POSTPROCESS", "EVAL_POSTPROCESS", "Detections", "at_threshold", "from_detection_op", "logit",
+           "postprocess"]

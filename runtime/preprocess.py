@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .contract import PreprocessSpec
+
 _INTERP = {"linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST, "area": cv2.INTER_AREA}
 
 
@@ -114,31 +116,27 @@ def letterbox_geometry(height: int, width: int, input_size: int, jitter: float =
     return Letterbox(scale, float(offset[0]), float(offset[1]), width, height)
 
 
-def preprocess(image: np.ndarray, spec: dict[str, Any], input_color: str = "bgr",
+def preprocess(image: np.ndarray, spec: PreprocessSpec, input_color: str = "bgr",
                jitter: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, Letterbox]:
-    """Return the normalised ``HxWx3 float32`` network input (channel order per ``spec``) and its letterbox.
-
-    ``spec`` is the manifest's ``preprocess`` block (input_size, color_order, mean, std, interpolation,
-    optional pad_color).
-    """
-    size = int(spec["input_size"])
+    """Return the normalised ``HxWx3 float32`` network input (channel order per ``spec``) and its letterbox."""
+    size = spec.input_size
     img = to_uint8_bgr(image)
     if input_color.lower() == "rgb":
         img = img[:, :, ::-1]
     elif input_color.lower() != "bgr":
         raise ValueError(f"input_color must be 'bgr' or 'rgb', got {input_color!r}")
-    if spec.get("color_order", "rgb") == "rgb":
+    if spec.color_order == "rgb":
         img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB)
     h, w = img.shape[:2]
     box = letterbox_geometry(h, w, size, jitter, offset)
     new_w, new_h = max(1, round(w * box.scale)), max(1, round(h * box.scale))
-    interp = _INTERP[spec.get("interpolation", "linear")]
+    interp = _INTERP[spec.interpolation]
     resized = cv2.resize(img, (new_w, new_h), interpolation=interp)
-    mean = np.asarray(spec["mean"], np.float32)
-    std = np.asarray(spec["std"], np.float32)
+    mean = np.asarray(spec.mean, np.float32)
+    std = np.asarray(spec.std, np.float32)
     out = np.zeros((size, size, 3), np.float32)
-    if spec.get("pad_color") is not None:
-        out[:] = (np.asarray(spec["pad_color"], np.float32) - mean) / std
+    if spec.pad_color is not None:
+        out[:] = (np.asarray(spec.pad_color, np.float32) - mean) / std
     ox, oy = int(round(box.offset_x)), int(round(box.offset_y))
     src = resized[max(oy, 0):, max(ox, 0):]
     dy, dx = max(-oy, 0), max(-ox, 0)
@@ -164,16 +162,16 @@ def quantize_input(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> 
     return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
 
 
-def pixel_extremes(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def pixel_extremes(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
     """The black and the white frame as network inputs (``HxWx3`` float32): per value the lowest and the highest
     input any image can give, since normalisation is monotone per channel. int8 exporters size their input
     quantizers from them instead of from the calibration images alone (docs/QUANTIZATION.md)."""
-    size = int(spec["input_size"])
+    size = spec.input_size
     black, white = (preprocess(np.full((size, size, 3), v, np.uint8), spec)[0] for v in (0, 255))
     return black, white
 
 
-def normalised_range(spec: dict[str, Any]) -> tuple[float, float]:
+def normalised_range(spec: PreprocessSpec) -> tuple[float, float]:
     """``(lowest, highest)`` value of the normalised input over every possible image, all channels together."""
     black, white = pixel_extremes(spec)
     return float(black.min()), float(white.max())

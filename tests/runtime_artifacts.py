@@ -7,6 +7,7 @@ once per session (fixtures ``artifacts`` and ``tflite_models``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import torch
 from convert.manifest_writer import build_manifest
 from efficientdet.model.config import make_config
 from efficientdet.model.detector import EfficientDet
+from runtime.contract import Quantization, TensorSpec
 from runtime.manifest import file_sha256, write_sidecar
 from tests.conftest import randomize_bn
 
@@ -28,20 +30,20 @@ SIZE = 128
 NAMES = ["a", "b", "c"]
 
 
-def make_manifest(config: Any, target: str, file: Path, input_spec: dict[str, Any],
-                  outputs: dict[str, dict[str, Any]], precision: str = "fp32") -> dict[str, Any]:
+def make_manifest(config: Any, target: str, file: Path, input_spec: TensorSpec,
+                  outputs: dict[str, TensorSpec], precision: str = "fp32") -> dict[str, Any]:
     """The exporter's own manifest for a test-made artifact."""
     return build_manifest(config, target=target, precision=precision, artifact_file=file.name,
                           input_spec=input_spec, outputs=outputs, sha256=file_sha256(file),
                           inference_precision="f32" if target == "openvino" else None)
 
 
-def float_io(config: Any, layout: str = "nchw") -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def float_io(config: Any, layout: str = "nchw") -> tuple[TensorSpec, dict[str, TensorSpec]]:
     a, s = config.num_anchors, config.input_size
-    shape = [1, 3, s, s] if layout == "nchw" else [1, s, s, 3]
-    inp = {"name": "images", "layout": layout, "shape": shape, "dtype": "float32", "quantization": None}
-    outs = {"logits": {"name": "logits", "shape": [1, a, config.num_classes], "dtype": "float32", "quantization": None},
-            "box_regression": {"name": "box_regression", "shape": [1, a, 4], "dtype": "float32", "quantization": None}}
+    shape = (1, 3, s, s) if layout == "nchw" else (1, s, s, 3)
+    inp = TensorSpec("images", shape, "float32", layout)
+    outs = {"logits": TensorSpec("logits", (1, a, config.num_classes)),
+            "box_regression": TensorSpec("box_regression", (1, a, 4))}
     return inp, outs
 
 
@@ -124,7 +126,7 @@ def build_tflite_models(artifacts: dict[str, Any]) -> dict[str, Path]:
     return paths
 
 
-def tflite_io(path: Path, config: Any, precision: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def tflite_io(path: Path, config: Any, precision: str) -> tuple[TensorSpec, dict[str, TensorSpec]]:
     """The manifest's input/output specs of a test-made ``.tflite`` (int8: scales read from the file)."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -134,8 +136,8 @@ def tflite_io(path: Path, config: Any, precision: str) -> tuple[dict[str, Any], 
         details = {d["index"]: d for d in interp.get_output_details()}
         sig = interp.get_signature_runner().get_output_details()
         scale, zp = interp.get_input_details()[0]["quantization"]
-        inp.update(dtype="int8", quantization={"scale": float(scale), "zero_point": int(zp)})
+        inp = dataclasses.replace(inp, dtype="int8", quantization=Quantization(float(scale), int(zp)))
         for key in outs:
             scale, zp = details[sig[key]["index"]]["quantization"]
-            outs[key].update(dtype="int8", quantization={"scale": float(scale), "zero_point": int(zp)})
+            outs[key] = dataclasses.replace(outs[key], dtype="int8", quantization=Quantization(float(scale), int(zp)))
     return inp, outs

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from convert.targets.android import SCORE_FLOOR
+from runtime.contract import PostprocessSpec
 from runtime.manifest import ANDROID_OUTPUTS, ManifestError, validate_manifest
 from runtime.postprocess import EVAL_POSTPROCESS, at_threshold, from_detection_op, postprocess
 from tests.conftest import ROOT
@@ -36,7 +37,7 @@ def test_nms_at_a_low_threshold_then_cut_equals_nms_at_the_high_one() -> None:
         r = np.random.default_rng(seed)
         logits = r.normal(-1.0, 1.5, (400, 3)).astype(np.float32)
         deltas = r.normal(0, 0.2, (400, 4)).astype(np.float32)
-        high = {**EVAL_POSTPROCESS, "score_threshold": 0.3}
+        high = EVAL_POSTPROCESS.replace(score_threshold=0.3)
         direct = postprocess(logits, deltas, anchors, high)
         cut = at_threshold(postprocess(logits, deltas, anchors, EVAL_POSTPROCESS), high)
         assert len(direct) > 20
@@ -49,7 +50,7 @@ def test_detection_op_outputs_become_input_pixel_detections() -> None:
     classes = np.array([[2.0, 0.0, 1.0]], np.float32)
     scores = np.array([[0.9, 0.2, 0.5]], np.float32)
     dets = from_detection_op(boxes, classes, scores, np.array([2.0], np.float32), 100,
-                             {"score_threshold": 0.3, "max_detections": 10})
+                             PostprocessSpec(score_threshold=0.3, max_detections=10))
     # count 2: the third row is padding whatever its score; the second is below the threshold
     assert len(dets) == 1
     np.testing.assert_allclose(dets.boxes[0], [20, 10, 60, 50])  # (ymin, xmin, ymax, xmax) -> xyxy pixels
@@ -132,7 +133,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = resolve_dataset(ROOT / "data" / "synthetic")
     config = ModelConfig.from_dict(load_checkpoint(DEFAULT)["config"])
     calib = tmp_path_factory.mktemp("calib") / "set"
-    build_calibration_set(load_dataset(data, "train"), config.preprocess.to_dict(), calib, n=16)
+    build_calibration_set(load_dataset(data, "train"), config.preprocess, calib, n=16)
     out = tmp_path_factory.mktemp("android")
     proc = subprocess.run([sys.executable, "-m", "convert", "--ckpt", str(DEFAULT), "--data", str(data),
                            "--target", "tflite", "--precision", "fp32,int8", "--android", "--calib", str(calib),

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DEFAULT.is_file(), reason
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("bench")
     data = generate_synthetic(root / "data", num_train=8, num_val=6, image_size=160)
-    spec = ModelConfig.from_dict(load_checkpoint(DEFAULT)["config"]).replace(input_size=SIZE).preprocess.to_dict()
+    spec = ModelConfig.from_dict(load_checkpoint(DEFAULT)["config"]).replace(input_size=SIZE).preprocess
     calib = build_calibration_set(load_dataset(data, "train"), spec, root / "calib", n=8)
     argv = ["--ckpt", str(DEFAULT), "--input-size", str(SIZE), "--data", str(data), "--quick", "--targets",
             "onnx,openvino", "--runs", "4", "--calib", str(calib.path), "--exports", str(root / "exports"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from efficientdet.data.synthetic import generate_synthetic
 from efficientdet.model.config import make_config
 from runtime.preprocess import preprocess, read_image
 
-SPEC = make_config(0, "lite", num_classes=6, input_size=128).preprocess.to_dict()
+SPEC = make_config(0, "lite", num_classes=6, input_size=128).preprocess
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +88,10 @@ def test_refuses_other_preprocessing_tampering_and_overlap(data: Path, tmp_path:
     train = load_dataset(data, "train")
     cset = build_calibration_set(train, SPEC, tmp_path / "set", n=6)
     with pytest.raises(CalibrationError, match="input_size: set 128 vs model 256"):
-        cset.check_preprocess({**SPEC, "input_size": 256})
+        cset.check_preprocess(SPEC.at_size(256))
     with pytest.raises(CalibrationError, match="color_order"):
-        cset.check_preprocess({**SPEC, "color_order": "bgr"})
-    cset.check_preprocess(dict(SPEC))
+        cset.check_preprocess(dataclasses.replace(SPEC, color_order="bgr"))
+    cset.check_preprocess(SPEC)
     cset.check_disjoint(load_dataset(data, "val"))
     overlapping = load_dataset(data, "train")
     with pytest.raises(CalibrationError, match="evaluation split"):
@@ -129,9 +130,14 @@ def test_default_set_is_keyed_on_content_not_folder_name(tmp_path: Path) -> None
     shutil.copytree(a, same)
     set_c = default_set(same, SPEC, n=4, root=root)
     assert set_c.path.name == set_a.path.name.replace("data-", "my-data-", 1)  # same content, no space in the name
-    shifted = default_set(a, SPEC, n=4, root=root, shifted=0.5)  # another share of shifted images: rebuilt
-    assert shifted.path == set_a.path and shifted.manifest["shifted"] == 0.5
-    assert any(e["shift"] for e in shifted.manifest["images"]) and not any(e["shift"] for e in set_a.manifest["images"])
+    assert set_a.path.name.endswith("-n4")  # 4 images, not the default 200: the name says so
+    # Another share of shifted images is another set, under its own name; it used to replace the plain one.
+    shifted = default_set(a, SPEC, n=4, root=root, shifted=0.5)
+    assert shifted.path.name == set_a.path.name + "-shifted50" and shifted.manifest["shifted"] == 0.5
+    assert any(e["shift"] for e in shifted.manifest["images"])
+    plain = load_calibration_set(set_a.path)
+    assert plain.manifest["shifted"] == 0.0 and not any(e["shift"] for e in plain.manifest["images"])
+    assert default_set(a, SPEC, n=4, root=root).manifest["images_sha256"] == set_a.manifest["images_sha256"]
 
 
 def test_calib_cli_refuses_a_foreign_dataset_without_a_checkpoint(data: Path,

@@ -31,7 +31,6 @@ from efficientdet.data.synthetic import CLASS_NAMES, generate_synthetic
 from efficientdet.model.config import make_config
 from efficientdet.model.detector import EfficientDet
 from efficientdet.train.batches import DetectionBatches
-from runtime.anchors import anchor_spec_from_config
 from runtime.manifest import METADATA_KEY, check_artifact, load_manifest, validate_manifest
 from runtime.postprocess import Detections
 from tests.conftest import ROOT, detector_like_model_for
@@ -50,7 +49,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("convert")
     data = generate_synthetic(root / "data", num_train=4, num_val=6, image_size=160)
     dataset = load_dataset(data, "val", class_names=list(CLASS_NAMES))
-    batches = DetectionBatches(dataset, CONFIG.preprocess.to_dict(), anchor_spec_from_config(CONFIG.to_dict()))
+    batches = DetectionBatches(dataset, CONFIG.preprocess, CONFIG.anchor_spec)
     model = detector_like_model(torch.stack([batches[i][0] for i in range(len(batches))]))
     ckpt = root / "lite0.pt"
     state = model.state_dict()
@@ -299,8 +298,8 @@ def test_gate_fails_on_perturbed_weights(workspace: dict, exported: dict, tmp_pa
     artifact = write_onnx(proto, config, tmp_path / "perturbed.onnx", "fp32")
     original = Path(_artifact(exported, "onnx", "fp32")["path"])
     exact = write_onnx(onnx.load(str(original)), config, tmp_path / "exact.onnx", "fp32")
-    _, entries, _ = run_parity(model, config.preprocess.to_dict(), anchor_spec_from_config(config.to_dict()),
-                               workspace["dataset"], [(exact, gate_for("fp32")), (artifact, gate_for("fp32"))])
+    _, entries, _ = run_parity(model, config.contract(), workspace["dataset"],
+                               [(exact, gate_for("fp32")), (artifact, gate_for("fp32"))])
     assert entries[0]["gate"]["passed"], entries[0]["gate"]
     entry = entries[1]
     assert not entry["gate"]["passed"]

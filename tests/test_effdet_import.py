@@ -14,7 +14,8 @@ import torch
 from efficientdet.checkpoint import load_model
 from efficientdet.cli import main as cli_main
 from efficientdet.effdet_import import EffdetImportError, describe, import_effdet, read_effdet_checkpoint
-from runtime.anchors import anchor_spec_from_config, generate_anchors
+from runtime.anchors import generate_anchors
+from runtime.contract import PostprocessSpec
 from runtime.postprocess import postprocess
 from runtime.preprocess import preprocess
 from tests.conftest import shared_dir
@@ -22,7 +23,7 @@ from tests.conftest import shared_dir
 FIXTURES = shared_dir() / "fixtures" / "effdet"
 MODELS = ("tf_efficientdet_d0", "efficientdet_d0", "tf_efficientdet_lite0")
 # effdet's post-processing: top-5000 (row, class) candidates, per-class NMS at IoU 0.5, 100 kept, no threshold.
-EFFDET_POST = {"score_threshold": 1e-6, "iou_threshold": 0.5, "max_detections": 100, "pre_nms_top_k": 5000}
+EFFDET_POST = PostprocessSpec(score_threshold=1e-6, iou_threshold=0.5, max_detections=100, pre_nms_top_k=5000)
 
 
 def fixture(name: str) -> Path:
@@ -92,7 +93,7 @@ def test_detections_equal_effdets_as_a_set(imported: dict[str, Path], name: str,
     """Anchors equal effdet's; the project's post-processing, configured like effdet's, keeps the same boxes."""
     folder = fixture(name)
     model, config = load_model(imported[name])
-    anchors = generate_anchors(anchor_spec_from_config(config.to_dict()))
+    anchors = generate_anchors(config.anchor_spec)
     np.testing.assert_array_equal(anchors, np.load(folder / "anchors.npy")[:, [1, 0, 3, 2]])  # effdet: yxyx
     x = torch.from_numpy(np.load(folder / ("input.npy" if which == "noise" else "input_image.npy")))
     with torch.no_grad():
@@ -117,7 +118,7 @@ def test_preprocessing_spec_reproduces_effdets_input(imported: dict[str, Path], 
     meta = json.loads((folder / "meta.json").read_text())["image_preprocessing"]
     width, height = meta["resized_wh"]
     rgb = np.load(folder / "input_image_uint8.npy").transpose(1, 2, 0)[:height, :width]  # the image, no fill
-    x, _ = preprocess(np.ascontiguousarray(rgb), config.preprocess.to_dict(), input_color="rgb")
+    x, _ = preprocess(np.ascontiguousarray(rgb), config.preprocess, input_color="rgb")
     want = np.load(folder / "input_image.npy")[0].transpose(1, 2, 0)
     np.testing.assert_allclose(x, want, atol=1e-6)
     assert config.preprocess.pad_color == tuple(float(c) for c in meta["fill_color_rgb"])

@@ -25,6 +25,7 @@ import torch
 from runtime import Detector, ImageError, ManifestError, load_manifest
 from runtime.anchors import generate_anchors
 from runtime.cli import main as runtime_main
+from runtime.contract import AnchorSpec, PostprocessSpec
 from runtime.manifest import METADATA_KEY, file_sha256, sidecar_path, write_sidecar
 from runtime.postprocess import postprocess
 from tests.conftest import ROOT
@@ -62,15 +63,13 @@ def test_detector_shared_by_threads_matches_single_threaded(artifacts: dict[str,
 
 def test_nonfinite_box_delta_does_not_swallow_a_class() -> None:
     """One NaN/inf delta among a class's candidates made OpenCV's NMS return only that box (then dropped): 0 kept."""
-    spec = {"input_size": 128, "min_level": 3, "max_level": 7, "num_scales": 3, "anchor_scale": 4.0,
-            "aspect_ratios": [[1.0, 1.0], [1.4, 0.7], [0.7, 1.4]]}
-    anchors = generate_anchors(spec)
+    anchors = generate_anchors(AnchorSpec(128))
     logits = np.full((len(anchors), 2), -10.0, np.float32)
     deltas = np.zeros((len(anchors), 4), np.float32)
     cells = [(r, c) for r in (0, 4, 8, 12) for c in (0, 4, 8, 12)][:10]  # level 3: 16x16 cells, 32 px apart
     real = [(r * 16 + c) * 9 for r, c in cells]
     logits[real, 0] = np.linspace(2.0, 3.0, len(real))
-    post = {"score_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 100, "pre_nms_top_k": 5000}
+    post = PostprocessSpec(score_threshold=0.3, iou_threshold=0.5, max_detections=100, pre_nms_top_k=5000)
     assert len(postprocess(logits, deltas, anchors, post)) == 10
     for bad in (np.nan, np.inf, -np.inf):
         broken = deltas.copy()

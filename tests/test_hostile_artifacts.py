@@ -36,6 +36,7 @@ from convert.manifest_writer import build_manifest, embedded_json
 from efficientdet.model.config import make_config
 from runtime import ArtifactError, BackendUnavailableError, Detector, load_manifest
 from runtime.backends import open_backend
+from runtime.contract import TensorSpec
 from runtime.manifest import METADATA_KEY, file_sha256, write_sidecar
 from runtime.onnx_external_data import check_external_data, external_data_locations
 from runtime.tflite_verify import verify_tflite_bytes
@@ -47,7 +48,7 @@ ANCHORS, CLASSES = CONFIG.num_anchors, CONFIG.num_classes
 BIAS = np.random.default_rng(7).normal(0, 0.1, (1, ANCHORS, 4)).astype(np.float32)
 
 
-def manifest_for(path: Path, target: str, inp: dict[str, Any], outs: dict[str, Any],
+def manifest_for(path: Path, target: str, inp: TensorSpec, outs: dict[str, TensorSpec],
                  precision: str = "fp32") -> dict[str, Any]:
     """The exporter's manifest for ``path`` as it is now (its hash included, even for a cut file)."""
     manifest = build_manifest(CONFIG, target=target, precision=precision, artifact_file=path.name,

@@ -26,6 +26,7 @@ from efficientdet.checkpoint import load_checkpoint
 from efficientdet.data.loader import load_dataset
 from efficientdet.data.synthetic import resolve_dataset
 from efficientdet.model.config import ModelConfig
+from runtime.contract import PreprocessSpec
 from runtime.preprocess import pixel_extremes
 from tests.conftest import ROOT, bccd_dir
 
@@ -45,7 +46,7 @@ def data() -> Path:
 def calib(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = ModelConfig.from_dict(load_checkpoint(DEFAULT)["config"])
     out = tmp_path_factory.mktemp("calib") / "set"
-    build_calibration_set(load_dataset(data, "train"), config.preprocess.to_dict(), out, n=16)
+    build_calibration_set(load_dataset(data, "train"), config.preprocess, out, n=16)
     return out
 
 
@@ -100,7 +101,8 @@ def test_post_training_int8_is_close_and_gated_consistently(exported: dict[str, 
         # the input quantizer holds every pixel, not just the calibration images' range
         assert q["input"] == INPUT_FULL_RANGE and p["input_clipped"] == 0 and field["input_clipped"] == 0
         quantizer = input_quantizer(a["path"])
-        assert sum(quantizer.clipped(frame) for frame in pixel_extremes(manifest["preprocess"])) == 0
+        extremes = pixel_extremes(PreprocessSpec.from_dict(manifest["preprocess"]))
+        assert sum(quantizer.clipped(frame) for frame in extremes) == 0
     fp32_size = 15_000_000
     assert all(a["size_bytes"] < 0.6 * fp32_size for a in exported["by_target"].values())
     if any(not a["gate"]["passed"] for a in exported["report"]["artifacts"]):
@@ -115,7 +117,7 @@ def test_bccd_int8_passes_the_split_gate_and_measures_the_field(tmp_path: Path) 
     asserted here: before session 11 the test expected a pass and was saved by the AMX xfail below."""
     config = ModelConfig.from_dict(load_checkpoint(BCCD_MODEL)["config"])
     calib = tmp_path / "calib"
-    build_calibration_set(load_dataset(bccd_dir(), "train"), config.preprocess.to_dict(), calib, n=64)
+    build_calibration_set(load_dataset(bccd_dir(), "train"), config.preprocess, calib, n=64)
     code = _run_convert("--ckpt", str(BCCD_MODEL), "--data", str(bccd_dir()), "--split", "test", "--max-images",
                         "0", "--threads", "2", "--out", str(tmp_path / "out"), "--target", "onnx", "--precision",
                         "int8", "--calib", str(calib)).returncode
@@ -161,7 +163,7 @@ def _int8_kernel_disagreement(path: Path, config: ModelConfig) -> tuple[float, f
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         for rec in records:
-            x = to_layout(preprocess(read_image(rec.path), config.preprocess.to_dict())[0], "nchw")
+            x = to_layout(preprocess(read_image(rec.path), config.preprocess)[0], "nchw")
             with torch.no_grad():
                 ref = model(torch.from_numpy(x))[0][0].numpy()
             out = session.run(None, {session.get_inputs()[0].name: x})[names.index("logits")][0]
@@ -284,7 +286,7 @@ def test_runtime_detects_with_int8_tflite(exported: dict[str, Any], data: Path) 
     from runtime.detector import Detector
 
     det = Detector(exported["by_target"]["tflite"]["path"], threads=1)
-    assert det.input_spec["dtype"] == "uint8" and det.input_spec["quantization"]["scale"] > 0
+    assert det.input_spec.dtype == "uint8" and det.input_spec.quantization.scale > 0
     val = load_dataset(data, "val")
     found = sum(len(det.detect_file(r.path)) for r in val.records[:4])
     assert found > 0
@@ -328,7 +330,7 @@ def test_calibration_on_evaluation_images_is_refused(data: Path, tmp_path: Path)
     config = ModelConfig.from_dict(load_checkpoint(DEFAULT)["config"])
     val_as_train = load_dataset(data, "val")
     val_as_train.split = "train"  # a set built from eval images under another split name
-    build_calibration_set(val_as_train, config.preprocess.to_dict(), tmp_path / "leak", n=4)
+    build_calibration_set(val_as_train, config.preprocess, tmp_path / "leak", n=4)
     proc = _convert(tmp_path / "out", data, "--target", "onnx", "--precision", "int8", "--calib",
                     str(tmp_path / "leak"))
     assert proc.returncode == 2

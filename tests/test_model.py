@@ -11,7 +11,7 @@ from efficientdet.model.config import ConfigMismatchError, make_config
 from efficientdet.model.detector import EfficientDet, count_parameters
 from efficientdet.model.layers import MaxPoolSame
 from efficientdet.model.summary import summarize
-from runtime.anchors import anchor_spec_from_config, generate_anchors
+from runtime.anchors import generate_anchors
 from tests.conftest import randomize_bn
 
 # Published EfficientDet parameter counts, 90 classes (paper Table 2; Lite from google/automl's README).
@@ -84,7 +84,7 @@ def test_feature_strides_and_anchor_count(size: int) -> None:
     model = randomize_bn(EfficientDet(cfg)).eval()
     with torch.no_grad():
         logits, boxes = model(torch.randn(1, 3, size, size))
-    anchors = generate_anchors(anchor_spec_from_config(cfg.to_dict()))
+    anchors = generate_anchors(cfg.anchor_spec)
     assert logits.shape == (1, cfg.num_anchors, 3)
     assert boxes.shape == (1, cfg.num_anchors, 4)
     assert anchors.shape == (cfg.num_anchors, 4)
@@ -93,7 +93,7 @@ def test_feature_strides_and_anchor_count(size: int) -> None:
 
 
 def test_anchor_layout_d0() -> None:
-    anchors = generate_anchors(anchor_spec_from_config(make_config(0).to_dict()))
+    anchors = generate_anchors(make_config(0).anchor_spec)
     assert anchors.shape == (49104, 4)
     first = anchors[:9]  # level 3, cell (0, 0): centre (4, 4), base 32
     centres = (first[:, :2] + first[:, 2:]) / 2

@@ -180,6 +180,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from efficientdet.model.config import make_config
     from runtime.backends.openvino_privacy import import_openvino
     from runtime.manifest import file_sha256, write_sidecar
+    from tests.runtime_artifacts import float_io
 
     ov = import_openvino()
     out = tmp_path_factory.mktemp("privacy")
@@ -188,10 +189,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tiny_onnx(onnx_path, config.num_anchors)
     xml_path = out / "tiny.xml"
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
-    a = config.num_anchors
-    inp = {"name": "images", "layout": "nchw", "shape": [1, 3, SIZE, SIZE], "dtype": "float32", "quantization": None}
-    outs = {"logits": {"name": "logits", "shape": [1, a, len(NAMES)], "dtype": "float32", "quantization": None},
-            "box_regression": {"name": "box_regression", "shape": [1, a, 4], "dtype": "float32", "quantization": None}}
+    inp, outs = float_io(config)
     manifest = build_manifest(config, target="openvino", precision="fp32", artifact_file=xml_path.name,
                               input_spec=inp, outputs=outs, sha256=file_sha256(xml_path), inference_precision="f32")
     manifest["artifact"]["weights_sha256"] = file_sha256(xml_path.with_suffix(".bin"))

@@ -47,6 +47,8 @@ def test_plan_writes_floats_then_int8_then_flavours_then_qat() -> None:
     ({"methods": {"onnx": "kmeans"}}, "--calib-method expects TARGET=METHOD"),
     ({"gate_overrides": {"bogus": 1.0}}, "--gate expects KEY=VALUE"),
     ({"max_images": -1}, "--max-images must be >= 0"),
+    ({"calib": "calib_data/sets/x", "calib_shifted": 0.5}, "already has its own share of shifted images"),
+    ({"calib_shifted": 1.5}, "--calib-shifted (SHIFTED=) is a share within 0..1"),
 ])
 def test_a_request_that_cannot_work_is_refused_before_anything_is_written(tmp_path: Path, changes: dict,
                                                                           message: str) -> None:

@@ -7,10 +7,11 @@ import pytest
 
 from runtime.anchors import generate_anchors
 from runtime.box_coding import decode
+from runtime.contract import AnchorSpec, PostprocessSpec
 from runtime.postprocess import postprocess
 
-ANCHORS = {"input_size": 128, "min_level": 3, "max_level": 5, "num_scales": 2, "anchor_scale": 4.0,
-           "aspect_ratios": [[1.0, 1.0], [1.4, 0.7]]}
+ANCHORS = AnchorSpec(128, min_level=3, max_level=5, num_scales=2, anchor_scale=4.0,
+                     aspect_ratios=((1.0, 1.0), (1.4, 0.7)))
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -50,7 +51,7 @@ def _inputs(num_classes: int, hot: int, seed: int) -> tuple[np.ndarray, np.ndarr
 @pytest.mark.parametrize("num_classes,max_det", [(1, 100), (3, 100), (90, 100), (3, 10)])
 def test_matches_bruteforce_reference(num_classes: int, max_det: int) -> None:
     logits, deltas, anchors = _inputs(num_classes, hot=150, seed=num_classes)
-    spec = {"score_threshold": 0.3, "iou_threshold": 0.5, "max_detections": max_det, "pre_nms_top_k": 5000}
+    spec = PostprocessSpec(score_threshold=0.3, iou_threshold=0.5, max_detections=max_det, pre_nms_top_k=5000)
     dets = postprocess(logits, deltas, anchors, spec)
     ref = reference(logits, deltas, anchors, 0.3, 0.5, max_det)
     assert min(20, max_det) <= len(ref) <= max_det
@@ -65,7 +66,7 @@ def test_more_candidates_than_top_k_keeps_the_best() -> None:
     """An untrained model puts most scores above threshold: the top-k fallback must still rank by score."""
     logits, deltas, anchors = _inputs(3, hot=0, seed=1)
     logits += 6.5
-    spec = {"score_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 50, "pre_nms_top_k": 200}
+    spec = PostprocessSpec(score_threshold=0.3, iou_threshold=0.5, max_detections=50, pre_nms_top_k=200)
     dets = postprocess(logits, deltas, anchors, spec)
     assert 0 < len(dets) <= 50
     best = np.unravel_index(np.argmax(logits), logits.shape)
@@ -75,6 +76,5 @@ def test_more_candidates_than_top_k_keeps_the_best() -> None:
 
 def test_nothing_above_threshold_is_empty() -> None:
     logits, deltas, anchors = _inputs(3, hot=0, seed=2)
-    dets = postprocess(logits, deltas, anchors, {"score_threshold": 0.5, "iou_threshold": 0.5,
-                                                 "max_detections": 100, "pre_nms_top_k": 5000})
+    dets = postprocess(logits, deltas, anchors, PostprocessSpec(score_threshold=0.5))
     assert len(dets) == 0 and dets.boxes.shape == (0, 4)

@@ -77,8 +77,8 @@ def test_detections_identical_across_backends(artifacts: dict[str, Any], detecto
     threshold = low_threshold(ref_logits)
     results = {name: Detector(artifacts[key], threads=2, score_threshold=threshold)(image)
                for name, key in (("onnx", "onnx"), ("openvino", "xml"))}
-    spec = {**DEFAULT_POSTPROCESS, "score_threshold": threshold}
-    ref = postprocess(ref_logits, ref_deltas, generate_anchors(detectors["onnx"].manifest["anchors"]), spec)
+    spec = DEFAULT_POSTPROCESS.replace(score_threshold=threshold)
+    ref = postprocess(ref_logits, ref_deltas, generate_anchors(detectors["onnx"].contract.anchors), spec)
     ref_boxes = box.to_original(ref.boxes)
     inside = (ref_boxes[:, 2] > ref_boxes[:, 0]) & (ref_boxes[:, 3] > ref_boxes[:, 1])  # not wholly in the padding
     assert inside.sum() > 3
@@ -362,8 +362,8 @@ def test_tflite_outputs_mapped_by_name(tflite_models: dict[str, Path], precision
     logits, deltas = det.infer_raw(x)
     ref = x.astype(np.float32)
     if precision == "int8":
-        q = det.manifest["input"]["quantization"]
-        ref = (ref - q["zero_point"]) * q["scale"]
+        q = det.input_spec.quantization
+        ref = (ref - q.zero_point) * q.scale
     flat = ref.reshape(-1)
     a = logits.shape[0]
     tol = 0 if precision == "float" else 0.03

@@ -21,7 +21,7 @@ from efficientdet.train.batches import Augment, DetectionBatches, load_example
 from efficientdet.train.loss import detection_loss
 from efficientdet.train.targets import BACKGROUND, match_anchors
 from efficientdet.train.trainer import TrainConfig, Trainer, lr_at
-from runtime.anchors import anchor_spec_from_config, generate_anchors
+from runtime.anchors import generate_anchors
 from runtime.box_coding import decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +39,8 @@ def _tiny_config(ds, size: int = 128):
 def test_matching_encodes_targets_that_decode_back(tiny_data: Path) -> None:
     ds = load_dataset(tiny_data, "train")
     cfg = _tiny_config(ds)
-    anchors = generate_anchors(anchor_spec_from_config(cfg.to_dict()))
-    x, boxes, labels = load_example(ds.records[0], cfg.preprocess.to_dict())
+    anchors = generate_anchors(cfg.anchor_spec)
+    x, boxes, labels = load_example(ds.records[0], cfg.preprocess)
     cls, reg = match_anchors(anchors, boxes, labels)
     pos = cls != BACKGROUND
     assert pos.sum() >= len(boxes)  # every ground truth claims at least its best anchor
@@ -54,11 +54,11 @@ def test_matching_encodes_targets_that_decode_back(tiny_data: Path) -> None:
 def test_augmented_boxes_stay_inside_input(tiny_data: Path) -> None:
     ds = load_dataset(tiny_data, "train")
     cfg = _tiny_config(ds)
-    data = DetectionBatches(ds, cfg.preprocess.to_dict(), anchor_spec_from_config(cfg.to_dict()),
+    data = DetectionBatches(ds, cfg.preprocess, cfg.anchor_spec,
                             Augment(hflip=1.0, scale_range=(0.5, 1.5)))
     for i in range(len(ds.records)):
         rng = np.random.default_rng(i)
-        x, boxes, _ = load_example(ds.records[i], cfg.preprocess.to_dict(), data.augment, rng)
+        x, boxes, _ = load_example(ds.records[i], cfg.preprocess, data.augment, rng)
         assert x.shape == (128, 128, 3)
         assert (boxes >= 0).all() and (boxes <= 128).all()
         assert ((boxes[:, 2:] - boxes[:, :2]) >= 2).all()
@@ -68,7 +68,7 @@ def test_photometric_augmentation_moves_pixels_not_boxes(tiny_data: Path) -> Non
     """QAT's photometric shifts (issue 15) change colours and light only: boxes and labels stay those of the same
     geometric augmentation, and without them the augmented stream is what training has always seen."""
     ds = load_dataset(tiny_data, "train")
-    spec = _tiny_config(ds).preprocess.to_dict()
+    spec = _tiny_config(ds).preprocess
     plain, shifted = Augment(hflip=0.0, scale_range=(1.0, 1.0)), Augment(hflip=0.0, scale_range=(1.0, 1.0),
                                                                           photometric=1.0)
     changed = 0

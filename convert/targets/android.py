@@ -45,10 +45,11 @@ from calib_data import CalibrationSet
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME
 from quantize.tflite_int8 import Batches, convert_full_int8
-from runtime.anchors import anchor_spec_from_config, generate_anchors
+from runtime.anchors import generate_anchors
+from runtime.contract import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, InGraphNms
 from runtime.fileio import make_temp_dir
 from runtime.manifest import ANDROID_OUTPUTS, IN_GRAPH_NMS
-from runtime.postprocess import DEFAULT_POSTPROCESS, EVAL_POSTPROCESS, logit
+from runtime.postprocess import logit
 
 from ..manifest_writer import Artifact, build_manifest, publish, tensor_spec
 from ..tensorflow_import import import_tensorflow
@@ -63,8 +64,8 @@ log = logging.getLogger(__name__)
 ANDROID_SUFFIX = "-android.tflite"
 PRECISIONS = ("fp32", "int8")
 # The op keeps what the evaluation keeps; the app's score threshold cuts deployment detections from it.
-IN_GRAPH_SCORE_THRESHOLD = float(EVAL_POSTPROCESS["score_threshold"])
-IN_GRAPH_MAX_DETECTIONS = int(EVAL_POSTPROCESS["max_detections"])
+IN_GRAPH_SCORE_THRESHOLD = EVAL_POSTPROCESS.score_threshold
+IN_GRAPH_MAX_DETECTIONS = EVAL_POSTPROCESS.max_detections
 # int8: the logits' range starts at the logit of half the lowest score the op keeps, so the int8 levels go to
 # the scores that are kept (quantize.tflite_int8.floor_score_logits); anything lower saturates there, at a
 # score of 0.025, still below every threshold.
@@ -102,7 +103,7 @@ def postprocess_op_signature(num_classes: int, iou_threshold: float) -> str:
 
 def center_size_anchors(config: ModelConfig) -> np.ndarray:
     """The runtime's anchors as ``[A, 4]`` (y_center, x_center, height, width), normalised by the input size."""
-    xyxy = generate_anchors(anchor_spec_from_config(config.to_dict())).astype(np.float64)
+    xyxy = generate_anchors(config.anchor_spec).astype(np.float64)
     size = float(config.input_size)
     w, h = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
     out = np.stack([xyxy[:, 1] + 0.5 * h, xyxy[:, 0] + 0.5 * w, h, w], axis=1) / size
@@ -155,7 +156,7 @@ def pixel_calibration(calib: CalibrationSet, config: ModelConfig) -> Batches:
 
 def android_tflite(saved_model: str | Path, onnx_path: str | Path, config: ModelConfig, precision: str,
                    calib: CalibrationSet | None = None, calib_method: str = "percentile",
-                   iou_threshold: float = float(DEFAULT_POSTPROCESS["iou_threshold"])) -> bytes:
+                   iou_threshold: float = DEFAULT_POSTPROCESS.iou_threshold) -> bytes:
     """The flatbuffer (outputs in Android's order, no metadata yet): float32 pixels in for fp32; for int8 uint8
     pixels in, every op int8 up to the detection op, calibrated by ``calib_method`` on ``calib``."""
     if precision not in PRECISIONS:
@@ -272,8 +273,8 @@ def export_android(saved_model: str | Path, onnx_path: str | Path, config: Model
                                 f"{INPUT_NAME!r} -> {list(ANDROID_OUTPUTS)}")
     if precision == "int8" and quantization:  # recorded where it is applied (android_tflite)
         quantization = {**quantization, "score_floor_logit": round(SCORE_FLOOR, 4)}
-    post = {**DEFAULT_POSTPROCESS, "in_graph": {"op": IN_GRAPH_NMS, "score_threshold": IN_GRAPH_SCORE_THRESHOLD,
-                                                "max_detections": IN_GRAPH_MAX_DETECTIONS, "nms": "per-class"}}
+    post = DEFAULT_POSTPROCESS.replace(in_graph=InGraphNms(IN_GRAPH_NMS, IN_GRAPH_SCORE_THRESHOLD,
+                                                           IN_GRAPH_MAX_DETECTIONS))
     manifest = build_manifest(
         pixel_config(config), target="tflite", precision=precision, artifact_file=out_path.name,
         input_spec=tensor_spec(inp.name, inp.shape, inp.dtype, "nhwc", inp.quant),

@@ -144,7 +144,7 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
         kept = ctx.float_layers("openvino")
         model = quantize_openvino(convert_onnx(ctx.fp32_onnx()), recipe.calib, recipe.methods["openvino"],
                                   exclude={n.name: list(n.output) for n in ctx.fp32.graph.node if n.name in kept},
-                                  input_range=normalised_range(ctx.config.preprocess.to_dict()))
+                                  input_range=normalised_range(ctx.config.preprocess))
         return export_openvino(ctx.fp32_onnx(), ctx.config, path, "int8", model=model,
                                quantization=recipe.describe("openvino", kept), **ctx.source)
     qat = ctx.qat_model()

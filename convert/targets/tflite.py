@@ -276,7 +276,7 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
     tmp = make_temp_dir(out_path.parent, f"{out_path.stem}.tflite")
     try:
         saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
-        extremes = [frame[None] for frame in pixel_extremes(config.preprocess.to_dict())]
+        extremes = [frame[None] for frame in pixel_extremes(config.preprocess)]
         data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype, calib_method,
                                      extremes)
         tmp_file = tmp / out_path.name

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.contract import DEFAULT_POSTPROCESS, AnchorSpec, Contract, PostprocessSpec, PreprocessSpec
+
 # EfficientNet: (width multiplier, depth multiplier, resolution, dropout)
 EFFICIENTNET_SCALING: dict[str, tuple[float, float, int, float]] = {
     "b0": (1.0, 1.0, 224, 0.2),
@@ -70,31 +72,6 @@ VARIANTS = ("d", "lite")
 
 class ConfigMismatchError(ValueError):
     """A checkpoint or artifact was made for a different model than the one asked for."""
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """How an image becomes the network input; the runtime executes exactly this."""
-
-    input_size: int
-    resize: str = "letterbox"  # aspect-preserving resize, pad bottom/right
-    color_order: str = "rgb"
-    mean: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-    std: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-    interpolation: str = "linear"
-    # Pixel colour (RGB, 0-255) of the letterbox padding; None pads with the mean (0 after
-    # normalisation). effdet pads with round(255 * mean), which imported models keep.
-    pad_color: tuple[float, float, float] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["mean"] = list(self.mean)
-        d["std"] = list(self.std)
-        if self.pad_color is None:
-            del d["pad_color"]  # manifests of models without one stay as they were
-        else:
-            d["pad_color"] = list(self.pad_color)
-        return d
 
 
 @dataclass(frozen=True)
@@ -169,11 +146,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         pp = d.pop("preprocess", None)
-        pre = None
-        if pp:
-            pad = pp.get("pad_color")
-            pre = PreprocessSpec(**{**pp, "mean": tuple(pp["mean"]), "std": tuple(pp["std"]),
-                                    "pad_color": tuple(pad) if pad is not None else None})
+        pre = PreprocessSpec.from_dict(pp) if pp else None
         d["class_names"] = tuple(d.get("class_names", ()))
         d["class_ids"] = tuple(int(i) for i in d.get("class_ids", ()))
         if "aspect_ratios" in d:
@@ -182,6 +155,15 @@ class ModelConfig:
         if pre is not None:
             cfg = dataclasses.replace(cfg, preprocess=pre)
         return cfg
+
+    @property
+    def anchor_spec(self) -> AnchorSpec:
+        return AnchorSpec(self.input_size, self.min_level, self.max_level, self.num_scales, float(self.anchor_scale),
+                          tuple((float(w), float(h)) for w, h in self.aspect_ratios))
+
+    def contract(self, postprocess: PostprocessSpec = DEFAULT_POSTPROCESS) -> Contract:
+        """What every artifact of this model promises (its manifest's pre/anchor/box/post blocks)."""
+        return Contract(self.preprocess, self.anchor_spec, postprocess=postprocess)
 
     def replace(self, **changes: Any) -> ModelConfig:
         """Copy with changes; keeps the pre-processing input size in step with ``input_size``."""

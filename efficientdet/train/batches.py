@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from efficientdet.data.photometric import random_shift
 from efficientdet.data.records import DetectionDataset, ImageRecord
 from runtime.anchors import generate_anchors
+from runtime.contract import AnchorSpec, PreprocessSpec
 from runtime.preprocess import letterbox_geometry, preprocess, read_image
 
 from .targets import match_anchors
@@ -35,7 +36,7 @@ class Augment:
     photometric: float = 0.0
 
 
-def load_example(rec: ImageRecord, spec: dict, augment: Augment | None = None,
+def load_example(rec: ImageRecord, spec: PreprocessSpec, augment: Augment | None = None,
                  rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pre-processed HWC image and its boxes/labels in input pixels (augmented when ``augment``)."""
     image = read_image(rec.path)
@@ -52,7 +53,7 @@ def load_example(rec: ImageRecord, spec: dict, augment: Augment | None = None,
         image = image[:, ::-1]
         boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
     jitter = float(rng.uniform(*augment.scale_range))
-    size = int(spec["input_size"])
+    size = spec.input_size
     geo = letterbox_geometry(h, w, size, jitter)
     sw, sh = w * geo.scale, h * geo.scale
     ox = rng.uniform(min(0.0, sw - size), max(0.0, sw - size))
@@ -72,7 +73,7 @@ class DetectionBatches(Dataset):
     ``augment=None`` gives the deterministic evaluation/calibration view.
     """
 
-    def __init__(self, dataset: DetectionDataset, preprocess_spec: dict, anchor_spec: dict,
+    def __init__(self, dataset: DetectionDataset, preprocess_spec: PreprocessSpec, anchor_spec: AnchorSpec,
                  augment: Augment | None = None, seed: int = 0) -> None:
         self.dataset = dataset
         self.spec = preprocess_spec

@@ -31,7 +31,7 @@ from efficientdet.evaluate import evaluate_model
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import EfficientDet
 from efficientdet.model.pretrained import load_backbone
-from runtime.anchors import anchor_spec_from_config, generate_anchors
+from runtime.anchors import generate_anchors
 
 from .batches import Augment, DetectionBatches
 from .ema import ModelEMA
@@ -147,8 +147,8 @@ class Trainer:
         self.config, self.tcfg, self.out = config, tcfg, Path(out_dir)
         self.train_set, self.val_set = train_set, val_set
         self.progress = progress and self.rank == 0
-        self.anchor_spec = anchor_spec_from_config(config.to_dict())
-        self.pre_spec = config.preprocess.to_dict()
+        self.anchor_spec = config.anchor_spec
+        self.pre_spec = config.preprocess
         self.anchors = generate_anchors(self.anchor_spec)
         self.model = EfficientDet(config)
         if init_weights:

@@ -1,0 +1,70 @@
+# The project's reference models and the committed results made from them (results/). These targets rebuild
+# those files; they are not part of the generic pipeline in ../Makefile, which includes this file. Each result's
+# note (what the numbers mean, the recipe, the machine) lives beside it in results/notes/.
+
+# The project's default model: D0 trained on the embedded synthetic dataset, slimmed to fp16 EMA weights.
+# Two stages, as it was built (~17 + ~50 min on 2 cores): 12 epochs from scratch, then 20 epochs
+# initialised from stage 1's last checkpoint with a fresh warm-up + cosine schedule. Both resumable.
+DEFAULT_MODEL := models/default-d0.pt
+default-model-train: $(STAMP)
+	$(PY) -m efficientdet train --data data/synthetic --phi 0 --input-size 256 --epochs 12 --batch-size 8 \
+		--lr 4e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 2 --out runs/default-d0
+	$(PY) -m efficientdet train --data data/synthetic --phi 0 --input-size 256 --epochs 20 --batch-size 8 \
+		--lr 3e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 4 --init runs/default-d0/last.pt \
+		--out runs/default-d0-ft
+	$(PY) -m efficientdet slim --ckpt runs/default-d0-ft/best.pt --out $(DEFAULT_MODEL)
+	$(PY) -m efficientdet eval --ckpt $(DEFAULT_MODEL) --data data/synthetic --split val \
+		--out results/default-d0-eval.json
+
+# The documented BCCD run (results/bccd-d0-eval.md): D0 trained at 320 on 2 CPU cores, resumable.
+BCCD_OUT ?= runs/bccd-d0
+BCCD_EPOCHS ?= 30
+bccd-train: $(STAMP)
+	$(PY) -m efficientdet train --data "$(BCCD)" --phi 0 --input-size 320 --epochs $(BCCD_EPOCHS) --batch-size 8 \
+		--lr 4e-3 --jitter-min 0.7 --jitter-max 1.3 --eval-every 2 --out $(BCCD_OUT)
+
+# Slims the best checkpoint to the committed reference model (fp16 EMA weights), then evaluates that file.
+BCCD_MODEL ?= models/bccd-d0.pt
+bccd-eval: $(STAMP)
+	$(PY) -m efficientdet slim --ckpt $(BCCD_OUT)/best.pt --out $(BCCD_MODEL)
+	$(PY) -m efficientdet eval --ckpt $(BCCD_MODEL) --data "$(BCCD)" --split test --out results/bccd-d0-eval.json
+	$(PY) -m efficientdet run-report --run $(BCCD_OUT) --eval results/bccd-d0-eval.json --out results/bccd-d0-eval.md \
+		--note "$$(cat results/notes/bccd-d0-eval.md)"
+
+# The BCCD EfficientDet-Lite0 fine-tuned from the ImageNet backbone package (docs/PRETRAINED-AND-EFFDET.md).
+BCCD_LITE_OUT ?= runs/bccd-lite0
+BCCD_LITE_EPOCHS ?= 30
+BCCD_LITE_MODEL ?= models/bccd-lite0.pt
+bccd-lite0-train: $(STAMP)
+	$(PY) -m efficientdet train --data "$(BCCD)" --variant lite --phi 0 --epochs $(BCCD_LITE_EPOCHS) --batch-size 8 \
+		--eval-every 3 --out $(BCCD_LITE_OUT)
+
+bccd-lite0-eval: $(STAMP)
+	$(PY) -m efficientdet slim --ckpt $(BCCD_LITE_OUT)/best.pt --out $(BCCD_LITE_MODEL)
+	$(PY) -m efficientdet eval --ckpt $(BCCD_LITE_MODEL) --data "$(BCCD)" --split test --out results/bccd-lite0-eval.json
+	$(PY) -m efficientdet run-report --run $(BCCD_LITE_OUT) --eval results/bccd-lite0-eval.json \
+		--out results/bccd-lite0-eval.md --command "make bccd-lite0-train && make bccd-lite0-eval"
+
+# int8 on the BCCD reference checkpoint: every target, post-training and QAT, gated on the test split,
+# then latency through the runtime -> results/bccd-d0-int8.{json,md}. Exits with the gate's status.
+BCCD_INT8_OUT ?= exports/bccd-d0-int8
+BCCD_QAT_EPOCHS ?= 4
+bccd-int8: $(STAMP)
+	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --qat-photometric 0.5 \
+		--calib-shifted 0.5 --ckpt $(BCCD_MODEL) --data "$(BCCD)" --split test --max-images 0 \
+		--out $(BCCD_INT8_OUT); rc=$$?; \
+	$(PY) -m benchmarks.int8_results --report $(BCCD_INT8_OUT)/report.json --out results/bccd-d0-int8 \
+		--command "make bccd-int8" --note "$$(cat results/notes/bccd-d0-int8.md)" && exit $$rc
+
+# The same table for the BCCD Lite0 (results/bccd-lite0-int8.{json,md}).
+BCCD_LITE_INT8_OUT ?= exports/bccd-lite0-int8
+bccd-lite0-int8: $(STAMP)
+	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_LITE_MODEL) \
+		--variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0 --out $(BCCD_LITE_INT8_OUT); rc=$$?; \
+	$(PY) -m benchmarks.int8_results --report $(BCCD_LITE_INT8_OUT)/report.json --out results/bccd-lite0-int8 \
+		--command "make bccd-lite0-int8" --note "$$(cat results/notes/bccd-lite0-int8.md)" && exit $$rc
+
+# Full input sizes of the two edge models, every target, fp32 + fp16 (results/convert-full-*/).
+convert-full: $(STAMP)
+	$(PY) -m convert.matrix --variants D0 --size 512 --precision all --out results/convert-full-d0-512
+	$(PY) -m convert.matrix --variants Lite0 --size 320 --precision all --out results/convert-full-lite0-320
