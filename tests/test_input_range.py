@@ -21,11 +21,11 @@ from calib_data import CalibrationSet, build_calibration_set
 from convert.field import SHIFTS
 from convert.input_quantizer import input_quantizer
 from efficientdet.data.image_folder import load_image_folder
+from runtime.contract import PreprocessSpec
 from runtime.preprocess import normalised_range, pixel_extremes, preprocess
 
 SIZE = 64
-SPEC = {"input_size": SIZE, "resize": "letterbox", "color_order": "rgb", "mean": [123.675, 116.28, 103.53],
-        "std": [58.395, 57.12, 57.375], "interpolation": "linear"}
+SPEC = PreprocessSpec(SIZE, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
 
 
 @pytest.fixture(scope="module")
