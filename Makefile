@@ -58,7 +58,7 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 .PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data clean bench-post \
 	device-check android-check task-library-env convert-matrix bench report example \
 	default-model-train bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-int8 bccd-lite0-int8 convert-full \
-	bccd-lite0-448-train bccd-lite0-448-eval
+	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -98,7 +98,7 @@ help:
 	@echo "make bccd-train / bccd-eval     the documented BCCD D0 run (results/bccd-d0-eval.json)"
 	@echo "make bccd-lite0-train / bccd-lite0-eval / bccd-lite0-int8   BCCD Lite0 from the ImageNet backbone"
 	@echo "     (results/bccd-lite0-eval.md, results/bccd-lite0-int8.md)"
-	@echo "make bccd-lite0-448-train / bccd-lite0-448-eval   the same Lite0 at 448 px (results/bccd-lite0-448-eval.md)"
+	@echo "make bccd-lite0-448-train / -eval / -int8   the same Lite0 at 448 px (results/bccd-lite0-448-*.md)"
 	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
 
 $(STAMP):

@@ -84,3 +84,11 @@ bccd-lite0-448-eval: $(STAMP)
 	$(PY) -m efficientdet run-report --run $(BCCD_LITE448_OUT) --eval results/bccd-lite0-448-eval.json \
 		--out results/bccd-lite0-448-eval.md --command "make bccd-lite0-448-train && make bccd-lite0-448-eval" \
 		--note "$$(cat results/notes/bccd-lite0-448-eval.md)"
+
+# The int8 table of the 448 px Lite0 (results/bccd-lite0-448-int8.{json,md}), as for the 320 px one.
+BCCD_LITE448_INT8_OUT ?= exports/bccd-lite0-448-int8
+bccd-lite0-448-int8: $(STAMP)
+	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_LITE448_MODEL) \
+		--variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0 --out $(BCCD_LITE448_INT8_OUT); rc=$$?; \
+	$(PY) -m benchmarks.int8_results --report $(BCCD_LITE448_INT8_OUT)/report.json --out results/bccd-lite0-448-int8 \
+		--command "make bccd-lite0-448-int8" --note "$$(cat results/notes/bccd-lite0-448-int8.md)" && exit $$rc
