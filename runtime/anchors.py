@@ -22,6 +22,12 @@ def level_sizes(input_size: int, min_level: int, max_level: int) -> list[int]:
     return sizes
 
 
+def anchor_count(spec: AnchorSpec) -> int:
+    """How many anchors :func:`generate_anchors` lays out, without building them (manifest checks, model sizes)."""
+    cells = sum(size * size for size in level_sizes(spec.input_size, spec.min_level, spec.max_level))
+    return cells * spec.num_scales * len(spec.aspect_ratios)
+
+
 def generate_anchors(spec: AnchorSpec) -> np.ndarray:
     """``[A, 4]`` float32 xyxy anchors in input pixels."""
     input_size, min_level, max_level, num_scales = spec.input_size, spec.min_level, spec.max_level, spec.num_scales

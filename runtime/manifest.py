@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .anchors import generate_anchors
+from .anchors import anchor_count
 from .backends import METADATA_KEY
 from .contract import AnchorSpec, Contract, TensorSpec
 from .fileio import atomic_write_json, file_sha256
@@ -325,7 +325,7 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     _get(manifest, "tools", dict)
 
     try:
-        num_anchors = int(generate_anchors(AnchorSpec.from_dict(manifest["anchors"], pre_size)).shape[0])
+        num_anchors = anchor_count(AnchorSpec.from_dict(manifest["anchors"], pre_size))
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"manifest field 'anchors' is malformed: {e!r}") from None
     if in_graph_nms(manifest):

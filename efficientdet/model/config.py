@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.anchors import anchor_count
 from runtime.contract import DEFAULT_POSTPROCESS, AnchorSpec, Contract, PostprocessSpec, PreprocessSpec
 
 # EfficientNet: (width multiplier, depth multiplier, resolution, dropout)
@@ -122,13 +123,7 @@ class ModelConfig:
 
     @property
     def num_anchors(self) -> int:
-        total = 0
-        size = self.input_size
-        for level in range(1, self.max_level + 1):
-            size = -(-size // 2)  # 'same' padding: ceil(size / 2) per stride-2 step
-            if level >= self.min_level:
-                total += size * size
-        return total * self.num_anchors_per_location
+        return anchor_count(self.anchor_spec)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
