@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat-photometric", type=float, default=None, metavar="P",
                    help="QAT: give each training image a random photometric shift with probability P (light, "
                    "contrast, gamma, colour cast, noise, JPEG; default: none, quantize.qat.QatConfig says why)")
+    p.add_argument("--qat-seed", type=int, default=0, help="QAT: seed of the training order, augmentation and "
+                   "photometric shifts (QAT moves by tenths of a point between seeds: measure more than one)")
     p.add_argument("--qat-objective", default="distill", choices=["distill", "labels"],
                    help="QAT loss: match the FP32 model's outputs (distill, default) or the detection loss on the "
                    "training labels")
@@ -122,7 +124,7 @@ def _qat_config(args: argparse.Namespace) -> Any:
     """QAT's schedule from the arguments (imports the QAT machinery, so only when ``--qat`` asks for it)."""
     from quantize.qat import QatConfig
 
-    return QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, objective=args.qat_objective,
+    return QatConfig(epochs=args.qat_epochs, lr=args.qat_lr, objective=args.qat_objective, seed=args.qat_seed,
                      **({} if args.qat_photometric is None else {"photometric": args.qat_photometric}))
 
 

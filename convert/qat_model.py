@@ -1,11 +1,13 @@
 """The QAT-fine-tuned model every ``int8-qat`` artifact is written from, made once per export.
 
 ONNX and OpenVINO take the QAT model's own Q/DQ graph, so the ranges QAT learned are the ranges
-they run. TFLite cannot: onnx2tf converts a QDQ ONNX into a wrong model without an error
-(docs/TOOLCHAIN.md) and the TFLite converter has no way to import ranges, so the TFLite artifact is
-the QAT-fine-tuned *weights* calibrated again (the post-training TFLite method, on the same
-calibration set). Its manifest says so (``ranges: "recalibrated"``) and the report's QAT-vs-PTQ comparison shows
-what that costs. Each target's module writes its own file from :class:`QatModel`.
+they run. TFLite cannot take a Q/DQ graph (onnx2tf converts one into a wrong model without an error,
+docs/TOOLCHAIN.md), so its artifact is converted from QAT's float twin (the fine-tuned weights as QAT
+quantized them, :func:`quantize.qat.float_twin`), and QAT's learned ranges are written into the
+converter's calibration records wherever their tensors are found by value
+(:mod:`quantize.tflite_learned_ranges`); the tensors QAT did not quantize keep the post-training TFLite
+method's ranges. The manifest says how many ranges were carried. Each target's module writes its own file
+from :class:`QatModel`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from efficientdet.data.records import DetectionDataset
 from efficientdet.model.config import ModelConfig
 from quantize.onnx_int8 import hold_qdq_input_range
-from quantize.qat import QatConfig, calibrate, finetune, finetuned_float_model, prepare, to_qdq_onnx
+from quantize.qat import FloatTwin, QatConfig, calibrate, finetune, float_twin, prepare, to_qdq_onnx
 from runtime.preprocess import normalised_range
 
 from .int8_recipe import SCHEME, Int8Recipe
@@ -41,12 +43,12 @@ class QatRequest:
 
 @dataclass(frozen=True)
 class QatModel:
-    """The fine-tuned model as a Q/DQ ONNX (``qdq_path``: the same, saved, for OpenVINO), the fine-tuned float
-    model for TFLite's recalibration (None when no TFLite artifact is wanted) and the schedule's record."""
+    """The fine-tuned model as a Q/DQ ONNX (``qdq_path``: the same, saved, for OpenVINO), its float twin with the
+    learned activation ranges for TFLite (None when no TFLite artifact is wanted) and the schedule's record."""
 
     qdq: onnx.ModelProto
     qdq_path: Path
-    tuned: torch.nn.Module | None
+    twin: FloatTwin | None
     info: dict[str, Any]
     calib_images: int
 
@@ -57,12 +59,11 @@ class QatModel:
         return {**block, "tool": QAT_TOOL + (" -> openvino" if target == "openvino" else ""), "method": "qat",
                 "ranges": "learned by QAT", "scheme": SCHEME, **self.info}
 
-    def recalibrated(self, recipe: Int8Recipe) -> dict[str, Any]:
-        """The block for the TFLite artifact: QAT's weights, ranges calibrated again."""
+    def carried(self, recipe: Int8Recipe) -> dict[str, Any]:
+        """The block for the TFLite artifact: QAT's weights and ranges, the post-training method's ranges where QAT
+        had none (the export adds how many ranges were carried)."""
         method = recipe.methods["tflite"]
-        return {**recipe.describe("tflite", io_dtype=recipe.io_dtype), "method": f"qat weights + {method}",
-                "ranges": "recalibrated: the TFLite converter cannot import QAT ranges and onnx2tf converts QDQ ONNX "
-                          "wrongly", **self.info}
+        return {**recipe.describe("tflite", io_dtype=recipe.io_dtype), "method": f"qat + {method}", **self.info}
 
 
 def qat_model(model: torch.nn.Module, config: ModelConfig, recipe: Int8Recipe, request: QatRequest, keep_float: bool,
@@ -80,7 +81,8 @@ def qat_model(model: torch.nn.Module, config: ModelConfig, recipe: Int8Recipe, r
     log.info(f"QAT: fine-tuning {qcfg.epochs:g} epochs on {len(train.records)} images of {train.source} "
              f"[{train.split}] at lr {qcfg.lr:g}, objective {qcfg.objective}")
     history = finetune(qat, train, config, qcfg, teacher=model)
-    tuned = finetuned_float_model(qat, model) if keep_float else None
+    # before the conversion, which rewrites the fake quantizers into quantize/dequantize ops
+    twin = float_twin(qat, model, recipe.calib.nhwc(0)) if keep_float else None
     qdq = to_qdq_onnx(qat, config.input_size)
     check_static(qdq)
     qdq = hold_qdq_input_range(qdq, normalised_range(config.preprocess))
@@ -90,4 +92,4 @@ def qat_model(model: torch.nn.Module, config: ModelConfig, recipe: Int8Recipe, r
     log.info(f"QAT: fine-tuned and converted in {time.time() - t0:.0f} s")
     qdq_path = work_dir / f"{config.name}-{config.input_size}-int8-qat-qdq.onnx"
     onnx.save(qdq, str(qdq_path))
-    return QatModel(qdq, qdq_path, tuned, info, used)
+    return QatModel(qdq, qdq_path, twin, info, used)

@@ -49,12 +49,22 @@ bccd-lite0-eval: $(STAMP)
 # then latency through the runtime -> results/bccd-d0-int8.{json,md}. Exits with the gate's status.
 BCCD_INT8_OUT ?= exports/bccd-d0-int8
 BCCD_QAT_EPOCHS ?= 4
+bccd_int8_export = $(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) \
+	--qat-photometric 0.5 --calib-shifted 0.5 --ckpt $(BCCD_MODEL) --data "$(BCCD)" --split test --max-images 0
 bccd-int8: $(STAMP)
-	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --qat-photometric 0.5 \
-		--calib-shifted 0.5 --ckpt $(BCCD_MODEL) --data "$(BCCD)" --split test --max-images 0 \
-		--out $(BCCD_INT8_OUT); rc=$$?; \
+	$(bccd_int8_export) --out $(BCCD_INT8_OUT); rc=$$?; \
 	$(PY) -m benchmarks.int8_results --report $(BCCD_INT8_OUT)/report.json --out results/bccd-d0-int8 \
 		--command "make bccd-int8" --note "$$(cat results/notes/bccd-d0-int8.md)" && exit $$rc
+
+# QAT's spread over seeds on the BCCD D0 (issue 15): the bccd-int8 export once per seed (seed 0 is bccd-int8's
+# own), each gated as usual, then results/bccd-d0-qat-seeds.{json,md,png}. About 40 min per seed on 2 cores.
+QAT_SEEDS ?= 0 1 2
+bccd-qat-seeds: $(STAMP)
+	for s in $(QAT_SEEDS); do \
+		$(bccd_int8_export) --qat-seed $$s --out $(BCCD_INT8_OUT)-s$$s || echo "seed $$s: exit $$? (gate)"; done
+	$(PY) -m benchmarks.qat_seeds --reports $(foreach s,$(QAT_SEEDS),$(BCCD_INT8_OUT)-s$(s)/report.json) \
+		--out results/bccd-d0-qat-seeds --command "make bccd-qat-seeds" \
+		--note "$$(cat results/notes/bccd-d0-qat-seeds.md)"
 
 # The same table for the BCCD Lite0 (results/bccd-lite0-int8.{json,md}).
 BCCD_LITE_INT8_OUT ?= exports/bccd-lite0-int8

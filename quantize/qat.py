@@ -23,6 +23,7 @@ them.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import warnings
@@ -44,9 +45,16 @@ from efficientdet.train.loss import detection_loss
 from efficientdet.train.trainer import lr_at, param_groups
 
 from .distill import distillation_loss
+from .tflite_learned_ranges import LearnedRanges, LearnedTensor, fingerprint
 
 OBJECTIVES = ("distill", "labels")
 ANNOTATION = "quantization_annotation"  # the node.meta key PT2E quantizers annotate
+# torchao's PT2E QAT rewrites every conv + BN into its own BN simulation with epsilon fixed at 1e-5 (qat_utils.py,
+# "TODO: allow setting eps"), whatever the model's BN says; EfficientDet's is 1e-3. Left alone, QAT trained and
+# converted a different model than the FP32 one (the default D0 before any fine-tuning: logits 1.2 %, boxes 2.7 %
+# relative L2 off), and the float twin TFLite is converted from did not match it. So QAT gets a copy of the model
+# with that epsilon and the variances shifted to keep every BN's function (:func:`_qat_form`).
+QAT_BN_EPS = 1e-5
 
 
 @dataclass(frozen=True)
@@ -120,11 +128,24 @@ def _quantizer() -> Any:
     return quantizer
 
 
+def _qat_form(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` in its export form with every BatchNorm's epsilon moved to QAT_BN_EPS, the same function
+    in inference: the variance takes the difference, ``sqrt((v + e - QAT_BN_EPS) + QAT_BN_EPS) = sqrt(v + e)``."""
+    form = model.export_form() if hasattr(model, "export_form") else copy.deepcopy(model)
+    with torch.no_grad():
+        for m in form.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.eps != QAT_BN_EPS:
+                if m.running_var is not None:
+                    m.running_var += m.eps - QAT_BN_EPS
+                m.eps = QAT_BN_EPS
+    return form
+
+
 def prepare(model: torch.nn.Module, input_size: int) -> torch.fx.GraphModule:
     """The model's export form, exported with a dynamic batch and prepared with fake quantization."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    form = model.export_form() if hasattr(model, "export_form") else model
+    form = _qat_form(model)
     for module in form.modules():
         if isinstance(module, DropPath):
             module.rate = 0.0  # traced in training mode it would become random ops that stay in every export
@@ -232,15 +253,90 @@ def to_qdq_onnx(qat: torch.fx.GraphModule, input_size: int) -> onnx.ModelProto:
     return _export(convert_pt2e(qat), input_size)
 
 
-def finetuned_float_model(qat: torch.fx.GraphModule, model: torch.nn.Module) -> torch.nn.Module:
-    """``model``'s export form carrying the QAT-fine-tuned weights and BN statistics, without fake quantization:
-    for converters that cannot take QDQ (onnx2tf converts a QDQ ONNX wrongly, docs/TOOLCHAIN.md). The
-    prepared graph keeps the module's parameter names, so the weights map back one to one."""
-    form = model.export_form() if hasattr(model, "export_form") else model
+PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)  # activations; weights are per channel
+
+
+@dataclass(frozen=True)
+class FloatTwin:
+    """What QAT computes, without activation quantization, as a float model in the export form (for converters
+    that cannot take Q/DQ: onnx2tf converts a QDQ ONNX wrongly, docs/TOOLCHAIN.md), and the activation ranges QAT
+    learned, fingerprinted on the probe image so they can be found in the converted model."""
+
+    model: torch.nn.Module
+    ranges: LearnedRanges
+
+
+def _weight_parameters(qat: torch.fx.GraphModule) -> dict[str, str]:
+    """Per-channel fake quantizer (module name) -> the parameter whose weights it quantizes: its input is the
+    parameter, or the parameter times the BN factor of torchao's conv + BN simulation."""
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    out = {}
+    for node in qat.graph.nodes:
+        module = qat.get_submodule(node.target) if node.op == "call_module" else None
+        if not isinstance(module, FakeQuantizeBase) or getattr(module, "qscheme", None) in PER_TENSOR:
+            continue
+        source = node.args[0]
+        if source.op == "call_function" and source.target == torch.ops.aten.mul.Tensor:
+            source = source.args[0]
+        if source.op != "get_attr":
+            raise RuntimeError(f"QAT weight quantizer {node.target} does not quantize a parameter "
+                               f"({source.format_node()})")
+        out[node.target] = source.target
+    return out
+
+
+@torch.no_grad()
+def float_twin(qat: torch.fx.GraphModule, model: torch.nn.Module, probe: np.ndarray) -> FloatTwin:
+    """``model``'s export form with QAT's fine-tuned BN statistics and *quantized* weights, and QAT's activation
+    ranges probed on ``probe`` (``[1, S, S, 3]``, the model's normalised input).
+
+    The weights are the values QAT's weight quantizers gave (each weight times quantized/unquantized, so a
+    BN-folded weight keeps its BN): the latent float weights QAT trains are not what it learned to run, and a
+    TFLite converted from them was a different model from QAT's ONNX (36 % relative error at the BCCD D0's second
+    convolution, the same activation scales). One forward pass with activation quantization off (what the float
+    twin computes) records both; every quantizer's state is restored after, so the model converts as before."""
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    every = [m for m in qat.modules() if isinstance(m, FakeQuantizeBase)]
+    activations = [m for m in every if getattr(m, "qscheme", None) in PER_TENSOR]
+    weights = _weight_parameters(qat)
+    states = [(m.fake_quant_enabled.clone(), m.observer_enabled.clone()) for m in every]
+    seen: list[tuple[FakeQuantizeBase, np.ndarray]] = []
+    quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, args[0].detach().numpy())))
+             for m in activations]
+    for name, parameter in weights.items():
+        hooks.append(qat.get_submodule(name).register_forward_hook(
+            lambda m, args, out, p=parameter: quantized.__setitem__(p, (args[0].detach().clone(), out.detach()))))
+    try:
+        for m in every:
+            m.observer_enabled.fill_(0)
+        for m in activations:
+            m.fake_quant_enabled.fill_(0)
+        qat(torch.from_numpy(np.ascontiguousarray(probe.transpose(0, 3, 1, 2), np.float32)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, (fake, observe) in zip(every, states, strict=True):
+            m.fake_quant_enabled.copy_(fake)
+            m.observer_enabled.copy_(observe)
+    if set(quantized) != set(weights.values()):
+        raise RuntimeError(f"{len(set(weights.values()) - set(quantized))} of QAT's weight quantizers did not run")
+    form = _qat_form(model)
     tuned = qat.state_dict()
     wanted = form.state_dict()
     missing = [k for k in wanted if k not in tuned or tuned[k].shape != wanted[k].shape]
     if missing:
         raise RuntimeError(f"QAT model lacks {len(missing)} of the float model's tensors (e.g. {missing[:3]})")
-    form.load_state_dict({k: tuned[k].detach().clone() for k in wanted})
-    return form.eval()
+    state = {k: tuned[k].detach().clone() for k in wanted}
+    for parameter, (before, after) in quantized.items():
+        ratio = torch.where(before != 0, after / torch.where(before != 0, before, 1.0), 0.0)
+        state[parameter] = state[parameter] * ratio
+    form.load_state_dict(state)
+    tensors = []
+    for m, values in seen:
+        scale, zero = float(m.scale.reshape(-1)[0]), int(m.zero_point.reshape(-1)[0])
+        shape, sample = fingerprint(values)
+        tensors.append(LearnedTensor(shape, sample, (m.quant_min - zero) * scale, (m.quant_max - zero) * scale))
+    return FloatTwin(form.eval(), LearnedRanges(np.asarray(probe, np.float32), tuple(tensors)))

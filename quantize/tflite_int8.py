@@ -31,12 +31,15 @@ logit below every threshold, so the levels go where scores are decided (scale 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from calib_data import CalibrationSet
+
+from .tflite_learned_ranges import LearnedRanges, RangeTransfer, apply_learned_ranges
 
 IO_DTYPES = ("int8", "uint8")
 METHODS = ("minmax", "percentile")
@@ -79,35 +82,49 @@ def configure_full_int8(converter: Any, tf: Any, samples: Sequence[np.ndarray], 
     converter.inference_output_type = tf.float32 if float_outputs else converter.inference_input_type
 
 
+@dataclass(frozen=True)
+class Int8Flatbuffer:
+    """A fully integer TFLite model and, when QAT's ranges were carried in, what was carried."""
+
+    data: bytes
+    transfer: RangeTransfer | None = None
+
+
 def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[np.ndarray], io_dtype: str = "int8",
                       method: str = "percentile", progress: bool = True, float_outputs: bool = False,
-                      score_floor: float | None = None, extremes: Sequence[np.ndarray] = ()) -> bytes:
+                      score_floor: float | None = None, extremes: Sequence[np.ndarray] = (),
+                      learned: LearnedRanges | None = None) -> Int8Flatbuffer:
     """The fully integer flatbuffer, its activation ranges calibrated by ``method`` on ``calib`` (a calibration
-    set, or its images already as the model's ``[1, S, S, 3]`` inputs); with ``score_floor`` (a logit), the
-    ranges into the graph's sigmoid start there (:func:`floor_score_logits`); with ``extremes`` (the black and
-    white frames as model inputs), the input side holds the whole pixel range (:func:`hold_pixel_range`)."""
+    set, or its images already as the model's ``[1, S, S, 3]`` inputs); with ``learned`` (a QAT model's ranges),
+    those ranges replace the calibrated ones wherever their tensors are found
+    (:mod:`quantize.tflite_learned_ranges`); with ``score_floor`` (a logit), the ranges into the graph's sigmoid
+    start there (:func:`floor_score_logits`); with ``extremes`` (the black and white frames as model inputs), the
+    input side holds the whole pixel range (:func:`hold_pixel_range`)."""
     if method not in METHODS:
         raise ValueError(f"TFLite calibration method must be one of {METHODS}, got {method!r}")
     samples = Batches.of(calib) if isinstance(calib, CalibrationSet) else calib
     configure_full_int8(converter, tf, samples, io_dtype, float_outputs)
-    if method == "minmax" and score_floor is None and not len(extremes):
-        return converter.convert()
+    if method == "minmax" and score_floor is None and not len(extremes) and learned is None:
+        return Int8Flatbuffer(converter.convert())
     from tensorflow.lite.python import convert as tf_convert
 
     converter._experimental_calibrate_only = True  # the converter's own first step, as QuantizationDebugger uses it
     ranges = converter.convert()
     if method == "percentile":
         ranges = percentile_ranges(ranges, samples, PERCENTILE, tf, progress)
+    transfer = None
+    if learned is not None:
+        ranges, transfer = apply_learned_ranges(ranges, learned, tf)
     if score_floor is not None:
         ranges = floor_score_logits(ranges, score_floor)
     if len(extremes):
         ranges = hold_pixel_range(ranges, extremes, tf)
     dtype = tf.int8 if io_dtype == "int8" else tf.uint8
-    return tf_convert.mlir_quantize(ranges, input_data_type=dtype,
-                                    output_data_type=tf.float32 if float_outputs else dtype)
+    return Int8Flatbuffer(tf_convert.mlir_quantize(ranges, input_data_type=dtype,
+                                                   output_data_type=tf.float32 if float_outputs else dtype), transfer)
 
 
-def _calibrated_tensors(model: Any) -> dict[int, tuple[float, float]]:
+def calibrated_tensors(model: Any) -> dict[int, tuple[float, float]]:
     """Index -> (min, max) of every tensor the calibration recorded a range for, except the model input."""
     graph = model.subgraphs[0]
     inputs = set(int(i) for i in graph.inputs)
@@ -132,7 +149,7 @@ def _cut(hist: np.ndarray, edges: np.ndarray, percentile: float) -> tuple[float,
     return float(edges[lo]), float(edges[min(hi + 1, len(edges) - 1)])
 
 
-def _inspecting_interpreter(calibrated: bytes, tf: Any) -> tuple[Any, dict[str, Any]]:
+def inspecting_interpreter(calibrated: bytes, tf: Any) -> tuple[Any, dict[str, Any]]:
     """An interpreter of the calibrate-only float model that keeps every tensor readable, and its input."""
     interpreter = tf.lite.Interpreter(
         model_content=calibrated, experimental_preserve_all_tensors=True,
@@ -150,8 +167,8 @@ def percentile_ranges(calibrated: bytes, samples: Sequence[np.ndarray], percenti
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
-    ranges = _calibrated_tensors(model)
-    interpreter, inp = _inspecting_interpreter(calibrated, tf)
+    ranges = calibrated_tensors(model)
+    interpreter, inp = inspecting_interpreter(calibrated, tf)
     hists = {i: np.zeros(HISTOGRAM_BINS, np.int64) for i in ranges}
     for sample in tqdm(samples, desc="TFLite percentile calibration", unit="img", disable=not progress):
         interpreter.set_tensor(inp["index"], sample)
@@ -269,7 +286,7 @@ def hold_pixel_range(calibrated: bytes, extremes: Sequence[np.ndarray], tf: Any)
             continue
         chain.append(index)
         todo += [o for name, outs in g.takers.get(index, []) if name not in _WEIGHTED for o in outs]
-    interpreter, inp = _inspecting_interpreter(calibrated, tf)
+    interpreter, inp = inspecting_interpreter(calibrated, tf)
     low = {i: np.inf for i in chain}
     high = {i: -np.inf for i in chain}
     for frame in extremes:

@@ -102,7 +102,7 @@ def _tflite_int8(calib: CalibrationSet, folder: Path, holds: bool) -> Path:
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
     extremes = [frame[None] for frame in pixel_extremes(SPEC)] if holds else []
-    data = convert_full_int8(converter, tf, calib, "int8", "percentile", progress=False, extremes=extremes)
+    data = convert_full_int8(converter, tf, calib, "int8", "percentile", progress=False, extremes=extremes).data
     (folder / "int8.tflite").write_bytes(data)
     return folder / "int8.tflite"
 

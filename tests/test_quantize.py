@@ -1,6 +1,6 @@
-"""Fast checks of the quantization building blocks: the QAT distillation loss, the TFLite percentile cut and
-score floor, and the mapping of float-fallback layers onto OpenVINO ops (end-to-end int8 runs are in
-test_int8.py)."""
+"""Fast checks of the quantization building blocks: the QAT distillation loss, the model QAT starts from and the
+ranges it hands to TFLite, the TFLite percentile cut and score floor, and the mapping of float-fallback layers
+onto OpenVINO ops (end-to-end int8 runs are in test_int8.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from efficientdet.model.config import make_config
+from efficientdet.model.testing import detector_like_model_for
 from quantize.distill import distillation_loss
 from quantize.qat import QatConfig
 from quantize.tflite_int8 import _cut, configure_full_int8, floor_score_logits
@@ -63,6 +65,66 @@ def test_qat_objective_is_checked() -> None:
     assert QatConfig().objective == "distill"
     with pytest.raises(ValueError, match="objective"):
         QatConfig(objective="mse")
+
+
+def _fake_quantizers(qat: torch.nn.Module) -> list[torch.nn.Module]:
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    return [m for m in qat.modules() if isinstance(m, FakeQuantizeBase)]
+
+
+@torch.no_grad()
+def test_qat_simulates_the_fp32_model_and_its_float_twin_is_what_qat_runs() -> None:
+    """torchao's QAT conv + BN simulation fixes BN epsilon at 1e-5; EfficientDet's is 1e-3. Before QAT got a copy
+    with that epsilon and shifted variances, the prepared model (fake quantization off) was not the FP32 model:
+    on channels with a small variance the BN scale moved by up to sqrt(2e-3 / 1.01e-3) = 1.4x. The float twin
+    TFLite is converted from must compute what QAT computes without activation quantization: QAT's *quantized*
+    weights (it was the latent float ones, a different model from QAT's ONNX)."""
+    import torchao.quantization.pt2e as pt2e
+
+    from quantize.qat import PER_TENSOR, calibrate, float_twin, prepare
+
+    config = make_config(0, "d", num_classes=3, input_size=128)
+    images = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 128, 128)).astype(np.float32))
+    model = detector_like_model_for(config, images)
+    for m in model.modules():  # half the channels get a variance where epsilon decides, the same function
+        if isinstance(m, torch.nn.BatchNorm2d):
+            before = torch.sqrt(m.running_var + m.eps)
+            m.running_var[::2] = 1e-3
+            m.weight *= torch.sqrt(m.running_var + m.eps) / before
+    reference = model(images)
+    qat = prepare(model, config.input_size)
+
+    class Calib:  # two images in the calibration set's interface
+        def __len__(self) -> int:
+            return 2
+
+        def nchw(self, i: int) -> np.ndarray:
+            return images[i : i + 1].numpy()
+
+    calibrate(qat, Calib(), 2)
+    pt2e.move_exported_model_to_eval(qat)
+    quantized = qat(images)
+    twin = float_twin(qat, model, images[:1].numpy().transpose(0, 2, 3, 1))
+    for q, again in zip(quantized, qat(images), strict=True):  # the probe restored every quantizer
+        assert torch.equal(q, again)
+    fakes = _fake_quantizers(qat)
+    for m in fakes:
+        if m.qscheme in PER_TENSOR:
+            m.fake_quant_enabled.fill_(0)
+    for simulated, float_twin_out, fp32 in zip(qat(images), twin.model(images), reference, strict=True):
+        assert float((float_twin_out - simulated).norm() / simulated.norm()) < 1e-5
+        assert float((float_twin_out - fp32).norm() / fp32.norm()) > 1e-4  # int8 weights, not FP32's
+    for m in fakes:
+        m.fake_quant_enabled.fill_(0)
+    for simulated, fp32 in zip(qat(images), reference, strict=True):
+        assert float((simulated - fp32).norm() / fp32.norm()) < 1e-5
+    assert [m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)][0] == 1e-3  # model untouched
+    ranges = twin.ranges
+    assert len(ranges.tensors) > 100
+    assert all(t.low <= 0.0 <= t.high and t.high > t.low for t in ranges.tensors)
+    assert ranges.tensors[0].shape == (1, 128, 128, 3)  # the input's quantizer, fingerprinted NHWC like TFLite's
+    assert ranges.tensors[1].shape[:3] == (1, 64, 64)  # the stem convolution (stride 2)
 
 
 def test_percentile_cut_drops_the_tails_evenly() -> None:

@@ -176,7 +176,7 @@ def android_tflite(saved_model: str | Path, onnx_path: str | Path, config: Model
         else:
             frames = [np.full((1, config.input_size, config.input_size, 3), v, np.float32) for v in (0.0, 255.0)]
             data = convert_full_int8(converter, tf, pixel_calibration(calib, config), "uint8", calib_method,
-                                     float_outputs=True, score_floor=SCORE_FLOOR, extremes=frames)
+                                     float_outputs=True, score_floor=SCORE_FLOOR, extremes=frames).data
     except Exception as e:  # the converter raises bare Exceptions carrying the MLIR diagnostics
         raise TfliteExportError(f"the Android TFLite ({precision}) did not convert: {e}") from e
     return order_outputs(data)

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,8 @@ import onnx
 from calib_data import CalibrationSet
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
-from quantize.tflite_int8 import convert_full_int8
+from quantize.tflite_int8 import Int8Flatbuffer, convert_full_int8
+from quantize.tflite_learned_ranges import LearnedRanges
 from runtime.fileio import make_temp_dir
 from runtime.preprocess import pixel_extremes
 
@@ -201,12 +203,14 @@ def identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple[
 
 def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_size: int, precision: str,
                           calib: CalibrationSet | None = None, io_dtype: str = "int8",
-                          calib_method: str = "percentile", extremes: Sequence[np.ndarray] = ()) -> bytes:
+                          calib_method: str = "percentile", extremes: Sequence[np.ndarray] = (),
+                          learned: LearnedRanges | None = None) -> Int8Flatbuffer:
     """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``.
 
     ``int8``/``int8-qat``: fully integer, calibrated on ``calib`` by ``calib_method``
     (:mod:`quantize.tflite_int8`), ``io_dtype`` (int8|uint8) inputs and outputs, the input side sized to hold
-    ``extremes`` (the black and white frames as model inputs).
+    ``extremes`` (the black and white frames as model inputs); ``learned``: QAT's ranges, carried in wherever
+    their tensors are found (``int8-qat``).
     """
     tf = _import_tf()
     loaded = tf.saved_model.load(str(saved_model))
@@ -225,12 +229,13 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
     elif precision in ("int8", "int8-qat"):
         if calib is None:
             raise ValueError("TFLite int8 export needs a calibration set")
-        data = convert_full_int8(converter, tf, calib, io_dtype, calib_method, extremes=extremes)
-        _check_fully_integer(data)
-        return data
+        quantized = convert_full_int8(converter, tf, calib, io_dtype, calib_method, extremes=extremes,
+                                      learned=learned)
+        _check_fully_integer(quantized.data)
+        return quantized
     elif precision != "fp32":
         raise ValueError(f"TFLite export supports fp32, fp16, int8 and int8-qat, got {precision!r}")
-    return converter.convert()
+    return Int8Flatbuffer(converter.convert())
 
 
 def _check_fully_integer(data: bytes) -> None:
@@ -265,11 +270,11 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
                   checkpoint: str | None = None, checkpoint_sha256: str | None = None,
                   saved_model: str | Path | None = None, calib: CalibrationSet | None = None,
                   io_dtype: str = "int8", quantization: dict[str, Any] | None = None,
-                  calib_method: str = "percentile") -> Artifact:
+                  calib_method: str = "percentile", learned: LearnedRanges | None = None) -> Artifact:
     """Convert the FP32 ONNX to ``out_path`` (+ sidecar); pass ``saved_model`` to reuse one onnx2tf run.
 
-    int8 precisions need ``calib`` (ranges by ``calib_method``); ``quantization`` (how it was quantized)
-    goes into the manifest.
+    int8 precisions need ``calib`` (ranges by ``calib_method``; ``learned``: QAT's, where found);
+    ``quantization`` (how it was quantized) goes into the manifest, with what QAT ranges were carried.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,8 +282,15 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
     try:
         saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
         extremes = [frame[None] for frame in pixel_extremes(config.preprocess)]
-        data = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype, calib_method,
-                                     extremes)
+        converted = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype,
+                                          calib_method, extremes, learned)
+        data = converted.data
+        if converted.transfer is not None:
+            t = converted.transfer
+            log.info(f"QAT ranges carried into {t.carried} of {t.recorded} TFLite activation tensors "
+                     f"({t.used} of {t.learned} QAT ranges, worst match rel {t.worst_rtol:.1e})")
+            quantization = {**(quantization or {}), "ranges": t.describe(calib_method),
+                            "ranges_carried": asdict(t)}
         tmp_file = tmp / out_path.name
         tmp_file.write_bytes(data)
         input_spec, outputs = _tflite_io(tmp_file)
@@ -293,7 +305,7 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
 
 def export(ctx: ExportContext, precision: str) -> Artifact:
     """The TFLite of ``precision`` from onnx2tf's SavedModel of the FP32 ONNX; int8 fully integer, calibrated on the
-    recipe's set; QAT's from its fine-tuned weights, recalibrated (:mod:`convert.qat_model` says why)."""
+    recipe's set; QAT's from its float twin with the ranges QAT learned (:mod:`convert.qat_model`)."""
     path = ctx.path(precision, ".tflite")
     if precision in ("fp32", "fp16"):
         log.info(f"converting tflite {precision}")
@@ -308,16 +320,16 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
                              quantization=recipe.describe("tflite", io_dtype=recipe.io_dtype), calib_method=method,
                              **ctx.source)
     qat = ctx.qat_model()
-    if qat.tuned is None:
+    if qat.twin is None:
         raise TfliteExportError("the QAT step kept no float model for TFLite (the export's targets did not list it)")
-    log.info(f"QAT: TFLite from the fine-tuned weights, ranges recalibrated ({method})")
+    log.info(f"QAT: TFLite from QAT's quantized weights with QAT's ranges ({method} where QAT had none)")
     with tempfile.TemporaryDirectory(dir=ctx.work, prefix="qat-tflite-") as tmp:
         float_onnx = Path(tmp) / f"{ctx.base}-qat-float.onnx"
-        onnx.save(fp32_model(qat.tuned, ctx.config.input_size), str(float_onnx))
+        onnx.save(fp32_model(qat.twin.model, ctx.config.input_size), str(float_onnx))
         saved = onnx_to_saved_model(float_onnx, Path(tmp) / "onnx2tf")
         return export_tflite(float_onnx, ctx.config, path, "int8-qat", saved_model=saved, calib=recipe.calib,
-                             io_dtype=recipe.io_dtype, calib_method=method, quantization=qat.recalibrated(recipe),
-                             **ctx.source)
+                             io_dtype=recipe.io_dtype, calib_method=method, quantization=qat.carried(recipe),
+                             learned=qat.twin.ranges, **ctx.source)
 
 
 TARGET = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8-qat"), export)
