@@ -83,8 +83,8 @@ def configure_full_int8(converter: Any, tf: Any, samples: Sequence[np.ndarray], 
 
 
 @dataclass(frozen=True)
-class Int8Flatbuffer:
-    """A fully integer TFLite model and, when QAT's ranges were carried in, what was carried."""
+class TfliteFlatbuffer:
+    """A TFLite model's bytes and, when QAT's ranges were carried into its int8 form, what was carried."""
 
     data: bytes
     transfer: RangeTransfer | None = None
@@ -93,7 +93,7 @@ class Int8Flatbuffer:
 def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[np.ndarray], io_dtype: str = "int8",
                       method: str = "percentile", progress: bool = True, float_outputs: bool = False,
                       score_floor: float | None = None, extremes: Sequence[np.ndarray] = (),
-                      learned: LearnedRanges | None = None) -> Int8Flatbuffer:
+                      learned: LearnedRanges | None = None) -> TfliteFlatbuffer:
     """The fully integer flatbuffer, its activation ranges calibrated by ``method`` on ``calib`` (a calibration
     set, or its images already as the model's ``[1, S, S, 3]`` inputs); with ``learned`` (a QAT model's ranges),
     those ranges replace the calibrated ones wherever their tensors are found
@@ -105,7 +105,7 @@ def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[
     samples = Batches.of(calib) if isinstance(calib, CalibrationSet) else calib
     configure_full_int8(converter, tf, samples, io_dtype, float_outputs)
     if method == "minmax" and score_floor is None and not len(extremes) and learned is None:
-        return Int8Flatbuffer(converter.convert())
+        return TfliteFlatbuffer(converter.convert())
     from tensorflow.lite.python import convert as tf_convert
 
     converter._experimental_calibrate_only = True  # the converter's own first step, as QuantizationDebugger uses it
@@ -120,7 +120,7 @@ def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[
     if len(extremes):
         ranges = hold_pixel_range(ranges, extremes, tf)
     dtype = tf.int8 if io_dtype == "int8" else tf.uint8
-    return Int8Flatbuffer(tf_convert.mlir_quantize(ranges, input_data_type=dtype,
+    return TfliteFlatbuffer(tf_convert.mlir_quantize(ranges, input_data_type=dtype,
                                                    output_data_type=tf.float32 if float_outputs else dtype), transfer)
 
 

@@ -37,7 +37,7 @@ import onnx
 from calib_data import CalibrationSet
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
-from quantize.tflite_int8 import Int8Flatbuffer, convert_full_int8
+from quantize.tflite_int8 import TfliteFlatbuffer, convert_full_int8
 from quantize.tflite_learned_ranges import LearnedRanges
 from runtime.fileio import make_temp_dir
 from runtime.preprocess import pixel_extremes
@@ -204,7 +204,7 @@ def identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple[
 def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_size: int, precision: str,
                           calib: CalibrationSet | None = None, io_dtype: str = "int8",
                           calib_method: str = "percentile", extremes: Sequence[np.ndarray] = (),
-                          learned: LearnedRanges | None = None) -> Int8Flatbuffer:
+                          learned: LearnedRanges | None = None) -> TfliteFlatbuffer:
     """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``.
 
     ``int8``/``int8-qat``: fully integer, calibrated on ``calib`` by ``calib_method``
@@ -235,7 +235,7 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
         return quantized
     elif precision != "fp32":
         raise ValueError(f"TFLite export supports fp32, fp16, int8 and int8-qat, got {precision!r}")
-    return Int8Flatbuffer(converter.convert())
+    return TfliteFlatbuffer(converter.convert())
 
 
 def _check_fully_integer(data: bytes) -> None:
