@@ -30,13 +30,17 @@ MATCH_RTOL = 1e-3  # relative L2 difference below which a TFLite tensor is QAT's
 SAMPLE = 4096  # values compared per tensor (a strided subsample: exact float twins agree everywhere)
 
 
+def _strided(values: np.ndarray) -> np.ndarray:
+    """At most SAMPLE of the values, evenly strided in their memory order."""
+    flat = np.ascontiguousarray(values, np.float32).reshape(-1)
+    return flat[:: max(1, flat.size // SAMPLE)][:SAMPLE].copy()
+
+
 def fingerprint(values: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
-    """The tensor's NHWC shape (4-D NCHW values are transposed) and a strided subsample of its values."""
+    """A torch tensor's NHWC shape (4-D NCHW values are transposed, as TFLite lays them out) and its subsample."""
     if values.ndim == 4:
         values = values.transpose(0, 2, 3, 1)
-    flat = np.ascontiguousarray(values, np.float32).reshape(-1)
-    step = max(1, flat.size // SAMPLE)
-    return tuple(values.shape), flat[::step][:SAMPLE].copy()
+    return tuple(values.shape), _strided(values)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class RangeTransfer:
     worst_rtol: float
 
     def describe(self, method: str) -> str:
+        """The manifest's ``ranges`` line; ``method``: how the other tensors were calibrated."""
         return (f"learned by QAT for {self.carried} of {self.recorded} activation tensors ({self.used} of QAT's "
                 f"{self.learned} ranges found, matched by value); the other tensors calibrated ({method})")
 
@@ -111,9 +116,7 @@ def apply_learned_ranges(calibrated: bytes, learned: LearnedRanges, tf: Any) -> 
         candidates = by_shape.get(tuple(values.shape), [])
         if not candidates:
             continue
-        flat = np.ascontiguousarray(values, np.float32).reshape(-1)
-        step = max(1, flat.size // SAMPLE)
-        match, error = _match(flat[::step][:SAMPLE], candidates)
+        match, error = _match(_strided(values), candidates)
         if match is None:
             continue
         q = tensors[index].quantization
@@ -121,8 +124,8 @@ def apply_learned_ranges(calibrated: bytes, learned: LearnedRanges, tf: Any) -> 
         used.add(id(match))
         carried += 1
         worst = max(worst, error)
-    if carried == 0:
-        raise ValueError(f"none of QAT's {len(learned.tensors)} activation ranges matched a tensor of the TFLite "
+    if carried == 0:  # a conversion fault (RuntimeError: the export's exit status 3), not bad input
+        raise RuntimeError(f"none of QAT's {len(learned.tensors)} activation ranges matched a tensor of the TFLite "
                          "model by value: the float model converted is not QAT's float twin")
     transfer = RangeTransfer(carried, len(ranges), len(used), len(learned.tensors), worst)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), transfer
