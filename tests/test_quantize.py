@@ -170,6 +170,32 @@ def _ranges(model: bytes) -> dict[int, tuple[float, float]]:
             if t.quantization is not None and t.quantization.min is not None}
 
 
+def test_learned_ranges_go_to_the_tensor_with_the_same_values_and_nowhere_else() -> None:
+    from convert.tensorflow_import import import_tensorflow
+    from quantize.tflite_int8 import inspecting_interpreter
+    from quantize.tflite_learned_ranges import LearnedRanges, LearnedTensor, apply_learned_ranges, fingerprint
+
+    tf = import_tensorflow()
+    calibrated = _calibrated_tflite(scores_out=False)
+    before = _ranges(calibrated)
+    probe = np.random.default_rng(1).normal(size=(1, 8, 8, 3)).astype(np.float32)
+    interpreter, inp = inspecting_interpreter(calibrated, tf)
+    interpreter.set_tensor(inp["index"], probe)
+    interpreter.invoke()
+    target = next(i for i in sorted(before) if interpreter.get_tensor(i).shape == (1, 8, 8, 8))  # the first conv
+    nchw = interpreter.get_tensor(target).transpose(0, 3, 1, 2)  # as torch would hold it
+    shape, sample = fingerprint(nchw)
+    learned = LearnedRanges(probe, (LearnedTensor(shape, sample, -1.5, 2.5),))
+    carried, transfer = apply_learned_ranges(calibrated, learned, tf)
+    after = _ranges(carried)
+    assert after[target] == pytest.approx((-1.5, 2.5))
+    assert {i: r for i, r in after.items() if i != target} == {i: r for i, r in before.items() if i != target}
+    assert (transfer.carried, transfer.used, transfer.learned) == (1, 1, 1) and transfer.worst_rtol < 1e-6
+    noise = LearnedTensor(shape, np.random.default_rng(2).normal(size=sample.shape).astype(np.float32), -1.0, 1.0)
+    with pytest.raises(RuntimeError, match="none of QAT's 1 activation ranges matched"):
+        apply_learned_ranges(calibrated, LearnedRanges(probe, (noise,)), tf)
+
+
 def test_score_floor_moves_only_the_score_logits_ranges() -> None:
     from ai_edge_litert.interpreter import Interpreter
 
