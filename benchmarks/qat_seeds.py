@@ -62,7 +62,7 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.1%}"
 
 
-def markdown(doc: dict[str, Any], command: str, note: str | None) -> str:
+def markdown(doc: dict[str, Any], command: str, note: str | None, png: str) -> str:
     seeds = doc["seeds"]
     lines = [f"# QAT over {len(seeds)} seeds: {doc['model']} at {doc['input_size']} px", "",
              f"Checkpoint `{doc['checkpoint']}`; evaluation `{doc['data']}` split `{doc['split']}`, "
@@ -78,7 +78,7 @@ def markdown(doc: dict[str, Any], command: str, note: str | None) -> str:
                      + f" | {t['qat_mean_points']:+.2f} | {t['qat_spread_points']:.2f} | "
                      f"{'met' if t['goal_met'] else 'not met'} | {_pct(t['post_training']['field_det_match'])} | "
                      + " / ".join(_pct(r["field_det_match"]) for r in t["qat"]) + " |")
-    lines += ["", "Reproduce:", "", "```bash", command, "```", "", "![QAT ΔmAP per seed](" + "{png})", ""]
+    lines += ["", "Reproduce:", "", "```bash", command, "```", "", f"![QAT ΔmAP per seed]({png})", ""]
     if note:
         lines += [note, ""]
     return "\n".join(lines)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out.with_suffix(".json"), (json.dumps(doc, indent=2) + "\n").encode())
     plot(doc, out.with_suffix(".png"))
-    md = markdown(doc, args.command, args.note).replace("{png}", out.with_suffix(".png").name)
+    md = markdown(doc, args.command, args.note, out.with_suffix(".png").name)
     atomic_write_bytes(out.with_suffix(".md"), md.encode())
     print(md)
     return 0

@@ -302,9 +302,10 @@ def float_twin(qat: torch.fx.GraphModule, model: torch.nn.Module, probe: np.ndar
     activations = [m for m in every if getattr(m, "qscheme", None) in PER_TENSOR]
     weights = _weight_parameters(qat)
     states = [(m.fake_quant_enabled.clone(), m.observer_enabled.clone()) for m in every]
-    seen: list[tuple[FakeQuantizeBase, np.ndarray]] = []
+    # fingerprinted as they pass: a whole forward's activations held at once would be GBs at D7's 1536 px
+    seen: list[tuple[FakeQuantizeBase, tuple[tuple[int, ...], np.ndarray]]] = []
     quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, args[0].detach().numpy())))
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, fingerprint(args[0].detach().numpy()))))
              for m in activations]
     for name, parameter in weights.items():
         hooks.append(qat.get_submodule(name).register_forward_hook(
@@ -335,8 +336,7 @@ def float_twin(qat: torch.fx.GraphModule, model: torch.nn.Module, probe: np.ndar
         state[parameter] = state[parameter] * ratio
     form.load_state_dict(state)
     tensors = []
-    for m, values in seen:
+    for m, (shape, sample) in seen:
         scale, zero = float(m.scale.reshape(-1)[0]), int(m.zero_point.reshape(-1)[0])
-        shape, sample = fingerprint(values)
         tensors.append(LearnedTensor(shape, sample, (m.quant_min - zero) * scale, (m.quant_max - zero) * scale))
     return FloatTwin(form.eval(), LearnedRanges(np.asarray(probe, np.float32), tuple(tensors)))
