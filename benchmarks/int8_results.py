@@ -15,6 +15,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from efficientdet.map_bootstrap import interval_text
 from runtime.bench import summarize
 from runtime.detector import Detector
 from runtime.fileio import atomic_write_bytes
@@ -34,16 +35,18 @@ def _field(p: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def table(report: dict[str, Any]) -> list[str]:
-    rows = ["| target | precision | mAP@[.5:.95] | mAP@.5 | ΔmAP (points) | det match | field det match "
-            "| field logits rel L2 | input clipped (split / field) | size (MB) | median ms (p90) | gate |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    rows = ["| target | precision | mAP@[.5:.95] | mAP@.5 | ΔmAP (points) | ΔmAP 95 % interval | det match "
+            "| field det match | field logits rel L2 | input clipped (split / field) | size (MB) | median ms (p90) "
+            "| gate |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     ref = report["artifacts"][0]["parity"]
-    rows.append(f"| PyTorch | fp32 (reference) | {ref['map_ref']:.4f} | {ref['map50_ref']:.4f} | — | — | — | — | — "
+    rows.append(f"| PyTorch | fp32 (reference) | {ref['map_ref']:.4f} | {ref['map50_ref']:.4f} | — | — | — | — | — | — "
                 "| — | — | — |")
     for a in sorted(report["artifacts"], key=lambda a: (a["target"], a["precision"])):
         p, lat = a["parity"], a.get("latency", {})
         rows.append(f"| {a['target']} | {a['precision']} | {p['map']:.4f} | {p['map50']:.4f} "
-                    f"| {p['map_delta'] * 100:+.2f} | {p['det_match']:.1%} | {' | '.join(_field(p))} "
+                    f"| {p['map_delta'] * 100:+.2f} | {interval_text(p.get('map_delta_interval'))} "
+                    f"| {p['det_match']:.1%} | {' | '.join(_field(p))} "
                     f"| {a['size_bytes'] / 1e6:.2f} | {lat.get('total_ms', '—')} ({lat.get('p90_ms', '—')}) "
                     f"| {'PASS' if a['gate']['passed'] else 'FAIL'} |")
     return rows
@@ -78,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     md = [f"# int8 on {report['model']} ({report['input_size']} px): post-training vs QAT, per target", "",
           f"Checkpoint `{report['checkpoint']}`; evaluation: `{report['data']}` split `{report['split']}`, {n} images "
           "(COCO mAP via pycocotools, evaluation post-processing). ΔmAP against the FP32 PyTorch model on the same "
-          "images; det match = share of FP32 detections (deployment threshold) matched by the artifact, same "
+          "images, with its 95 % interval from a paired bootstrap over those images (efficientdet/map_bootstrap.py: "
+          "how far another split of that size could move it; — where the export predates it); det match = share "
+          "of FP32 detections (deployment threshold) matched by the artifact, same "
           "class, IoU ≥ 0.5. Field = the same comparison on images unlike the calibration set (photometric shifts "
           "of the evaluation images and other scenes, convert/field.py): det match FP32→artifact / artifact→FP32, "
           "logits relative L2 error, and the share of input values beyond the int8 input quantizer. "

@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from efficientdet.map_bootstrap import interval_text
 from runtime.fileio import atomic_write_bytes
 
 QAT_GOAL = 0.3  # |ΔmAP| in points that QAT should hold on every target and seed (issue 15)
@@ -25,7 +26,13 @@ def _row(artifact: dict[str, Any]) -> dict[str, Any]:
     field = p.get("field") or {}
     return {"map_delta_points": round(p["map_delta"] * 100, 3), "det_match": p["det_match"],
             "field_det_match": field.get("det_match"), "field_det_match_reverse": field.get("det_match_reverse"),
-            "gate": artifact["gate"]["status"]}
+            "map_delta_interval": p.get("map_delta_interval"), "gate": artifact["gate"]["status"]}
+
+
+def _delta(row: dict[str, Any]) -> str:
+    """ΔmAP in points, with its bootstrap interval where the export measured one."""
+    interval = row.get("map_delta_interval")
+    return f"{row['map_delta_points']:+.2f}" + (f" ({interval_text(interval)})" if interval else "")
 
 
 def summarize_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,13 +75,14 @@ def markdown(doc: dict[str, Any], command: str, note: str | None, png: str) -> s
              f"Checkpoint `{doc['checkpoint']}`; evaluation `{doc['data']}` split `{doc['split']}`, "
              f"{doc['num_images']} images. ΔmAP (points, mAP@[.5:.95]) of each artifact against the FP32 PyTorch "
              f"model; goal: QAT within ±{doc['goal_points']} point on every target and seed. Field = share of FP32 "
-             "detections the artifact matches on images unlike the calibration set (convert/field.py).", "",
+             "detections the artifact matches on images unlike the calibration set (convert/field.py). In brackets, "
+             "where measured: ΔmAP's 95 % interval from a paired bootstrap over the evaluation images "
+             "(efficientdet/map_bootstrap.py).", "",
              "| target | post-training ΔmAP | " + " | ".join(f"QAT seed {s}" for s in seeds)
              + " | QAT mean | spread (max − min) | goal | post-training field | QAT field per seed |",
              "|---|---:|" + "---:|" * len(seeds) + "---:|---:|---|---:|---:|"]
     for target, t in doc["targets"].items():
-        lines.append(f"| {target} | {t['post_training']['map_delta_points']:+.2f} | "
-                     + " | ".join(f"{r['map_delta_points']:+.2f}" for r in t["qat"])
+        lines.append(f"| {target} | {_delta(t['post_training'])} | " + " | ".join(_delta(r) for r in t["qat"])
                      + f" | {t['qat_mean_points']:+.2f} | {t['qat_spread_points']:.2f} | "
                      f"{'met' if t['goal_met'] else 'not met'} | {_pct(t['post_training']['field_det_match'])} | "
                      + " / ".join(_pct(r["field_det_match"]) for r in t["qat"]) + " |")

@@ -9,9 +9,11 @@ error, rel error (max abs err / max |reference|), SNR in dB and Pearson r (centr
 share a large prior-bias offset); on detections: the fraction of reference detections matched
 one-to-one by the artifact (same class, IoU >= threshold) and vice versa, with the deployment
 post-processing; on accuracy: COCO mAP@[.5:.95] (0-1 units) of both with the evaluation
-post-processing. Then the same comparison (no mAP: no labels) on the field images of :mod:`convert.field`,
-which the calibration never resembled, with the share of input values an int8 artifact's first quantizer
-clips (:mod:`convert.input_quantizer`). Thresholds live in :mod:`convert.gates`.
+post-processing, with a paired bootstrap interval of ΔmAP over the evaluation images
+(:mod:`efficientdet.map_bootstrap`: reported, not gated). Then the same comparison (no mAP: no labels)
+on the field images of :mod:`convert.field`, which the calibration never resembled, with the share of input
+values an int8 artifact's first quantizer clips (:mod:`convert.input_quantizer`). Thresholds live in
+:mod:`convert.gates`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 from efficientdet.data.records import DetectionDataset
 from efficientdet.evaluate import coco_metrics
+from efficientdet.map_bootstrap import PairedBootstrap
 from runtime.anchors import generate_anchors
 from runtime.contract import EVAL_POSTPROCESS, Contract, PostprocessSpec
 from runtime.detector import Detector, UngatedArtifactWarning
@@ -91,6 +94,7 @@ class Reference:
     eval_detections: list[Detections]  # evaluation post-processing, original-image pixels
     metrics: dict[str, Any]
     post_spec: PostprocessSpec
+    bootstrap: PairedBootstrap | None  # the split's draws for ΔmAP's interval; None without labels
 
 
 @dataclass
@@ -246,6 +250,8 @@ def _result(c: _Comparison, reference: Reference) -> dict[str, Any]:
         "map": metrics["map"],
         "map_ref": reference.metrics["map"],
         "map_delta": None if metrics["map"] is None else metrics["map"] - reference.metrics["map"],
+        "map_delta_interval": None if reference.bootstrap is None
+        else reference.bootstrap.delta_interval(c.eval_detections).to_dict(),
         "map50": metrics["map50"],
         "map50_ref": reference.metrics["map50"],
         "num_images": len(reference.dataset.records),
@@ -297,7 +303,8 @@ def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDat
         ref_det = postprocess(*raw, anchors, post, coding)
         for c in comparisons:
             _step(c, c.field, item.image, x, raw, ref_det, item.name, item.kind)
-    reference = Reference(dataset, boxes, dets, eval_dets, coco_metrics(dataset, eval_dets), post)
+    reference = Reference(dataset, boxes, dets, eval_dets, coco_metrics(dataset, eval_dets), post,
+                          PairedBootstrap(dataset, eval_dets) if dataset.labelled else None)
     entries = []
     for c in comparisons:
         parity = _result(c, reference)

@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from efficientdet.map_bootstrap import interval_text
 from runtime.detector import Result
 from runtime.draw import draw_detections
 from runtime.fileio import atomic_write_bytes
@@ -100,14 +101,16 @@ def markdown(report: dict[str, Any]) -> str:
         "runtime warns when an int8 artifact runs on another class (docs/INT8-CPU-CLASSES.md)",
         "- rel err = max |artifact - reference| / max |reference| per raw output; det match = share of detections "
         "matched one-to-one (same class, IoU ≥ threshold), reference→artifact / artifact→reference; "
-        "ΔmAP in mAP points (1 point = 0.01 in 0-1 units)",
+        "ΔmAP in mAP points (1 point = 0.01 in 0-1 units); its 95 % interval = a paired bootstrap over the "
+        "evaluation images (efficientdet/map_bootstrap.py): how far another split of that size could move it",
         "- field = the same comparison on images unlike the calibration set (photometric shifts of the evaluation "
         "images, other scenes; convert/field.py): det match both ways; input clipped = share of input values beyond "
         "the int8 input quantizer's range, evaluation / field images",
         "",
         "| target | precision | size (MB) | rel err logits | rel err boxes | SNR dB (min) | Pearson (min) "
-        "| det match | det match rev | mAP | ΔmAP (points) | field det match | input clipped | gate |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| det match | det match rev | mAP | ΔmAP (points) | ΔmAP 95 % interval | field det match | input clipped "
+        "| gate |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for a in report["artifacts"]:
         p = a["parity"]
@@ -121,6 +124,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(p['snr_db'], '.1f')} "
             f"| {_fmt(p['pearson'], '.6f')} | {p['det_match']:.2%} | {p['det_match_reverse']:.2%} "
             f"| {_fmt(p['map'], '.4f')} | {_fmt(None if p['map_delta'] is None else p['map_delta'] * 100, '+.3f')} "
+            f"| {interval_text(p.get('map_delta_interval'))} "
             f"| {_field_match(p.get('field'))} | {_clipped(p)} | {verdict} |")
     failures = [(a, f) for a in report["artifacts"] for f in a["gate"]["failures"]]
     if failures:

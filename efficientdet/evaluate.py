@@ -46,30 +46,38 @@ def torch_predict(model: torch.nn.Module, dataset: DetectionDataset, preprocess_
     return out
 
 
-def coco_metrics(dataset: DetectionDataset, predictions: Iterable[Detections]) -> dict[str, Any]:
-    """``map``, ``map50`` and per-class AP@[.5:.95] and AP@.5 (by class name) for predictions aligned with
-    ``dataset.records``; None for an unlabelled image folder."""
-    if not dataset.labelled:  # no ground truth: mAP is not measured, and says so (never a silent 0)
-        return {"map": None, "map50": None, "per_class_ap": {}, "per_class_ap50": {},
-                "num_images": len(dataset.records)}
-    gt = dataset.to_coco()
+def coco_evaluation(dataset: DetectionDataset, predictions: Iterable[Detections]) -> COCOeval | None:
+    """pycocotools' per-image matching (``evaluate``, not yet accumulated) of predictions aligned with the labelled
+    ``dataset.records``; None when there is not one detection (pycocotools cannot load an empty result)."""
     results = []
     for rec, det in zip(dataset.records, predictions):
         for b, s, c in zip(det.boxes, det.scores, det.class_ids):
             results.append({"image_id": int(rec.image_id), "category_id": int(c) + 1,
                             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
                             "score": float(s)})
-    names = list(dataset.class_names)
     if not results:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = dataset.to_coco()
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
+        ev.evaluate()
+    return ev
+
+
+def coco_metrics(dataset: DetectionDataset, predictions: Iterable[Detections]) -> dict[str, Any]:
+    """``map``, ``map50`` and per-class AP@[.5:.95] and AP@.5 (by class name) for predictions aligned with
+    ``dataset.records``; None for an unlabelled image folder."""
+    if not dataset.labelled:  # no ground truth: mAP is not measured, and says so (never a silent 0)
+        return {"map": None, "map50": None, "per_class_ap": {}, "per_class_ap50": {},
+                "num_images": len(dataset.records)}
+    names = list(dataset.class_names)
+    ev = coco_evaluation(dataset, predictions)
+    if ev is None:
         return {"map": 0.0, "map50": 0.0, "per_class_ap": {n: 0.0 for n in names},
                 "per_class_ap50": {n: 0.0 for n in names}, "num_images": len(dataset.records)}
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.evaluate()
         ev.accumulate()
         ev.summarize()
     precision = ev.eval["precision"]  # [T, R, K, area, maxDets]

@@ -206,6 +206,8 @@ def test_all_targets_pass_the_parity_gate(exported: dict) -> None:
         assert p["num_detections_ref"] >= 10  # matching is not vacuous
         assert p["rel_err"] <= gate.rel_err_max and p["det_match"] >= gate.det_match_min
         assert p["det_match_reverse"] >= gate.det_match_min and p["pearson"] > 0.999
+        interval = p["map_delta_interval"]  # a paired bootstrap over the same images brackets the measured delta
+        assert interval["resamples"] == 200 and interval["low"] <= p["map_delta"] <= interval["high"]
         if a["precision"] == "fp32":
             assert p["rel_err"] <= 1e-4 and p["det_match"] == p["det_match_reverse"] == 1.0
         else:

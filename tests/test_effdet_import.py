@@ -212,7 +212,8 @@ def test_imported_model_exports_to_every_target_and_passes_the_fp32_gate(importe
     assert report["labelled"] is False and report["map_ref"] is None
     assert {(a["target"], a["gate"]["status"]) for a in report["artifacts"]} == {
         ("onnx", "pass"), ("openvino", "pass"), ("tflite", "pass")}
-    assert all(a["parity"]["map_delta"] is None for a in report["artifacts"])
+    assert all(a["parity"]["map_delta"] is None and a["parity"]["map_delta_interval"] is None
+               for a in report["artifacts"])
     assert "not measured" in (out / "report.md").read_text()
     manifest = json.loads(next(out.glob("*onnx*.json")).read_text())
     assert manifest["preprocess"]["pad_color"] == [128.0, 128.0, 128.0]

@@ -49,3 +49,16 @@ def test_mean_spread_and_goal_per_target(tmp_path: Path) -> None:
 def test_runs_with_another_calibration_are_refused() -> None:
     with pytest.raises(ValueError, match="post-training onnx artifacts differ"):
         summarize_seeds([_report(0, {"onnx": 0.1}), _report(1, {"onnx": 0.1}, ptq_sha="b")])
+
+
+def test_a_seed_with_a_bootstrap_interval_shows_it_beside_its_delta(tmp_path: Path) -> None:
+    reports = [_report(0, {"onnx": 0.1}), _report(1, {"onnx": -0.3})]
+    qat = next(a for a in reports[1]["artifacts"] if a["precision"] == "int8-qat")
+    qat["parity"]["map_delta_interval"] = {"low": -0.009, "high": 0.001, "std_error": 0.0025, "resamples": 200,
+                                           "level": 0.95}
+    paths = []
+    for i, r in enumerate(reports):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    assert main(["--reports", *map(str, paths), "--out", str(tmp_path / "out"), "--command", "make x"]) == 0
+    assert "| onnx | -0.10 | +0.10 | -0.30 (-0.90 … +0.10) |" in (tmp_path / "out.md").read_text()
