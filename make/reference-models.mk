@@ -102,3 +102,12 @@ bccd-lite0-448-int8: $(STAMP)
 		--variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0 --out $(BCCD_LITE448_INT8_OUT); rc=$$?; \
 	$(PY) -m benchmarks.int8_results --report $(BCCD_LITE448_INT8_OUT)/report.json --out results/bccd-lite0-448-int8 \
 		--command "make bccd-lite0-448-int8" --note "$$(cat results/notes/bccd-lite0-448-int8.md)" && exit $$rc
+
+# The benchmark at D0's published 512 px on the default D0 trained at 512 (models/default-d0-512.pt, issue 10):
+# every target x precision, 1 and 2 threads -> results/bench-d0-512/ (results.{json,md}, plots, report.html).
+# About 1 h on 2 idle cores (QAT at 512 is most of it). The note is read after the run, from results/notes/.
+BENCH512_OUT := results/bench-d0-512
+bench-d0-512: $(STAMP)
+	$(PY) -m benchmarks.bench --targets all --threads 1,2 --data data/synthetic --out $(BENCH512_OUT)
+	$(PY) -m benchmarks.bench_output $(BENCH512_OUT)/results.json --note "$$(cat results/notes/bench-d0-512.md)"
+	$(MAKE) report BENCH_OUT=$(BENCH512_OUT)
