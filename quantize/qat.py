@@ -76,7 +76,9 @@ class QatConfig:
     objective: str = "distill"  # "distill": match the FP32 model's outputs; "labels": the detection loss
     # Probability that a training image gets a random photometric shift, so the ranges QAT learns cover other light
     # and cameras. Off by default: on the BCCD D0 (one run each, 0.5 against 0) it moved the field match little
-    # (61-63 % against 55-62 %) and cost the test split 0.5-0.8 point (docs/QUANTIZATION.md).
+    # (61-63 % against 55-62 %) and cost the test split 0.5-0.8 point; on the BCCD Lite0 at 448 it traded the
+    # field's directions (FP32's detections found 80-81 % against 87-88 %, the artifact's in FP32's set 85-88 %
+    # against 83-84 %) and took OpenVINO to +0.52 points (docs/QUANTIZATION.md).
     photometric: float = 0.0
 
     def __post_init__(self) -> None:
