@@ -58,7 +58,7 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 .PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data clean bench-post \
 	device-check android-check task-library-env convert-matrix bench report example \
 	default-model-train bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-int8 bccd-lite0-int8 convert-full \
-	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8 bccd-qat-seeds bench-d0-512
+	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8 bccd-qat-seeds bccd-lite0-448-qat-seeds bench-d0-512
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -101,7 +101,7 @@ help:
 	@echo "make bccd-lite0-448-train / -eval / -int8   the same Lite0 at 448 px (results/bccd-lite0-448-*.md)"
 	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
 	@echo "make bccd-qat-seeds [QAT_SEEDS='0 1 2']   the same QAT once per seed: mean and spread"
-	@echo "     (results/bccd-d0-qat-seeds.md)"
+	@echo "     (results/bccd-d0-qat-seeds.md); bccd-lite0-448-qat-seeds: the Lite0 at 448 (results/bccd-lite0-448-qat-seeds.md)"
 	@echo "make bench-d0-512               make bench at 512 on the D0 trained at 512 (results/bench-d0-512/)"
 
 $(STAMP):

@@ -97,11 +97,22 @@ bccd-lite0-448-eval: $(STAMP)
 
 # The int8 table of the 448 px Lite0 (results/bccd-lite0-448-int8.{json,md}), as for the 320 px one.
 BCCD_LITE448_INT8_OUT ?= exports/bccd-lite0-448-int8
+bccd_lite448_int8_export = $(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) \
+	--ckpt $(BCCD_LITE448_MODEL) --variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0
 bccd-lite0-448-int8: $(STAMP)
-	$(PY) -m convert --target all --precision int8 --qat --qat-epochs $(BCCD_QAT_EPOCHS) --ckpt $(BCCD_LITE448_MODEL) \
-		--variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0 --out $(BCCD_LITE448_INT8_OUT); rc=$$?; \
+	$(bccd_lite448_int8_export) --out $(BCCD_LITE448_INT8_OUT); rc=$$?; \
 	$(PY) -m benchmarks.int8_results --report $(BCCD_LITE448_INT8_OUT)/report.json --out results/bccd-lite0-448-int8 \
 		--command "make bccd-lite0-448-int8" --note "$$(cat results/notes/bccd-lite0-448-int8.md)" && exit $$rc
+
+# QAT's spread over seeds on the Lite0 at 448, as bccd-qat-seeds for the D0 (seed 0 is bccd-lite0-448-int8's own
+# recipe): results/bccd-lite0-448-qat-seeds.{json,md,png}. About 28 min per seed on 2 cores.
+bccd-lite0-448-qat-seeds: $(STAMP)
+	for s in $(QAT_SEEDS); do \
+		$(bccd_lite448_int8_export) --qat-seed $$s --out $(BCCD_LITE448_INT8_OUT)-s$$s || echo "seed $$s: exit $$? (gate)"; \
+	done
+	$(PY) -m benchmarks.qat_seeds --reports $(foreach s,$(QAT_SEEDS),$(BCCD_LITE448_INT8_OUT)-s$(s)/report.json) \
+		--out results/bccd-lite0-448-qat-seeds --command "make bccd-lite0-448-qat-seeds" \
+		--note "$$(cat results/notes/bccd-lite0-448-qat-seeds.md)"
 
 # The benchmark at D0's published 512 px on the default D0 trained at 512 (models/default-d0-512.pt, issue 10):
 # every target x precision, 1 and 2 threads -> results/bench-d0-512/ (results.{json,md}, plots, report.html).
