@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from convert.gates import FIELD_DET_MATCH_MIN
 from efficientdet.map_bootstrap import interval_text
 from runtime.fileio import atomic_write_bytes
 
@@ -81,8 +82,9 @@ def markdown(doc: dict[str, Any], command: str, note: str | None, png: str) -> s
              f"{doc['num_images']} images. ΔmAP (points, mAP@[.5:.95]) of each artifact against the FP32 PyTorch "
              f"model; goal: QAT within ±{doc['goal_points']} point on every target and seed. Field = share of FP32 "
              "detections the artifact matches / share of the artifact's detections FP32 also makes, on images "
-             "unlike the calibration set (convert/field.py; the gate needs both >= 85 %). In brackets, where "
-             "measured: ΔmAP's 95 % interval from a paired bootstrap over the evaluation images "
+             "unlike the calibration set (convert/field.py; the gate needs both >= "
+             f"{FIELD_DET_MATCH_MIN * 100:.0f} %). In brackets, where measured: ΔmAP's 95 % interval from a paired "
+             "bootstrap over the evaluation images "
              "(efficientdet/map_bootstrap.py).", "",
              "| target | post-training ΔmAP | " + " | ".join(f"QAT seed {s}" for s in seeds)
              + " | QAT mean | spread (max − min) | goal | post-training field | QAT field per seed |",

@@ -105,7 +105,7 @@ bccd-lite0-448-int8: $(STAMP)
 		--command "make bccd-lite0-448-int8" --note "$$(cat results/notes/bccd-lite0-448-int8.md)" && exit $$rc
 
 # QAT's spread over seeds on the Lite0 at 448, as bccd-qat-seeds for the D0 (seed 0 is bccd-lite0-448-int8's own
-# recipe): results/bccd-lite0-448-qat-seeds.{json,md,png}. About 28 min per seed on 2 cores.
+# recipe): results/bccd-lite0-448-qat-seeds.{json,md,png}. About 30 min per seed on 2 cores.
 bccd-lite0-448-qat-seeds: $(STAMP)
 	for s in $(QAT_SEEDS); do \
 		$(bccd_lite448_int8_export) --qat-seed $$s --out $(BCCD_LITE448_INT8_OUT)-s$$s || echo "seed $$s: exit $$? (gate)"; \
