@@ -58,7 +58,8 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 .PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data clean bench-post \
 	device-check android-check task-library-env convert-matrix bench report example \
 	default-model-train bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-int8 bccd-lite0-int8 convert-full \
-	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8 bccd-qat-seeds bccd-lite0-448-qat-seeds bench-d0-512
+	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8 bccd-qat-seeds bccd-lite0-448-qat-seeds bench-d0-512 \
+	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -70,6 +71,7 @@ help:
 	@echo "     re-running the same command resumes OUT/last.pt"
 	@echo "     VARIANT=lite PHI=0|1|2 starts from the ImageNet backbone (PRETRAINED=0: from scratch);"
 	@echo "     [BACKBONE_WEIGHTS=file]: a backbone in timm layout (tf_efficientnet_b*, efficientnet_lite*)"
+	@echo "     [VFLIP=0.5]: vertical flips too, for images without an up (microscopy, aerial); default off"
 	@echo "make import-effdet CKPT=effdet.pth [ARCH=tf_efficientdet_d0] [OUT=models/NAME.pt] [INPUT_SIZE=]"
 	@echo "make split DATA=<dataset> [SPLIT_OUT=runs/split]   the train/val/test lists (automatic seeded split where"
 	@echo "     the dataset has none: VOC without ImageSets, a single COCO json)"
@@ -99,6 +101,7 @@ help:
 	@echo "make bccd-lite0-train / bccd-lite0-eval / bccd-lite0-int8   BCCD Lite0 from the ImageNet backbone"
 	@echo "     (results/bccd-lite0-eval.md, results/bccd-lite0-int8.md)"
 	@echo "make bccd-lite0-448-train / -eval / -int8   the same Lite0 at 448 px (results/bccd-lite0-448-*.md)"
+	@echo "make bccd-lite0-448-flip-train / -eval   the same with vertical flips too (results/bccd-lite0-448-flip-eval.md)"
 	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
 	@echo "make bccd-qat-seeds [QAT_SEEDS='0 1 2']   the same QAT once per seed: mean and spread"
 	@echo "     (results/bccd-d0-qat-seeds.md); bccd-lite0-448-qat-seeds: the Lite0 at 448 (results/bccd-lite0-448-qat-seeds.md)"
@@ -134,7 +137,8 @@ data: $(STAMP)
 train: $(STAMP)
 	$(PY) -m efficientdet train --data "$(DATA)" --phi $(PHI) --variant $(VARIANT) --epochs $(EPOCHS) \
 		--batch-size $(BATCH) --out "$(OUT)" $(size_flag) $(if $(INIT),--init "$(INIT)",) \
-		$(if $(filter 0,$(PRETRAINED)),--no-pretrained,) $(if $(BACKBONE_WEIGHTS),--backbone-weights "$(BACKBONE_WEIGHTS)",)
+		$(if $(filter 0,$(PRETRAINED)),--no-pretrained,) $(if $(BACKBONE_WEIGHTS),--backbone-weights "$(BACKBONE_WEIGHTS)",) \
+		$(if $(VFLIP),--vflip $(VFLIP),)
 
 # An effdet (rwightman/efficientdet-pytorch) checkpoint -> a checkpoint of this project.
 import-effdet: $(STAMP)

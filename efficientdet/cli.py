@@ -50,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{cfg.preprocess.std[0]:g}); PRETRAINED=0 trains from scratch", file=sys.stderr)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers,
                        seed=args.seed, eval_every=args.eval_every, max_steps_per_epoch=args.max_steps,
-                       augment=Augment(scale_range=(args.jitter_min, args.jitter_max)), **fine_tune)
+                       augment=Augment(vflip=args.vflip, scale_range=(args.jitter_min, args.jitter_max)),
+                       **fine_tune)
     out = Path(args.out)
     used = [s for s in (train_set, val_set) if s is not None]
     if train_set.split_rule:  # an automatic split: write it down next to the run, so the run can be reproduced
@@ -226,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--jitter-min", type=float, default=0.6)
     t.add_argument("--jitter-max", type=float, default=1.4)
+    t.add_argument("--vflip", type=float, default=0.0,
+                   help="probability of a vertical flip (images without an up, e.g. microscopy; default off)")
     t.add_argument("--workers", type=int, default=1)
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--seed", type=int, default=0)

@@ -9,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from efficientdet.checkpoint import CheckpointError, load_checkpoint, load_model
 from efficientdet.data.loader import load_dataset
+from efficientdet.data.records import ImageRecord
 from efficientdet.data.synthetic import generate_synthetic
 from efficientdet.model.config import ConfigMismatchError, make_config
 from efficientdet.train.batches import Augment, DetectionBatches, load_example
@@ -81,6 +83,35 @@ def test_photometric_augmentation_moves_pixels_not_boxes(tiny_data: Path) -> Non
         assert b1.shape == b0.shape and np.array_equal(l1, l0)
         changed += int(not np.array_equal(x1, x0))
     assert changed == len(ds.records)
+
+
+def test_vertical_flip_moves_boxes_with_the_pixels(tiny_data: Path, tmp_path: Path) -> None:
+    """``--vflip`` (issue 10, for images without an up): boxes mirror with the pixels and labels stay. A square
+    image fills the input, so the flip is exact there; on the dataset's own images (letterboxed, placed at random)
+    the random stream is aligned so both calls place the content alike."""
+    ds = load_dataset(tiny_data, "train")
+    spec = _tiny_config(ds).preprocess
+    image = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "sq.png"), image)
+    square = ImageRecord(1, str(tmp_path / "sq.png"), 128, 128, np.array([[10.0, 20.0, 50.0, 41.0]], np.float32),
+                         np.array([1], np.int64))
+    still, flipped = Augment(hflip=0.0, scale_range=(1.0, 1.0)), Augment(hflip=0.0, vflip=1.0, scale_range=(1.0, 1.0))
+    x0, b0, _ = load_example(square, spec, still, np.random.default_rng(0))
+    x1, b1, l1 = load_example(square, spec, flipped, np.random.default_rng(0))
+    np.testing.assert_array_equal(x1, x0[::-1])
+    np.testing.assert_allclose(b1, [[10.0, 128 - 41.0, 50.0, 128 - 20.0]], atol=1e-4)
+    assert l1.tolist() == [1]
+    for i in range(len(ds.records)):
+        ahead = np.random.default_rng(i)
+        ahead.random()  # the draw the flipped call spends on its vertical flip
+        x0, b0, l0 = load_example(ds.records[i], spec, still, ahead)
+        x1, b1, l1 = load_example(ds.records[i], spec, flipped, np.random.default_rng(i))
+        np.testing.assert_array_equal(l1, l0)
+        np.testing.assert_allclose(b1[:, [0, 2]], b0[:, [0, 2]], atol=1e-3)
+        np.testing.assert_allclose(b1[:, 3] - b1[:, 1], b0[:, 3] - b0[:, 1], atol=1e-3)
+        mirror = b1[:, 1] + b0[:, 3]  # one axis for every box of an image: its content's centre line, twice
+        np.testing.assert_allclose(mirror, mirror[0], atol=1e-3)
+        assert not np.array_equal(x1, x0)
 
 
 def test_loss_is_zero_class_loss_free_for_perfect_background() -> None:

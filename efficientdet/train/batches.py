@@ -1,8 +1,9 @@
 """Torch dataset for training and evaluation: the runtime's pre-processing plus augmentation.
 
-Augmentation is expressed through the pre-processing's own parameters (jittered letterbox
-scale, crop/placement offset), a horizontal flip and, where asked, a photometric shift of the pixels
-before them, so training never forks its own resize or normalisation code. Anchor matching happens here, in the workers.
+Augmentation is expressed through the pre-processing's own parameters (jittered letterbox scale, crop/placement
+offset), a horizontal flip, where asked a vertical flip (for images without an up, such as microscopy: it doubles
+the orientations a small dataset shows) and a photometric shift of the pixels before them, so training never forks
+its own resize or normalisation code. Anchor matching happens here, in the workers.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ MIN_BOX_SIDE = 2.0
 class Augment:
     """Training augmentation. ``scale_range`` multiplies the letterbox scale (scale jitter); ``photometric`` is
     the probability of a random photometric shift (:mod:`efficientdet.data.photometric`), used by QAT so the
-    ranges it learns cover other light and cameras (0 keeps the images' colours, as training has so far)."""
+    ranges it learns cover other light and cameras (0 keeps the images' colours, as training has so far).
+    ``vflip`` is off by default: scenes with a ground and a sky must not be turned upside down. At 0 no random
+    number is drawn for it, so runs without it keep the augmentation stream they always had."""
 
     hflip: float = 0.5
+    vflip: float = 0.0
     scale_range: tuple[float, float] = (0.6, 1.4)
     photometric: float = 0.0
 
@@ -52,6 +56,9 @@ def load_example(rec: ImageRecord, spec: PreprocessSpec, augment: Augment | None
     if rng.random() < augment.hflip:
         image = image[:, ::-1]
         boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+    if augment.vflip and rng.random() < augment.vflip:
+        image = image[::-1]
+        boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
     jitter = float(rng.uniform(*augment.scale_range))
     size = spec.input_size
     geo = letterbox_geometry(h, w, size, jitter)

@@ -62,7 +62,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["augment"] = {"hflip": self.augment.hflip, "scale_range": list(self.augment.scale_range)}
+        d["augment"] = {"hflip": self.augment.hflip, "vflip": self.augment.vflip,
+                        "scale_range": list(self.augment.scale_range)}
         return d
 
 
