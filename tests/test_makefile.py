@@ -41,7 +41,8 @@ def test_paths_with_spaces_stay_one_argument(target: str, module: str, flags: di
 
 def test_help_names_the_variables_that_matter() -> None:
     text = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for word in ("BATCH=", "INIT=", "EPOCHS=", "INPUT_SIZE=", "CLASS_MAP=", "ACCEPT_UNMEASURABLE=", "VFLIP=", "test-quick"):
+    for word in ("BATCH=", "INIT=", "EPOCHS=", "INPUT_SIZE=", "CLASS_MAP=", "ACCEPT_UNMEASURABLE=", "VFLIP=",
+                 "test-quick"):
         assert word in text, word
 
 
