@@ -206,6 +206,17 @@ def cmd_run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probability(text: str) -> float:
+    """An argparse type: a number within 0..1 (a typo such as 5 for 0.5 is refused, not silently taken as 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability within 0..1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability within 0..1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m efficientdet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -227,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--jitter-min", type=float, default=0.6)
     t.add_argument("--jitter-max", type=float, default=1.4)
-    t.add_argument("--vflip", type=float, default=0.0,
+    t.add_argument("--vflip", type=_probability, default=0.0,
                    help="probability of a vertical flip (images without an up, e.g. microscopy; default off)")
     t.add_argument("--workers", type=int, default=1)
     t.add_argument("--threads", type=int, default=0)

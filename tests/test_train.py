@@ -184,6 +184,13 @@ def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
                           **kw)
 
 
+def test_vflip_outside_zero_to_one_is_refused(tmp_path: Path) -> None:
+    """``VFLIP=5`` (meant 0.5) would flip every image; the CLI refuses it with a usage error and writes nothing."""
+    res = _run(["-m", "efficientdet", "train", "--vflip", "5", "--out", str(tmp_path / "run")])
+    assert res.returncode == 2 and "probability within 0..1" in res.stderr, res.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_summary_cli_prints_the_interface_fields() -> None:
     res = _run(["-m", "efficientdet", "summary", "--phi", "0"])
     assert res.returncode == 0, res.stderr
