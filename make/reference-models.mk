@@ -83,35 +83,31 @@ convert-full: $(STAMP)
 # 14 % have none; results/bccd-lite0-eval.md): results/bccd-lite0-448-eval.{json,md,png}.
 BCCD_LITE448_OUT ?= runs/bccd-lite0-448
 BCCD_LITE448_MODEL ?= models/bccd-lite0-448.pt
+bccd_lite448_train = $(PY) -m efficientdet train --data "$(BCCD)" --variant lite --phi 0 --input-size 448 \
+	--epochs $(BCCD_LITE_EPOCHS) --batch-size 8 --eval-every 3
+# $(call bccd_eval,RUN,MODEL,NAME): slim RUN/best.pt to MODEL, evaluate it on the test split and write
+# results/NAME-eval.{json,md,png} with the note results/notes/NAME-eval.md (NAME's targets: NAME-train, NAME-eval).
+define bccd_eval
+	$(PY) -m efficientdet slim --ckpt $(1)/best.pt --out $(2)
+	$(PY) -m efficientdet eval --ckpt $(2) --data "$(BCCD)" --split test --out results/$(3)-eval.json
+	$(PY) -m efficientdet run-report --run $(1) --eval results/$(3)-eval.json --out results/$(3)-eval.md \
+		--command "make $(3)-train && make $(3)-eval" --note "$$(cat results/notes/$(3)-eval.md)"
+endef
 bccd-lite0-448-train: $(STAMP)
-	$(PY) -m efficientdet train --data "$(BCCD)" --variant lite --phi 0 --input-size 448 --epochs $(BCCD_LITE_EPOCHS) \
-		--batch-size 8 --eval-every 3 --out $(BCCD_LITE448_OUT)
+	$(bccd_lite448_train) --out $(BCCD_LITE448_OUT)
 
 bccd-lite0-448-eval: $(STAMP)
-	$(PY) -m efficientdet slim --ckpt $(BCCD_LITE448_OUT)/best.pt --out $(BCCD_LITE448_MODEL)
-	$(PY) -m efficientdet eval --ckpt $(BCCD_LITE448_MODEL) --data "$(BCCD)" --split test \
-		--out results/bccd-lite0-448-eval.json
-	$(PY) -m efficientdet run-report --run $(BCCD_LITE448_OUT) --eval results/bccd-lite0-448-eval.json \
-		--out results/bccd-lite0-448-eval.md --command "make bccd-lite0-448-train && make bccd-lite0-448-eval" \
-		--note "$$(cat results/notes/bccd-lite0-448-eval.md)"
+	$(call bccd_eval,$(BCCD_LITE448_OUT),$(BCCD_LITE448_MODEL),bccd-lite0-448)
 
 # The same Lite0 at 448 with vertical flips as well (blood smears have no up; issue 10: validation mAP@.5 stalled at
 # 0.86 from epoch 12 while the training loss kept falling): results/bccd-lite0-448-flip-eval.{json,md,png}. It did
 # not help (test mAP@.5 0.852 against 0.878), so its checkpoint stays under runs/ and is not committed.
 BCCD_LITE448F_OUT ?= runs/bccd-lite0-448-flip
-BCCD_LITE448F_MODEL ?= $(BCCD_LITE448F_OUT)/model.pt
 bccd-lite0-448-flip-train: $(STAMP)
-	$(PY) -m efficientdet train --data "$(BCCD)" --variant lite --phi 0 --input-size 448 --epochs $(BCCD_LITE_EPOCHS) \
-		--batch-size 8 --eval-every 3 --vflip 0.5 --out $(BCCD_LITE448F_OUT)
+	$(bccd_lite448_train) --vflip 0.5 --out $(BCCD_LITE448F_OUT)
 
 bccd-lite0-448-flip-eval: $(STAMP)
-	$(PY) -m efficientdet slim --ckpt $(BCCD_LITE448F_OUT)/best.pt --out $(BCCD_LITE448F_MODEL)
-	$(PY) -m efficientdet eval --ckpt $(BCCD_LITE448F_MODEL) --data "$(BCCD)" --split test \
-		--out results/bccd-lite0-448-flip-eval.json
-	$(PY) -m efficientdet run-report --run $(BCCD_LITE448F_OUT) --eval results/bccd-lite0-448-flip-eval.json \
-		--out results/bccd-lite0-448-flip-eval.md \
-		--command "make bccd-lite0-448-flip-train && make bccd-lite0-448-flip-eval" \
-		--note "$$(cat results/notes/bccd-lite0-448-flip-eval.md)"
+	$(call bccd_eval,$(BCCD_LITE448F_OUT),$(BCCD_LITE448F_OUT)/model.pt,bccd-lite0-448-flip)
 
 # The int8 table of the 448 px Lite0 (results/bccd-lite0-448-int8.{json,md}), as for the 320 px one.
 BCCD_LITE448_INT8_OUT ?= exports/bccd-lite0-448-int8
