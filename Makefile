@@ -31,6 +31,7 @@ CLASS_MAP ?=
 class_map_flag = $(if $(CLASS_MAP),--class-map "$(CLASS_MAP)",)
 # make eval writes its JSON under runs/eval/ (never beside the checkpoint, e.g. into the committed models/)
 EVAL_OUT ?=
+exclude_flag = $(if $(EXCLUDE),--exclude-images "$(EXCLUDE)",)
 eval_out = $(or $(EVAL_OUT),runs/eval/$(basename $(notdir $(CKPT)))-$(SPLIT).json)
 
 TARGET ?= all
@@ -55,11 +56,11 @@ REPORT ?=
 # OUT defaults to runs/... for training; exports go to exports/... unless OUT is given
 export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI))
 
-.PHONY: help setup test test-quick lint summary train import-effdet split eval export calib edgetpu data clean bench-post \
+.PHONY: help setup test test-quick lint summary train audit-labels import-effdet split eval export calib edgetpu data clean bench-post \
 	device-check android-check task-library-env convert-matrix bench report example \
 	default-model-train bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-int8 bccd-lite0-int8 convert-full \
 	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8 bccd-qat-seeds bccd-lite0-448-qat-seeds bench-d0-512 \
-	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval
+	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval bccd-lite1-448-train bccd-lite1-448-eval bccd-label-audit
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -72,10 +73,13 @@ help:
 	@echo "     VARIANT=lite PHI=0|1|2 starts from the ImageNet backbone (PRETRAINED=0: from scratch);"
 	@echo "     [BACKBONE_WEIGHTS=file]: a backbone in timm layout (tf_efficientnet_b*, efficientnet_lite*)"
 	@echo "     [VFLIP=0.5]: vertical flips too, for images without an up (microscopy, aerial); default off"
+	@echo "     [EXCLUDE=list.txt]: leave the images a list names out (e.g. audit-labels' flagged.txt; also for eval)"
+	@echo "make audit-labels CKPT=... DATA=... [AUDIT_SPLITS='train val test'] [AUDIT_OUT=runs/label-audit]"
+	@echo "     the images whose labels the model disagrees with confidently -> audit.md, flagged.txt, drawn images"
 	@echo "make import-effdet CKPT=effdet.pth [ARCH=tf_efficientdet_d0] [OUT=models/NAME.pt] [INPUT_SIZE=]"
 	@echo "make split DATA=<dataset> [SPLIT_OUT=runs/split]   the train/val/test lists (automatic seeded split where"
 	@echo "     the dataset has none: VOC without ImageSets, a single COCO json)"
-	@echo "make eval CKPT=... DATA=... [SPLIT=test] [EVAL_OUT=runs/eval/<ckpt>-<split>.json] [CLASS_MAP=a=x,b=y]"
+	@echo "make eval CKPT=... DATA=... [SPLIT=test] [EVAL_OUT=runs/eval/<ckpt>-<split>.json] [CLASS_MAP=a=x,b=y] [EXCLUDE=]"
 	@echo "make export TARGET=onnx|openvino|tflite|all PHI=0 PRECISION=fp32|fp16|int8|all [CKPT=] [OUT=exports/NAME]"
 	@echo "     [INPUT_SIZE=N]: export at another multiple of 32 than the checkpoint's"
 	@echo "     [IMAGES=dir]: gate on unlabelled images (models of classes no labelled dataset at hand has)"
@@ -102,6 +106,8 @@ help:
 	@echo "     (results/bccd-lite0-eval.md, results/bccd-lite0-int8.md)"
 	@echo "make bccd-lite0-448-train / -eval / -int8   the same Lite0 at 448 px (results/bccd-lite0-448-*.md)"
 	@echo "make bccd-lite0-448-flip-train / -eval   the same with vertical flips too (results/bccd-lite0-448-flip-eval.md)"
+	@echo "make bccd-lite1-448-train / -eval   the same recipe with EfficientDet-Lite1 (results/bccd-lite1-448-eval.md)"
+	@echo "make bccd-label-audit           BCCD's labels audited by the Lite0 at 448 (results/bccd-label-audit/)"
 	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
 	@echo "make bccd-qat-seeds [QAT_SEEDS='0 1 2']   the same QAT once per seed: mean and spread"
 	@echo "     (results/bccd-d0-qat-seeds.md); bccd-lite0-448-qat-seeds: the Lite0 at 448 (results/bccd-lite0-448-qat-seeds.md)"
@@ -138,7 +144,14 @@ train: $(STAMP)
 	$(PY) -m efficientdet train --data "$(DATA)" --phi $(PHI) --variant $(VARIANT) --epochs $(EPOCHS) \
 		--batch-size $(BATCH) --out "$(OUT)" $(size_flag) $(if $(INIT),--init "$(INIT)",) \
 		$(if $(filter 0,$(PRETRAINED)),--no-pretrained,) $(if $(BACKBONE_WEIGHTS),--backbone-weights "$(BACKBONE_WEIGHTS)",) \
-		$(if $(VFLIP),--vflip $(VFLIP),)
+		$(if $(VFLIP),--vflip $(VFLIP),) $(exclude_flag)
+
+# Where a trained model and the labels disagree confidently (a class it finds that no box has, boxes it does not
+# find): OUT/audit.{json,md}, OUT/flagged.txt (for EXCLUDE= after a look) and drawn images.
+audit-labels: $(STAMP)
+	@test -n "$(CKPT)" || { echo "error: CKPT=<checkpoint.pt> is required"; exit 2; }
+	$(PY) -m efficientdet audit-labels --ckpt "$(CKPT)" --data "$(DATA)" --out "$(or $(AUDIT_OUT),runs/label-audit)" \
+		$(if $(AUDIT_SPLITS),--split $(AUDIT_SPLITS),) $(class_map_flag)
 
 # An effdet (rwightman/efficientdet-pytorch) checkpoint -> a checkpoint of this project.
 import-effdet: $(STAMP)
@@ -177,7 +190,8 @@ edgetpu: $(STAMP)
 
 eval: $(STAMP)
 	@test -n "$(CKPT)" || { echo "error: CKPT=<checkpoint.pt> is required"; exit 2; }
-	$(PY) -m efficientdet eval --ckpt "$(CKPT)" --data "$(DATA)" --split $(SPLIT) --out "$(eval_out)" $(class_map_flag)
+	$(PY) -m efficientdet eval --ckpt "$(CKPT)" --data "$(DATA)" --split $(SPLIT) --out "$(eval_out)" $(class_map_flag) \
+		$(exclude_flag)
 
 clean:
 	rm -rf runs exports .pytest_cache

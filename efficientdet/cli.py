@@ -23,6 +23,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from efficientdet.data.exclude import exclude_images, read_image_list
     from efficientdet.data.loader import load_dataset
     from efficientdet.data.synthetic import resolve_dataset
     from efficientdet.model.config import make_config
@@ -35,6 +36,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = resolve_dataset(args.data)
     train_set = load_dataset(data, args.train_split)
     val_set = load_dataset(data, args.val_split, class_names=train_set.class_names) if args.val_split else None
+    excluded: tuple[str, ...] = ()
+    if args.exclude_images:
+        excluded = read_image_list(args.exclude_images)
+        train_set, *rest = exclude_images([s for s in (train_set, val_set) if s is not None], excluded,
+                                          args.exclude_images)
+        val_set = rest[0] if rest else None
     cfg = make_config(args.phi, args.variant, len(train_set.class_names), train_set.class_names,
                       input_size=args.input_size, class_ids=train_set.class_ids or ())
     backbone = pretrained_source(cfg, args.pretrained, args.backbone_weights, args.init)
@@ -51,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers,
                        seed=args.seed, eval_every=args.eval_every, max_steps_per_epoch=args.max_steps,
                        augment=Augment(vflip=args.vflip, scale_range=(args.jitter_min, args.jitter_max)),
-                       **fine_tune)
+                       excluded_images=excluded, **fine_tune)
     out = Path(args.out)
     used = [s for s in (train_set, val_set) if s is not None]
     if train_set.split_rule:  # an automatic split: write it down next to the run, so the run can be reproduced
@@ -110,6 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from efficientdet.checkpoint import load_checkpoint, load_model
+    from efficientdet.data.exclude import exclude_images, image_name, read_image_list
     from efficientdet.data.loader import load_for_model, parse_class_map
     from efficientdet.data.synthetic import resolve_dataset
     from efficientdet.evaluate import evaluate_model
@@ -120,18 +128,69 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, cfg = load_model(args.ckpt)
     dataset = load_for_model(resolve_dataset(args.data), args.split, list(cfg.class_names),
                              num_classes=cfg.num_classes, class_map=parse_class_map(args.class_map))
+    excluded = []
+    if args.exclude_images:
+        before = {r.path for r in dataset.records}
+        dataset, = exclude_images([dataset], read_image_list(args.exclude_images), args.exclude_images)
+        excluded = sorted(image_name(p, args.data) for p in before - {r.path for r in dataset.records})
     t0 = time.time()
     metrics = evaluate_model(model, dataset, cfg.preprocess,
                              generate_anchors(cfg.anchor_spec))
     ck = load_checkpoint(args.ckpt)
+    left_out = {"exclude_list": str(args.exclude_images), "excluded_images": excluded} if args.exclude_images else {}
     result = {"model": cfg.name, "input_size": cfg.input_size, "data": str(args.data), "split": args.split,
-              **metrics, "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt),
+              **left_out, **metrics, "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt),
               "train_wall_time_s": ck.get("wall_time_s"), "train_epochs": ck.get("epoch"),
               "eval_time_s": round(time.time() - t0, 1)}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
         atomic_write_bytes(args.out, (text + "\n").encode())
+    return 0
+
+
+def cmd_audit_labels(args: argparse.Namespace) -> int:
+    """Where the model and the labels disagree confidently: JSON, Markdown, flagged.txt and drawn images."""
+    import cv2
+    import torch
+
+    from efficientdet.checkpoint import load_model
+    from efficientdet.data.exclude import image_name
+    from efficientdet.data.loader import load_for_model, parse_class_map
+    from efficientdet.data.synthetic import resolve_dataset
+    from efficientdet.evaluate import torch_predict
+    from efficientdet.label_audit import AuditSettings, audit, draw_findings, image_list, markdown, summarise
+    from runtime.anchors import generate_anchors
+    from runtime.fileio import atomic_write_bytes
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    settings = AuditSettings(score=args.score, iou=args.iou, min_count=args.min_count)
+    model, cfg = load_model(args.ckpt)
+    anchors = generate_anchors(cfg.anchor_spec)
+    findings, records, root = [], {}, resolve_dataset(args.data)
+    for split in args.split:
+        dataset = load_for_model(root, split, list(cfg.class_names),
+                                 num_classes=cfg.num_classes, class_map=parse_class_map(args.class_map))
+        print(f"{split}: {len(dataset.records)} images", file=sys.stderr)
+        found = audit(dataset, torch_predict(model, dataset, cfg.preprocess, anchors), settings)
+        records.update(((split, image_name(r.path, root)), (r, f)) for r, f in zip(dataset.records, found))
+        findings += found
+    summary = {"checkpoint": str(args.ckpt), "data": str(args.data), "splits": list(args.split),
+               **summarise(findings, list(cfg.class_names), settings, top=args.top, root=root)}
+    command = args.command or (f"python -m efficientdet audit-labels --ckpt {args.ckpt} --data {args.data} "
+                               f"--split {' '.join(args.split)} --score {args.score} --iou {args.iou} "
+                               f"--min-count {args.min_count} --out {args.out}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "audit.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "audit.md", markdown(summary, command).encode())
+    atomic_write_bytes(out / "flagged.txt", image_list(summary).encode())
+    for row in summary["top"][:args.draw]:
+        _, jpg = cv2.imencode(".jpg", draw_findings(*records[row["split"], row["image"]], cfg.class_names))
+        atomic_write_bytes(out / "images" / f"{row['split']}-{Path(row['image']).stem}.jpg", jpg.tobytes())
+    print(markdown(summary, command))
+    print(f"wrote {out}/audit.json, audit.md, flagged.txt ({len(summary['class_unlabelled'])} images) and "
+          f"{min(args.draw, len(summary['top']))} drawn images under {out}/images", file=sys.stderr)
     return 0
 
 
@@ -245,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-every", type=int, default=1)
     t.add_argument("--max-steps", type=int, default=0, help="cap steps per epoch (smoke runs)")
+    t.add_argument("--exclude-images", default=None, metavar="FILE",
+                   help="leave the images this list names (one file name per line, e.g. audit-labels' flagged.txt) "
+                   "out of the training and validation splits; recorded in the checkpoint")
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="val")
     t.add_argument("--out", default="runs/default")
@@ -270,8 +332,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--class-map", default=None, metavar="DATA=MODEL,...",
                    help="map dataset class names onto the model's (an empty MODEL ignores that class); without it "
                    "a dataset with classes the model does not know is refused")
+    e.add_argument("--exclude-images", default=None, metavar="FILE",
+                   help="score without the images this list names (e.g. audit-labels' flagged.txt); the JSON "
+                   "names each one left out")
     e.add_argument("--threads", type=int, default=0)
     e.set_defaults(func=cmd_eval)
+    a = sub.add_parser("audit-labels", help="list the images whose labels a model disagrees with confidently "
+                       "(a class it finds that has no box, boxes it does not find) for a person to check")
+    a.add_argument("--ckpt", required=True)
+    a.add_argument("--data", default="data/synthetic")
+    a.add_argument("--split", nargs="+", default=["train", "val", "test"])
+    a.add_argument("--out", required=True, help="folder for audit.json, audit.md, flagged.txt and images/")
+    a.add_argument("--score", type=_probability, default=0.5, help="score from which a detection is confident")
+    a.add_argument("--iou", type=_probability, default=0.5, help="IoU at which a detection matches a box")
+    a.add_argument("--min-count", type=int, default=3,
+                   help="confident detections of a class with no box before an image is flagged")
+    a.add_argument("--top", type=int, default=20, help="images listed by how much there is to look at")
+    a.add_argument("--draw", type=int, default=8, help="of those, how many are drawn")
+    a.add_argument("--class-map", default=None, metavar="DATA=MODEL,...", help="as for eval")
+    a.add_argument("--command", default=None, help="command printed in audit.md (default: this one)")
+    a.add_argument("--threads", type=int, default=0)
+    a.set_defaults(func=cmd_audit_labels)
     sp = sub.add_parser("split", help="write the train/val/test image lists of a dataset (VOC without ImageSets, "
                         "a single COCO json: the automatic seeded split) into a folder")
     sp.add_argument("--data", required=True)

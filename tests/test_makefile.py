@@ -24,9 +24,10 @@ def _value(command: list[str], flag: str) -> str:
 
 
 @pytest.mark.parametrize(("target", "module", "flags"), [
-    ("train", "efficientdet", {"--data": "DATA", "--out": "OUT", "--init": "INIT"}),
+    ("train", "efficientdet", {"--data": "DATA", "--out": "OUT", "--init": "INIT", "--exclude-images": "EXCLUDE"}),
     ("export", "convert", {"--data": "DATA", "--ckpt": "CKPT", "--out": "OUT", "--calib": "CALIB"}),
-    ("eval", "efficientdet", {"--data": "DATA", "--ckpt": "CKPT"}),
+    ("eval", "efficientdet", {"--data": "DATA", "--ckpt": "CKPT", "--exclude-images": "EXCLUDE"}),
+    ("audit-labels", "efficientdet", {"--data": "DATA", "--ckpt": "CKPT", "--out": "AUDIT_OUT"}),
     ("calib", "calib_data", {"--data": "DATA", "--ckpt": "CKPT", "--out": "OUT"}),
     ("bench", "benchmarks.bench", {"--data": "DATA", "--ckpt": "CKPT"}),
 ])
@@ -42,7 +43,7 @@ def test_paths_with_spaces_stay_one_argument(target: str, module: str, flags: di
 def test_help_names_the_variables_that_matter() -> None:
     text = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for word in ("BATCH=", "INIT=", "EPOCHS=", "INPUT_SIZE=", "CLASS_MAP=", "ACCEPT_UNMEASURABLE=", "VFLIP=",
-                 "test-quick"):
+                 "EXCLUDE=", "AUDIT_SPLITS=", "test-quick"):
         assert word in text, word
 
 

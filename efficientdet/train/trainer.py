@@ -59,6 +59,9 @@ class TrainConfig:
     freeze_backbone_epochs: float = 0.0
     backbone_bn_momentum: float | None = None
     augment: Augment = field(default_factory=Augment)
+    # Images left out of the training and validation splits (--exclude-images; e.g. audit-labels' flagged.txt),
+    # by file name: the dataset on disk is not edited, so the checkpoint is where the exclusion is written down.
+    excluded_images: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
