@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -155,11 +156,11 @@ def cmd_audit_labels(args: argparse.Namespace) -> int:
     import torch
 
     from efficientdet.checkpoint import load_model
-    from efficientdet.data.exclude import image_name
     from efficientdet.data.loader import load_for_model, parse_class_map
     from efficientdet.data.synthetic import resolve_dataset
     from efficientdet.evaluate import torch_predict
-    from efficientdet.label_audit import AuditSettings, audit, draw_findings, image_list, markdown, summarise
+    from efficientdet.label_audit import AuditSettings, audit, rank
+    from efficientdet.label_audit_report import draw_findings, image_list, markdown, summarise
     from runtime.anchors import generate_anchors
     from runtime.fileio import atomic_write_bytes
 
@@ -168,29 +169,31 @@ def cmd_audit_labels(args: argparse.Namespace) -> int:
     model, cfg = load_model(args.ckpt)
     anchors = generate_anchors(cfg.anchor_spec)
     findings, records, root = [], {}, resolve_dataset(args.data)
-    for split in args.split:
+    for split in dict.fromkeys(args.split):
         dataset = load_for_model(root, split, list(cfg.class_names),
                                  num_classes=cfg.num_classes, class_map=parse_class_map(args.class_map))
         print(f"{split}: {len(dataset.records)} images", file=sys.stderr)
-        found = audit(dataset, torch_predict(model, dataset, cfg.preprocess, anchors), settings)
-        records.update(((split, image_name(r.path, root)), (r, f)) for r, f in zip(dataset.records, found))
-        findings += found
-    summary = {"checkpoint": str(args.ckpt), "data": str(args.data), "splits": list(args.split),
+        findings += audit(dataset, torch_predict(model, dataset, cfg.preprocess, anchors), settings)
+        records.update((r.path, r) for r in dataset.records)
+    summary = {"checkpoint": str(args.ckpt), "data": str(args.data), "splits": list(dict.fromkeys(args.split)),
                **summarise(findings, list(cfg.class_names), settings, top=args.top, root=root)}
     command = args.command or (f"python -m efficientdet audit-labels --ckpt {args.ckpt} --data {args.data} "
-                               f"--split {' '.join(args.split)} --score {args.score} --iou {args.iou} "
+                               f"--split {' '.join(summary['splits'])} --score {args.score} --iou {args.iou} "
                                f"--min-count {args.min_count} --out {args.out}")
+    drawn = {f"{i:02d}-{f.split}-{Path(f.path).stem}.jpg":
+             cv2.imencode(".jpg", draw_findings(records[f.path], f, cfg.class_names))[1].tobytes()
+             for i, f in enumerate(rank(findings)[:args.draw], 1)}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for old in (out / "images").glob("[0-9][0-9]-*.jpg"):  # an earlier audit's drawings would read as this one's
+        old.unlink()
     atomic_write_bytes(out / "audit.json", (json.dumps(summary, indent=2) + "\n").encode())
     atomic_write_bytes(out / "audit.md", markdown(summary, command).encode())
     atomic_write_bytes(out / "flagged.txt", image_list(summary).encode())
-    for row in summary["top"][:args.draw]:
-        _, jpg = cv2.imencode(".jpg", draw_findings(*records[row["split"], row["image"]], cfg.class_names))
-        atomic_write_bytes(out / "images" / f"{row['split']}-{Path(row['image']).stem}.jpg", jpg.tobytes())
+    for name, jpg in drawn.items():
+        atomic_write_bytes(out / "images" / name, jpg)
     print(markdown(summary, command))
     print(f"wrote {out}/audit.json, audit.md, flagged.txt ({len(summary['class_unlabelled'])} images) and "
-          f"{min(args.draw, len(summary['top']))} drawn images under {out}/images", file=sys.stderr)
+          f"{len(drawn)} drawn images under {out}/images", file=sys.stderr)
     return 0
 
 
@@ -276,6 +279,19 @@ def _probability(text: str) -> float:
     return value
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m efficientdet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -345,10 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, help="folder for audit.json, audit.md, flagged.txt and images/")
     a.add_argument("--score", type=_probability, default=0.5, help="score from which a detection is confident")
     a.add_argument("--iou", type=_probability, default=0.5, help="IoU at which a detection matches a box")
-    a.add_argument("--min-count", type=int, default=3,
+    a.add_argument("--min-count", type=_at_least(1), default=3,
                    help="confident detections of a class with no box before an image is flagged")
-    a.add_argument("--top", type=int, default=20, help="images listed by how much there is to look at")
-    a.add_argument("--draw", type=int, default=8, help="of those, how many are drawn")
+    a.add_argument("--top", type=_at_least(1), default=20, help="images listed by how much there is to look at")
+    a.add_argument("--draw", type=_at_least(0), default=8, help="how many of the images ranked first are drawn")
     a.add_argument("--class-map", default=None, metavar="DATA=MODEL,...", help="as for eval")
     a.add_argument("--command", default=None, help="command printed in audit.md (default: this one)")
     a.add_argument("--threads", type=int, default=0)

@@ -19,24 +19,19 @@ COCO's mAP@.5 (a detection matches the unmatched box of its class it overlaps mo
 
 It reads only predictions and records, so it works with any model the project can run. It flags, it
 never edits: the dataset stays as it is, and what to do with a flagged image is the user's call.
+``label_audit_report.py`` turns the findings into the JSON, Markdown, image list and drawings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
 
-from efficientdet.data.exclude import image_name
 from efficientdet.data.records import DetectionDataset, ImageRecord
-from runtime.draw import ascii_label
 from runtime.iou import iou_matrix
 from runtime.postprocess import Detections
-from runtime.preprocess import read_image
 
 
 @dataclass(frozen=True)
@@ -58,6 +53,7 @@ class ImageFindings:
     unlabelled: tuple[tuple[int, float, tuple[float, ...]], ...]  # (class id, score, box) confident, no match
     unconfirmed: tuple[tuple[int, int | None, tuple[float, ...]], ...]  # (class id, confident other class, box)
     class_unlabelled: tuple[int, ...]  # classes with >= min_count confident detections and no box
+    labels: tuple[int, ...]  # the class of each box of the image, for counts per class
 
     @property
     def weight(self) -> int:
@@ -78,6 +74,19 @@ def _match(gt: np.ndarray, det: np.ndarray, iou: float) -> tuple[np.ndarray, np.
     return det_ok, gt_ok
 
 
+def _covering_class(box: np.ndarray, boxes: np.ndarray, classes: np.ndarray, iou: float) -> int | None:
+    """The class of the detection among ``boxes`` that overlaps ``box`` most, if that overlap reaches ``iou``."""
+    if not len(boxes):
+        return None
+    overlap = iou_matrix(box[None].astype(np.float64), boxes.astype(np.float64))[0]
+    j = int(overlap.argmax())
+    return int(classes[j]) if overlap[j] >= iou else None
+
+
+def _rounded(box: np.ndarray) -> tuple[float, ...]:
+    return tuple(round(float(v), 1) for v in box)
+
+
 def audit_image(record: ImageRecord, det: Detections, split: str, settings: AuditSettings) -> ImageFindings:
     """Findings for one image; ``det`` are its detections in original-image pixels, as evaluation keeps them."""
     order = np.argsort(-det.scores, kind="stable")
@@ -86,20 +95,17 @@ def audit_image(record: ImageRecord, det: Detections, split: str, settings: Audi
     unlabelled, unconfirmed, class_unlabelled = [], [], []
     for c in sorted(set(classes.tolist()) | set(record.labels.tolist())):
         gt = record.boxes[record.labels == c]
-        mine = classes == c
-        det_ok, _ = _match(gt, boxes[mine & confident], settings.iou)
-        _, gt_ok = _match(gt, boxes[mine], settings.iou)
-        for s, b in zip(scores[mine & confident][~det_ok], boxes[mine & confident][~det_ok]):
-            unlabelled.append((c, float(s), tuple(round(float(v), 1) for v in b)))
-        if len(gt) == 0 and int((mine & confident).sum()) >= settings.min_count:
+        sure = (classes == c) & confident
+        det_ok, _ = _match(gt, boxes[sure], settings.iou)
+        _, gt_ok = _match(gt, boxes[classes == c], settings.iou)  # a box counts as found at any kept score
+        unlabelled += [(c, float(s), _rounded(b)) for s, b in zip(scores[sure][~det_ok], boxes[sure][~det_ok])]
+        if len(gt) == 0 and int(sure.sum()) >= settings.min_count:
             class_unlabelled.append(c)
-        others = boxes[confident & ~mine], classes[confident & ~mine]
-        for b in gt[~gt_ok]:
-            cover = iou_matrix(b[None].astype(np.float64), others[0].astype(np.float64))[0] if len(others[0]) else []
-            best = int(np.argmax(cover)) if len(cover) and max(cover) >= settings.iou else None
-            unconfirmed.append((c, None if best is None else int(others[1][best]),
-                                tuple(round(float(v), 1) for v in b)))
-    return ImageFindings(split, record.path, tuple(unlabelled), tuple(unconfirmed), tuple(class_unlabelled))
+        other = (classes != c) & confident
+        unconfirmed += [(c, _covering_class(b, boxes[other], classes[other], settings.iou), _rounded(b))
+                        for b in gt[~gt_ok]]
+    return ImageFindings(split, record.path, tuple(unlabelled), tuple(unconfirmed), tuple(class_unlabelled),
+                         tuple(int(c) for c in record.labels))
 
 
 def audit(dataset: DetectionDataset, predictions: Sequence[Detections],
@@ -112,93 +118,6 @@ def audit(dataset: DetectionDataset, predictions: Sequence[Detections],
     return [audit_image(r, d, dataset.split, settings) for r, d in zip(dataset.records, predictions)]
 
 
-def summarise(findings: Sequence[ImageFindings], class_names: Sequence[str], settings: AuditSettings,
-              top: int = 20, root: str | Path | None = None) -> dict[str, Any]:
-    """JSON-ready summary: counts, the flagged images and the ``top`` images with the most to look at; images
-    are named relative to the dataset folder ``root``."""
-    def name(c: int | None) -> str | None:
-        return None if c is None else class_names[c]
-
-    ranked = sorted((f for f in findings if f.weight), key=lambda f: (-len(f.class_unlabelled), -f.weight, f.path))
-    return {
-        "settings": {"score": settings.score, "iou": settings.iou, "min_count": settings.min_count},
-        "images": len(findings),
-        "images_with_findings": len(ranked),
-        "unlabelled_detections": sum(len(f.unlabelled) for f in findings),
-        "unconfirmed_boxes": sum(len(f.unconfirmed) for f in findings),
-        "unlabelled_by_class": _per_class((c for f in findings for c, _, _ in f.unlabelled), class_names),
-        "unconfirmed_by_class": _per_class((c for f in findings for c, _, _ in f.unconfirmed), class_names),
-        "class_unlabelled": [{"split": f.split, "image": image_name(f.path, root),
-                              "classes": [name(c) for c in f.class_unlabelled],
-                              "confident_detections": len(f.unlabelled)}
-                             for f in ranked if f.class_unlabelled],
-        "top": [{"split": f.split, "image": image_name(f.path, root),
-                 "unlabelled": [{"class": name(c), "score": round(s, 3), "box": list(b)} for c, s, b in f.unlabelled],
-                 "unconfirmed": [{"class": name(c), "covered_by": name(o), "box": list(b)}
-                                 for c, o, b in f.unconfirmed]}
-                for f in ranked[:top]],
-    }
-
-
-def _per_class(ids: Any, class_names: Sequence[str]) -> dict[str, int]:
-    counts = np.bincount(np.fromiter(ids, int), minlength=len(class_names))
-    return {n: int(k) for n, k in zip(class_names, counts)}
-
-
-def markdown(summary: dict[str, Any], command: str) -> str:
-    """The short table a person reads first."""
-    s = summary["settings"]
-    lines = [f"# Label audit\n\nCommand: `{command}`\n",
-             f"{summary['images']} images; a detection is confident at score >= {s['score']}, matches a box at "
-             f"IoU >= {s['iou']}. {summary['unlabelled_detections']} confident detections match no box "
-             f"({_by_class(summary['unlabelled_by_class'])}), {summary['unconfirmed_boxes']} boxes have no "
-             f"detection of their class ({_by_class(summary['unconfirmed_by_class'])}).\n",
-             f"## Images with a class the model finds ({s['min_count']}+ times) but no box has\n"]
-    if summary["class_unlabelled"]:
-        lines += ["| split | image | classes | confident unmatched detections |", "|---|---|---|---:|"]
-        lines += [f"| {r['split']} | {r['image']} | {', '.join(r['classes'])} | {r['confident_detections']} |"
-                  for r in summary["class_unlabelled"]]
-    else:
-        lines.append("None.")
-    lines += ["\n## Most to look at\n", "| split | image | unmatched detections | boxes not found (found as) |",
-              "|---|---|---|---|"]
-    for r in summary["top"]:
-        det = _counts(d["class"] for d in r["unlabelled"])
-        gt = _counts(f"{d['class']} ({d['covered_by']})" if d["covered_by"] else d["class"] for d in r["unconfirmed"])
-        lines.append(f"| {r['split']} | {r['image']} | {det} | {gt} |")
-    return "\n".join(lines) + "\n"
-
-
-def image_list(summary: dict[str, Any]) -> str:
-    """``flagged.txt``: the images with a class the model finds but no box has, one file name per line with
-    its split and classes as a comment (the format ``--exclude-images`` reads)."""
-    s = summary["settings"]
-    lines = [f"# audit-labels: images with a class found {s['min_count']}+ times at score >= {s['score']} "
-             "that no box has; check each before leaving it out (--exclude-images)"]
-    lines += [f"{r['image']}  # {r['split']}: {', '.join(r['classes'])}" for r in summary["class_unlabelled"]]
-    return "\n".join(lines) + "\n"
-
-
-def _by_class(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {k}" for n, k in counts.items())
-
-
-def _counts(names: Any) -> str:
-    names = list(names)
-    return ", ".join(f"{n} ×{names.count(n)}" for n in sorted(set(names))) or "-"
-
-
-def draw_findings(record: ImageRecord, findings: ImageFindings, class_names: Sequence[str]) -> np.ndarray:
-    """The image with its boxes (thin green), confident detections no box matches (red, ``class? score``) and
-    boxes no detection confirms (orange, ``class: no det``)."""
-    image = read_image(record.path)
-    for b in record.boxes:
-        cv2.rectangle(image, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 150, 0), 1)
-    marks = [(b, (0, 0, 255), f"{class_names[c]}? {s:.2f}") for c, s, b in findings.unlabelled]
-    marks += [(b, (0, 140, 255), f"{class_names[c]}: no det") for c, _, b in findings.unconfirmed]
-    for b, colour, text in marks:
-        x1, y1 = int(b[0]), int(b[1])
-        cv2.rectangle(image, (x1, y1), (int(b[2]), int(b[3])), colour, 2)
-        cv2.putText(image, ascii_label(text), (x1 + 2, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1,
-                    cv2.LINE_AA)
-    return image
+def rank(findings: Sequence[ImageFindings]) -> list[ImageFindings]:
+    """Images with anything to look at, an unboxed class first, then by how much there is (ties by path)."""
+    return sorted((f for f in findings if f.weight), key=lambda f: (-len(f.class_unlabelled), -f.weight, f.path))

@@ -15,7 +15,8 @@ from efficientdet.data.exclude import EXCLUDED, exclude_images, read_image_list
 from efficientdet.data.loader import load_dataset
 from efficientdet.data.records import DatasetError, DetectionDataset, ImageRecord
 from efficientdet.data.synthetic import generate_synthetic
-from efficientdet.label_audit import AuditSettings, audit, audit_image, image_list, summarise
+from efficientdet.label_audit import AuditSettings, audit, audit_image
+from efficientdet.label_audit_report import image_list, summarise
 from runtime.postprocess import Detections
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,16 +65,20 @@ def test_one_detection_matches_one_box() -> None:
 def test_summary_ranks_unboxed_classes_first_and_lists_them_for_exclusion(tmp_path: Path) -> None:
     recs = [_record([[10, 10, 50, 50]], [0], f"/data/imgs/{n}.jpg") for n in ("a", "b", "c")]
     dets = [_dets([([10, 10, 50, 50], 0.9, 0)] + [([60 + 30 * i, 60, 80 + 30 * i, 80], 0.9, 0) for i in range(4)]),
-            _dets([([10, 10, 50, 50], 0.9, 0)] + [([60 + 30 * i, 60, 80 + 30 * i, 80], 0.9, 1) for i in range(3)]),
+            _dets([([10, 10, 50, 50], 0.9, 0)] + [([60 + 30 * i, 60, 80 + 30 * i, 80], 0.9, 1) for i in range(3)]
+                  + [([60, 120, 80, 140], 0.9, 0)]),  # one unmatched RBC beside the unboxed WBCs: not a WBC
             _dets([([10, 10, 50, 50], 0.9, 0)])]
     ds = DetectionDataset("t", "val", "/data", "voc", NAMES, recs)
     findings = audit(ds, dets)
     summary = summarise(findings, NAMES, AuditSettings(), root="/data")
     assert [r["image"] for r in summary["top"]] == ["imgs/b.jpg", "imgs/a.jpg"]  # c agrees with its labels
     assert summary["class_unlabelled"] == [{"split": "val", "image": "imgs/b.jpg", "classes": ["WBC"],
-                                            "confident_detections": 3}]
-    assert summary["unlabelled_detections"] == 7 and summary["images_with_findings"] == 2
-    assert summary["unlabelled_by_class"] == {"RBC": 4, "WBC": 3, "Platelets": 0}
+                                            "unmatched_detections": 3}]
+    assert summary["unlabelled_detections"] == 8 and summary["images_with_findings"] == 2
+    counts = summary["per_split"]["val"]
+    assert counts["unlabelled"] == {"RBC": 5, "WBC": 3, "Platelets": 0}
+    assert counts["images_with_unlabelled"] == {"RBC": 2, "WBC": 1, "Platelets": 0}
+    assert counts["boxes"] == {"RBC": 3, "WBC": 0, "Platelets": 0} and counts["images"] == 3
     listed = tmp_path / "flagged.txt"
     listed.write_text(image_list(summary))
     assert read_image_list(listed) == ("imgs/b.jpg",)
@@ -84,8 +89,8 @@ def test_summary_ranks_unboxed_classes_first_and_lists_them_for_exclusion(tmp_pa
 def test_image_list_reads_names_paths_and_comments(tmp_path: Path) -> None:
     path = tmp_path / "list.txt"
     path.write_text("# header\n\nBloodImage_00249.jpg  # test: RBC\n./images/val/000001.jpg\nC:\\x\\y.jpg\n"
-                    "BloodImage_00249.jpg\n")
-    assert read_image_list(path) == ("BloodImage_00249.jpg", "images/val/000001.jpg", "C:/x/y.jpg")
+                    "BloodImage_00249.jpg\nshot#3.jpg # a '#' inside a name is kept\n")
+    assert read_image_list(path) == ("BloodImage_00249.jpg", "images/val/000001.jpg", "C:/x/y.jpg", "shot#3.jpg")
     path.write_text("# only a comment\n")
     with pytest.raises(DatasetError, match="names no image"):
         read_image_list(path)
@@ -104,8 +109,17 @@ def test_excluding_leaves_listed_images_out_of_each_split_and_names_them(tiny_da
     assert len(kept_train.issues.files[EXCLUDED]) == 2 and len(train.records) == 8  # the input is not edited
     with pytest.raises(DatasetError, match="none of its 1 entries"):
         exclude_images([train, val], ["BloodImage_00249.jpg"], "list.txt")
-    with pytest.raises(DatasetError, match="leaves no image in split 'val'"):
+    with pytest.raises(DatasetError, match="lists every image of split 'val'.*list fewer images"):
         exclude_images([val], [Path(r.path).name for r in val.records], "list.txt")
+
+
+def test_absolute_entries_match_and_entries_naming_nothing_are_reported(tiny_data: Path, caplog) -> None:
+    val = load_dataset(tiny_data, "val")
+    absolute = str(Path(val.records[0].path).resolve())
+    with caplog.at_level("WARNING", logger="efficientdet.data"):
+        kept, = exclude_images([val], [absolute, "images/val/typo.jpg"], "list.txt")
+    assert [r.path for r in kept.records] == [r.path for r in val.records[1:]]
+    assert "1 of its entries name no image" in caplog.text and "images/val/typo.jpg" in caplog.text
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
@@ -114,24 +128,70 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
                           text=True, timeout=900)
 
 
-def test_training_records_the_images_it_left_out(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One training step on the tiny dataset with two images listed out (a real checkpoint to audit)."""
+    work = tmp_path_factory.mktemp("run")
+    listed = work / "flagged.txt"
+    listed.write_text("images/train/000003.jpg\nimages/val/000000.jpg  # val\n")
+    res = _run(["train", *TINY_TRAIN, "--data", str(tiny_data), "--exclude-images", str(listed),
+                "--out", str(work / "run")])
+    assert res.returncode == 0, res.stderr[-2000:]
+    return {"list": listed, "run": work / "run"}
+
+
+TINY_TRAIN = ["--phi", "0", "--variant", "lite", "--input-size", "128", "--epochs", "1", "--batch-size", "4",
+              "--max-steps", "1", "--workers", "0", "--no-pretrained"]
+
+
+def test_training_records_the_images_it_left_out(tiny_run: dict[str, Path]) -> None:
     import torch
 
-    listed = tmp_path / "flagged.txt"
-    listed.write_text("images/train/000003.jpg\nimages/val/000000.jpg  # val\n")
-    res = _run(["train", "--data", str(tiny_data), "--phi", "0", "--variant", "lite", "--input-size", "128",
-                "--epochs", "1", "--batch-size", "4", "--max-steps", "1", "--workers", "0", "--no-pretrained",
-                "--exclude-images", str(listed), "--out", str(tmp_path / "run")])
-    assert res.returncode == 0, res.stderr[-2000:]
-    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    ckpt = torch.load(tiny_run["run"] / "last.pt", weights_only=True)
     assert json.loads(ckpt["train"])["excluded_images"] == ["images/train/000003.jpg", "images/val/000000.jpg"]
-    issues = json.loads((tmp_path / "run" / "data-issues.json").read_text())
+    issues = json.loads((tiny_run["run"] / "data-issues.json").read_text())
     assert [Path(p).name for p in issues["train"][EXCLUDED]] == ["000003.jpg"]
     assert [Path(p).name for p in issues["val"][EXCLUDED]] == ["000000.jpg"]
-    listed.write_text("elsewhere/000099.jpg\n")
-    res = _run(["train", "--data", str(tiny_data), "--exclude-images", str(listed), "--out", str(tmp_path / "x")])
-    assert res.returncode == 2 and "none of its 1 entries" in res.stderr and str(listed) in res.stderr
+
+
+def test_a_run_resumes_only_with_the_list_it_started_with(tiny_run: dict[str, Path], tiny_data: Path,
+                                                          tmp_path: Path) -> None:
+    res = _run(["train", *TINY_TRAIN, "--data", str(tiny_data), "--out", str(tiny_run["run"])])
+    assert res.returncode == 2 and "cannot resume" in res.stderr and "--exclude-images" in res.stderr, res.stderr
+    again = _run(["train", *TINY_TRAIN, "--data", str(tiny_data), "--exclude-images", str(tiny_run["list"]),
+                  "--out", str(tiny_run["run"])])
+    assert again.returncode == 0 and "already done" in again.stderr, again.stderr[-2000:]
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("elsewhere/000099.jpg\n")
+    res = _run(["train", "--data", str(tiny_data), "--exclude-images", str(wrong), "--out", str(tmp_path / "x")])
+    assert res.returncode == 2 and "none of its 1 entries" in res.stderr and str(wrong) in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_audit_and_eval_commands_end_to_end(tiny_run: dict[str, Path], tiny_data: Path, tmp_path: Path) -> None:
+    """The audit's files on a one-step model (score 0.01, so it has findings), and eval without listed images."""
+    out = tmp_path / "audit"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "07-val-old.jpg").write_bytes(b"an earlier audit's drawing")
+    (out / "images" / "mine.jpg").write_bytes(b"not the audit's")
+    ckpt = str(tiny_run["run"] / "last.pt")
+    res = _run(["audit-labels", "--ckpt", ckpt, "--data", str(tiny_data), "--split", "val", "val", "--score", "0.01",
+                "--draw", "2", "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((out / "audit.json").read_text())
+    assert summary["splits"] == ["val"] and summary["images"] == 4 and summary["top"]
+    assert summary["top"][0]["image"].startswith("images/val/")
+    drawn = sorted(p.name for p in (out / "images").glob("*.jpg"))
+    assert drawn == ["01-val-" + Path(summary["top"][0]["image"]).stem + ".jpg",
+                     "02-val-" + Path(summary["top"][1]["image"]).stem + ".jpg", "mine.jpg"]
+    assert (out / "audit.md").read_text().startswith("# Label audit") and (out / "flagged.txt").is_file()
+    bad = _run(["audit-labels", "--ckpt", ckpt, "--data", str(tiny_data), "--min-count", "0", "--out", str(out)])
+    assert bad.returncode == 2 and "expected an integer >= 1" in bad.stderr
+    res = _run(["eval", "--ckpt", ckpt, "--data", str(tiny_data), "--split", "val",
+                "--exclude-images", str(tiny_run["list"])])
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads(res.stdout)
+    assert result["num_images"] == 3 and result["excluded_images"] == ["images/val/000000.jpg"]
 
 
 @pytest.mark.slow

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,15 +26,16 @@ from efficientdet.data.records import DatasetError, DetectionDataset
 
 LOG = logging.getLogger("efficientdet.data")
 EXCLUDED = "excluded by an image list"  # the reason counted in each split's issues
+COMMENT = re.compile(r"(?:^|\s)#")  # a '#' inside a file name is part of the name
 
 
 def image_name(path: str, root: str | Path | None) -> str:
     """How a list names the image at ``path``: relative to the dataset folder ``root``
     (``BCCD/JPEGImages/BloodImage_00249.jpg``: the same on every machine, and unambiguous where splits reuse
     file names), else its file name."""
-    if root is not None:
+    if root is not None:  # the image itself is not resolved: a symlink to elsewhere keeps its place in the dataset
         with contextlib.suppress(ValueError):
-            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+            return Path(os.path.abspath(path)).relative_to(Path(root).resolve()).as_posix()
     return Path(path).name
 
 
@@ -44,31 +47,33 @@ def read_image_list(path: str | Path) -> tuple[str, ...]:
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read the image list ({e}); expected a text file with one image file "
                            "name per line (audit-labels writes one as flagged.txt)") from None
-    names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    names = [COMMENT.split(line, 1)[0].strip() for line in text.splitlines()]
     names = [Path(n.replace("\\", "/")).as_posix() for n in names if n]
     if not names:
         raise DatasetError(f"{path}: the image list names no image (one file name per line; # starts a comment)")
     return tuple(dict.fromkeys(names))
 
 
-def _listed(path: str, entries: Sequence[tuple[str, ...]]) -> str | None:
-    """The entry whose components end ``path``, if any."""
+def _listed(path: str, entries: Sequence[tuple[str, ...]]) -> int | None:
+    """The index of the first entry whose components end ``path``, if any."""
     parts = Path(path).parts
-    return next(("/".join(e) for e in entries if parts[-len(e):] == e), None)
+    return next((i for i, e in enumerate(entries) if parts[-len(e):] == e), None)
 
 
 def exclude_images(datasets: Sequence[DetectionDataset], names: Sequence[str],
                    source: str | Path) -> list[DetectionDataset]:
     """Copies of ``datasets`` without the images the list entries ``names`` (read from ``source``) name; each
     split's ``issues`` counts and names what left it. Refused when no entry names an image of any of them."""
-    entries = [Path(n).parts for n in names]
+    entries = [(Path(n).resolve() if Path(n).is_absolute() else Path(n)).parts for n in names]
     out, found = [], set()
     for ds in datasets:
         hits = {r.path: _listed(r.path, entries) for r in ds.records}
         keep = [r for r in ds.records if hits[r.path] is None]
         found |= {h for h in hits.values() if h is not None}
         if not keep:
-            raise DatasetError(f"{source}: leaves no image in split {ds.split!r} of {ds.source}")
+            raise DatasetError(f"{source}: lists every image of split {ds.split!r} of {ds.source}, which would leave "
+                               "it empty; list fewer images, or give longer paths (e.g. images/train/x.jpg) where "
+                               "splits share file names")
         issues = Issues(ds.issues)
         issues.files = {k: list(v) for k, v in getattr(ds.issues, "files", {}).items()}
         for r in ds.records:
@@ -76,6 +81,11 @@ def exclude_images(datasets: Sequence[DetectionDataset], names: Sequence[str],
                 issues.note(EXCLUDED, r.path)
         out.append(dataclasses.replace(ds, records=keep, issues=issues))
         LOG.info("split %r: %d images left out as listed in %s", ds.split, len(ds.records) - len(keep), source)
+    unmatched = [n for i, n in enumerate(names) if i not in found]
+    if found and unmatched:
+        LOG.warning("%s: %d of its entries name no image of split(s) %s (other splits, or a typo?): %s%s", source,
+                    len(unmatched), ", ".join(d.split for d in datasets), ", ".join(unmatched[:3]),
+                    " ..." if len(unmatched) > 3 else "")
     if not found:
         raise DatasetError(f"{source}: none of its {len(names)} entries (e.g. {names[0]!r}) ends the path of an image "
                            f"of split(s) {', '.join(repr(d.split) for d in datasets)} of {datasets[0].source}: "

@@ -212,6 +212,12 @@ class Trainer:
             raise ValueError(f"cannot resume {path}: it was trained with other {', '.join(changed)} than this "
                              f"command asks for ({', '.join(f'{f}={getattr(saved, f)!r}' for f in changed)}); repeat "
                              "the first command's PRETRAINED=/BACKBONE_WEIGHTS= settings, or start over (--restart)")
+        listed = tuple(json.loads(ck.get("train") or "{}").get("excluded_images", ()))
+        if listed != self.tcfg.excluded_images:
+            raise ValueError(f"cannot resume {path}: it was trained leaving out {len(listed)} listed images "
+                             f"{list(listed[:3])}{' ...' if len(listed) > 3 else ''}, this command leaves out "
+                             f"{len(self.tcfg.excluded_images)}; pass the first command's --exclude-images list "
+                             "(make: EXCLUDE=) again, or start over (--restart)")
         self.model.load_state_dict(ck["model"])
         self.ema.module.load_state_dict(ck["ema"])
         self.ema.updates = int(ck["ema_updates"])
