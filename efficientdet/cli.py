@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=1)
     t.add_argument("--max-steps", type=int, default=0, help="cap steps per epoch (smoke runs)")
     t.add_argument("--exclude-images", default=None, metavar="FILE",
-                   help="leave the images this list names (one file name per line, e.g. audit-labels' flagged.txt) "
+                   help="leave the images this list names (one per line, e.g. audit-labels' flagged.txt) "
                    "out of the training and validation splits; recorded in the checkpoint")
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="val")
