@@ -2,9 +2,9 @@
 
 Why it exists: BCCD carries 15 images (of 364) with no RBC box although red cells fill them; every cell the
 model finds there is scored as a false positive, which cost the reference Lite0 0.7 point of test mAP@.5
-(issue 10). Nobody had noticed in months of work, and users' own datasets have the same kind of holes. A
-model that is right most of the time finds them: on such an image it reports many confident detections of
-a class that has no box at all.
+(issue 10). It went unnoticed until session 17 looked at the test images by eye, and users' own datasets have
+the same kind of holes. A model that is right most of the time finds them: on such an image it reports many
+confident detections of a class that has no box at all.
 
 The audit compares predictions with the ground truth per image and class, with the IoU matching of
 COCO's mAP@.5 (a detection matches the unmatched box of its class it overlaps most, best score first):
