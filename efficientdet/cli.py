@@ -118,7 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from efficientdet.checkpoint import load_checkpoint, load_model
-    from efficientdet.data.exclude import exclude_images, image_name, read_image_list
+    from efficientdet.data.exclude import EXCLUDED, exclude_images, image_name, read_image_list
     from efficientdet.data.loader import load_for_model, parse_class_map
     from efficientdet.data.synthetic import resolve_dataset
     from efficientdet.evaluate import evaluate_model
@@ -131,9 +131,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              num_classes=cfg.num_classes, class_map=parse_class_map(args.class_map))
     excluded = []
     if args.exclude_images:
-        before = {r.path for r in dataset.records}
         dataset, = exclude_images([dataset], read_image_list(args.exclude_images), args.exclude_images)
-        excluded = sorted(image_name(p, args.data) for p in before - {r.path for r in dataset.records})
+        excluded = sorted(image_name(p, args.data) for p in dataset.issues.files[EXCLUDED])
     t0 = time.time()
     metrics = evaluate_model(model, dataset, cfg.preprocess,
                              generate_anchors(cfg.anchor_spec))

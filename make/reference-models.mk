@@ -121,11 +121,13 @@ bccd-lite1-448-train: $(STAMP)
 bccd-lite1-448-eval: $(STAMP)
 	$(call bccd_eval,$(BCCD_LITE1_OUT),$(BCCD_LITE1_OUT)/model.pt,bccd-lite1-448)
 
-# BCCD's labels audited by the Lite0 at 448, every split (results/bccd-label-audit/: audit.{json,md}, flagged.txt,
-# drawn images), then its test split scored without the images the audit flags (test-eval-without-flagged.json).
+# BCCD's labels audited by the Lite0 at 448, every split (results/bccd-label-audit/: audit.{json,md}, flagged.txt),
+# then its test split scored without the images the audit flags (test-eval-without-flagged.json). No drawings here:
+# they are BCCD's own images and stay out of the repo; `make audit-labels CKPT=models/bccd-lite0-448.pt
+# DATA=../shared/datasets/bccd` draws them under runs/label-audit/images/.
 BCCD_AUDIT_OUT ?= results/bccd-label-audit
 bccd-label-audit: $(STAMP)
-	$(PY) -m efficientdet audit-labels --ckpt $(BCCD_LITE448_MODEL) --data "$(BCCD)" --out $(BCCD_AUDIT_OUT) --draw 4 \
+	$(PY) -m efficientdet audit-labels --ckpt $(BCCD_LITE448_MODEL) --data "$(BCCD)" --out $(BCCD_AUDIT_OUT) --draw 0 \
 		--command "make bccd-label-audit"
 	$(PY) -m efficientdet eval --ckpt $(BCCD_LITE448_MODEL) --data "$(BCCD)" --split test \
 		--exclude-images $(BCCD_AUDIT_OUT)/flagged.txt --out $(BCCD_AUDIT_OUT)/test-eval-without-flagged.json
