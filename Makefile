@@ -60,7 +60,7 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 	device-check android-check task-library-env convert-matrix bench report example \
 	default-model-train bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-int8 bccd-lite0-int8 convert-full \
 	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8 bccd-qat-seeds bccd-lite0-448-qat-seeds bench-d0-512 \
-	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval bccd-lite1-448-train bccd-lite1-448-eval bccd-label-audit
+	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval bccd-lite1-448-train bccd-lite1-448-eval bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-label-audit bccd-input-rounding
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -107,7 +107,11 @@ help:
 	@echo "make bccd-lite0-448-train / -eval / -int8   the same Lite0 at 448 px (results/bccd-lite0-448-*.md)"
 	@echo "make bccd-lite0-448-flip-train / -eval   the same with vertical flips too (results/bccd-lite0-448-flip-eval.md)"
 	@echo "make bccd-lite1-448-train / -eval   the same recipe with EfficientDet-Lite1 (results/bccd-lite1-448-eval.md)"
+	@echo "make bccd-lite0-512-train / -eval / -int8 [QAT=1]   the Lite0 recipe at 512 px, the best BCCD model"
+	@echo "     (results/bccd-lite0-512-eval.md, results/bccd-lite0-512-int8.md)"
 	@echo "make bccd-label-audit           BCCD's labels audited by the Lite0 at 448 (results/bccd-label-audit/)"
+	@echo "make bccd-input-rounding        the BCCD models against themselves under int8 input rounding"
+	@echo "     (results/bccd-fp32-input-rounding.md: what their int8 detection match is read against)"
 	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
 	@echo "make bccd-qat-seeds [QAT_SEEDS='0 1 2']   the same QAT once per seed: mean and spread"
 	@echo "     (results/bccd-d0-qat-seeds.md); bccd-lite0-448-qat-seeds: the Lite0 at 448 (results/bccd-lite0-448-qat-seeds.md)"

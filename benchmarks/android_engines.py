@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from convert.parity import match_pairs  # noqa: E402
+from convert.matching import match_pairs  # noqa: E402
 from runtime.contract import PostprocessSpec  # noqa: E402
 from runtime.iou import paired_iou  # noqa: E402
 from runtime.mediapipe_engine import MediapipeDetector, mediapipe_version  # noqa: E402

@@ -182,7 +182,7 @@ def load_dump(path: Path) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
 
 def compare(host: list[dict[str, np.ndarray]], device: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     """Raw-output error (max abs, and max abs / max |host| as in the parity gate) and detections matched both ways."""
-    from convert.parity import match_count
+    from convert.matching import match_count
     from runtime.postprocess import Detections
 
     out: dict[str, Any] = {}

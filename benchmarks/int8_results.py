@@ -15,6 +15,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from convert.report import input_rounding_line
 from efficientdet.map_bootstrap import interval_text
 from runtime.bench import summarize
 from runtime.detector import Detector
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     atomic_write_bytes(out.with_suffix(".json"), (json.dumps(report, indent=2) + "\n").encode())
     n = report["num_images"]
+    own = input_rounding_line(report.get("fp32_input_rounding"))  # the FP32 model's own reading, where measured
     md = [f"# int8 on {report['model']} ({report['input_size']} px): post-training vs QAT, per target", "",
           f"Checkpoint `{report['checkpoint']}`; evaluation: `{report['data']}` split `{report['split']}`, {n} images "
           "(COCO mAP via pycocotools, evaluation post-processing). ΔmAP against the FP32 PyTorch model on the same "
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
           "logits relative L2 error, and the share of input values beyond the int8 input quantizer. "
           "Latency: end to end through the runtime (pre + infer + post), "
           f"{args.threads} threads, {args.runs} runs, on {platform.machine()} with {os.cpu_count()} cores, "
-          "all artifacts interleaved in one process.", "", *table(report), "", *([args.note, ""] if args.note else []),
+          "all artifacts interleaved in one process.", "", *table(report), "",
+          *([*own, ""] if own else []), *([args.note, ""] if args.note else []),
           "Reproduce:", "", "```bash", args.command, "```", ""]
     q = [a for a in report["artifacts"] if a.get("quantization")]
     if q:

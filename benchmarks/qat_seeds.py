@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.gates import FIELD_DET_MATCH_MIN
+from convert.report import input_rounding_line
 from efficientdet.map_bootstrap import interval_text
 from runtime.fileio import atomic_write_bytes
 
@@ -63,6 +64,7 @@ def summarize_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return {"schema": "efficientdet-qat-seeds/1", "model": first["model"], "input_size": first["input_size"],
             "checkpoint": first["checkpoint"], "data": first["data"], "split": first["split"],
             "num_images": first["num_images"], "cpu": first.get("cpu"), "goal_points": QAT_GOAL,
+            "fp32_input_rounding": first.get("fp32_input_rounding"),
             "seeds": [run["seed"] for run in targets[next(iter(targets))]["qat"]], "targets": targets}
 
 
@@ -94,7 +96,9 @@ def markdown(doc: dict[str, Any], command: str, note: str | None, png: str) -> s
                      + f" | {t['qat_mean_points']:+.2f} | {t['qat_spread_points']:.2f} | "
                      f"{'met' if t['goal_met'] else 'not met'} | {_field(t['post_training'])} | "
                      + "; ".join(_field(r) for r in t["qat"]) + " |")
-    lines += ["", "Reproduce:", "", "```bash", command, "```", "", f"![QAT ΔmAP per seed]({png})", ""]
+    own = input_rounding_line(doc.get("fp32_input_rounding"))  # the FP32 model's own reading, where measured
+    lines += ["", *([*own, ""] if own else []), "Reproduce:", "", "```bash", command, "```", "",
+              f"![QAT ΔmAP per seed]({png})", ""]
     if note:
         lines += [note, ""]
     return "\n".join(lines)

@@ -112,7 +112,8 @@ def check(parity: dict[str, Any], gate: GateThresholds) -> list[str]:
     for key, label in (("det_match", "reference detections matched"), ("det_match_reverse",
                                                                         "artifact detections matched")):
         if not parity[key] >= gate.det_match_min:
-            failures.append(f"{label} {parity[key]:.2%} < {gate.det_match_min:.2%} (IoU >= {gate.det_match_iou})")
+            failures.append(f"{label} {parity[key]:.2%} < {gate.det_match_min:.2%} (IoU >= {gate.det_match_iou})"
+                            + _own_stability(parity))
     if gate.map_delta_max is not None and parity["map_delta"] is not None and \
             not abs(parity["map_delta"]) <= gate.map_delta_max:
         failures.append(f"|mAP delta| {abs(parity['map_delta']) * 100:.3f} points > "
@@ -124,7 +125,7 @@ def check(parity: dict[str, Any], gate: GateThresholds) -> list[str]:
             if not field[key] >= gate.field_det_match_min:
                 failures.append(f"field: {label} {field[key]:.2%} < {gate.field_det_match_min:.2%} on "
                                 f"{field['num_images']} field images ({_worst_kind(field)}): the artifact departs "
-                                "from FP32 on images unlike the calibration set")
+                                "from FP32 on images unlike the calibration set" + _own_stability(field))
     return failures
 
 
@@ -134,6 +135,16 @@ def field_gated(parity: dict[str, Any], gate: GateThresholds) -> bool:
     field = parity.get("field")
     return (gate.field_det_match_min is not None and field is not None
             and field["num_detections_ref"] >= MIN_REFERENCE_DETECTIONS)
+
+
+def _own_stability(figures: dict[str, Any]) -> str:
+    """How many of its own detections the FP32 model keeps under the input quantizer's rounding alone, where measured
+    (:mod:`convert.input_rounding`): a match far under it is the artifact's, one near it the model's instability."""
+    own = figures.get("fp32_input_rounding")
+    if not own:
+        return ""
+    return (f"; FP32 itself keeps {own['det_match']:.1%} / {own['det_match_reverse']:.1%} of its detections when its "
+            "input moves by half a grey level (the input quantizer's rounding alone)")
 
 
 def _worst_kind(field: dict[str, Any]) -> str:

@@ -12,8 +12,9 @@ post-processing; on accuracy: COCO mAP@[.5:.95] (0-1 units) of both with the eva
 post-processing, with a paired bootstrap interval of ΔmAP over the evaluation images
 (:mod:`efficientdet.map_bootstrap`: reported, not gated). Then the same comparison (no mAP: no labels)
 on the field images of :mod:`convert.field`, which the calibration never resembled, with the share of input
-values an int8 artifact's first quantizer clips (:mod:`convert.input_quantizer`). Thresholds live in
-:mod:`convert.gates`.
+values an int8 artifact's first quantizer clips (:mod:`convert.input_quantizer`). Beside int8 gates, the FP32
+model is also matched with itself under the input quantizer's rounding alone (:mod:`convert.input_rounding`), which
+says how much of a detection mismatch is the model's own instability. Thresholds live in :mod:`convert.gates`.
 """
 
 from __future__ import annotations
@@ -35,15 +36,16 @@ from efficientdet.map_bootstrap import PairedBootstrap
 from runtime.anchors import generate_anchors
 from runtime.contract import EVAL_POSTPROCESS, Contract, PostprocessSpec
 from runtime.detector import Detector, UngatedArtifactWarning
-from runtime.iou import iou_matrix
 from runtime.postprocess import Detections, at_threshold, postprocess
 from runtime.preprocess import Letterbox, preprocess, read_image, to_layout
 
 from .errors import ConversionError
 from .field import FieldImage
-from .gates import PASS, GateThresholds, verdict
+from .gates import PASS, GateThresholds, gate_for, verdict
 from .input_quantizer import InputQuantizer, input_quantizer
+from .input_rounding import HALF_STEP_GREY, SEED, SelfMatch, rounded_input
 from .manifest_writer import Artifact
+from .matching import match_count
 
 OUTPUTS = ("logits", "box_regression")
 
@@ -95,6 +97,8 @@ class Reference:
     metrics: dict[str, Any]
     post_spec: PostprocessSpec
     bootstrap: PairedBootstrap | None  # the split's draws for ΔmAP's interval; None without labels
+    # FP32 against itself under the int8 input quantizer's rounding alone (split, field); None without int8 gates
+    input_rounding: dict[str, Any] | None = None
 
 
 @dataclass
@@ -138,32 +142,6 @@ def subset(dataset: DetectionDataset, max_images: int | None) -> DetectionDatase
     if max_images is None or max_images >= len(dataset.records):
         return dataset
     return dataclasses.replace(dataset, records=list(dataset.records[:max_images]))
-
-
-def match_pairs(ref: Detections, out: Detections, iou_threshold: float) -> list[tuple[int, int]]:
-    """One-to-one greedy matches ``(ref index, out index)``: reference in score order, best IoU, same class.
-
-    Call it on unclipped boxes (network-input pixels): IoU is invariant to the letterbox's uniform scale
-    and shift, while clipping to the image collapses off-image boxes to zero area, where IoU is undefined.
-    """
-    if len(ref) == 0 or len(out) == 0:
-        return []
-    iou = iou_matrix(ref.boxes.astype(np.float64), out.boxes.astype(np.float64))
-    iou[ref.class_ids[:, None] != out.class_ids[None, :]] = -1.0
-    used = np.zeros(len(out), bool)
-    pairs = []
-    for i in np.argsort(-ref.scores, kind="stable"):
-        row = np.where(used, -1.0, iou[i])
-        j = int(row.argmax())
-        if row[j] >= iou_threshold:
-            used[j] = True
-            pairs.append((int(i), j))
-    return pairs
-
-
-def match_count(ref: Detections, out: Detections, iou_threshold: float) -> int:
-    """How many detections :func:`match_pairs` matches."""
-    return len(match_pairs(ref, out, iou_threshold))
 
 
 def _open(artifact: Artifact, gate: GateThresholds, contract: Contract, threads: int | None) -> _Comparison:
@@ -266,10 +244,12 @@ ParityOutcome = tuple[Reference, list[dict[str, Any]], list[list[Detections]]]
 
 def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDataset,
                artifacts: list[tuple[Artifact, GateThresholds]], threads: int | None = None,
-               field: Sequence[FieldImage] = ()) -> ParityOutcome:
+               field: Sequence[FieldImage] = (), input_rounding: bool | None = None) -> ParityOutcome:
     """Compare every artifact with the FP32 PyTorch ``model`` (pre- and post-processed by ``contract``, which every
     artifact's manifest must also promise) on ``dataset`` in one pass over the images, then on the ``field``
-    images (:mod:`convert.field`: parity only, no labels).
+    images (:mod:`convert.field`: parity only, no labels). ``input_rounding`` (default: when an artifact has an
+    int8 gate) also matches the FP32 model with itself under the input quantizer's rounding
+    (:mod:`convert.input_rounding`; ``Reference.input_rounding``), at the int8 gates' IoU.
 
     Returns the reference, one report entry per artifact (numbers + gate verdict) and, per artifact, its
     per-image detections in original-image pixels (for the picture).
@@ -281,33 +261,54 @@ def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDat
     comparisons = [_open(a, g, contract, threads) for a, g in artifacts]
     model = model.eval()
     boxes, dets, eval_dets = [], [], []
+    # int8 gates match detections, so the model's own stability under the input quantizer's rounding is measured
+    # beside them (convert/input_rounding.py); float gates bound the raw outputs and need no such reading
+    int8_ious = [g.det_match_iou for _, g in artifacts if g.rel_err_max is None]
+    rounding_iou = min(int8_ious, default=gate_for("int8").det_match_iou)
+    measure_rounding = bool(int8_ious) if input_rounding is None else input_rounding
+    rounding = {"split": SelfMatch(), "field": SelfMatch()} if measure_rounding else {}
+    rng = np.random.default_rng(SEED)
 
-    def forward(image: np.ndarray) -> tuple[np.ndarray, Letterbox, tuple[np.ndarray, np.ndarray]]:
-        x, box = preprocess(image, contract.preprocess)
+    def infer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
             logits, deltas = model(torch.from_numpy(to_layout(x, "nchw")))
-        return x, box, (logits[0].numpy(), deltas[0].numpy())
+        return logits[0].numpy(), deltas[0].numpy()
+
+    def reference_step(image: np.ndarray, where: str) -> tuple[np.ndarray, Letterbox, tuple[np.ndarray, np.ndarray],
+                                                                Detections]:
+        x, box = preprocess(image, contract.preprocess)
+        raw = infer(x)
+        det = postprocess(*raw, anchors, post, coding)
+        if rounding:
+            moved = postprocess(*infer(rounded_input(x, contract.preprocess, rng)), anchors, post, coding)
+            rounding[where].add(det, moved, rounding_iou)
+        return x, box, raw, det
 
     for rec in dataset.records:
         image = read_image(rec.path)
-        x, box, raw = forward(image)
+        x, box, raw, ref_det = reference_step(image, "split")
         boxes.append(box)
-        dets.append(postprocess(*raw, anchors, post, coding))
+        dets.append(ref_det)
         eval_dets.append(postprocess(*raw, anchors, EVAL_POSTPROCESS, coding).to_original(box))
         for c in comparisons:
-            det, eval_det = _step(c, c.split, image, x, raw, dets[-1], rec.path)
+            det, eval_det = _step(c, c.split, image, x, raw, ref_det, rec.path)
             c.detections.append(det.to_original(box))
             c.eval_detections.append(eval_det.to_original(box))
     for item in field:
-        x, box, raw = forward(item.image)
-        ref_det = postprocess(*raw, anchors, post, coding)
+        x, box, raw, ref_det = reference_step(item.image, "field")
         for c in comparisons:
             _step(c, c.field, item.image, x, raw, ref_det, item.name, item.kind)
+    own = {"half_step_grey": HALF_STEP_GREY, "det_match_iou": rounding_iou,
+           **{where: t.to_dict() for where, t in rounding.items() if t.num_images}} if rounding else None
     reference = Reference(dataset, boxes, dets, eval_dets, coco_metrics(dataset, eval_dets), post,
-                          PairedBootstrap(dataset, eval_dets) if dataset.labelled else None)
+                          PairedBootstrap(dataset, eval_dets) if dataset.labelled else None, own)
     entries = []
     for c in comparisons:
         parity = _result(c, reference)
+        if own and c.gate.rel_err_max is None:
+            parity["fp32_input_rounding"] = own["split"]
+            if parity["field"] is not None:
+                parity["field"]["fp32_input_rounding"] = own["field"]
         status, failures = verdict(parity, c.gate)
         entries.append({
             "target": c.artifact.target,

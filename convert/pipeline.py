@@ -357,8 +357,9 @@ def export(request: ExportRequest) -> ExportResult:
         "data": str(source), "split": request.split if dataset.labelled else None, "labelled": dataset.labelled,
         "cpu": cpu_class().to_dict(),
         "num_images": len(dataset.records),
-        "map_ref": reference.metrics["map"], "gates": {p: g.to_dict() for p, g in gates.items()},
-        "gate_overrides": overrides, "artifacts": entries, "wall_time_s": round(time.time() - t0, 1),
+        "map_ref": reference.metrics["map"], "fp32_input_rounding": reference.input_rounding,
+        "gates": {p: g.to_dict() for p, g in gates.items()}, "gate_overrides": overrides, "artifacts": entries,
+        "wall_time_s": round(time.time() - t0, 1),
     }
     if request.accept_unmeasurable:
         for e in entries:

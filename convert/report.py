@@ -86,6 +86,18 @@ def _clipped(parity: dict[str, Any]) -> str:
     return f"{parity['input_clipped']:.2%} / {_fmt(field.get('input_clipped'), '.2%')}"
 
 
+def input_rounding_line(figures: dict[str, Any] | None) -> list[str]:
+    """The FP32 model against itself under the int8 input quantizer's rounding (convert/input_rounding.py)."""
+    if not figures:
+        return []
+    where = [f"{name} {f['det_match']:.1%} / {f['det_match_reverse']:.1%}"
+             for name, f in (("evaluation images", figures.get("split")), ("field", figures.get("field"))) if f]
+    return [f"- FP32 against itself with every input value moved by up to {figures['half_step_grey']:g} grey level "
+            f"(the int8 input quantizer's rounding alone; convert/input_rounding.py): {', '.join(where)} of its "
+            "detections kept, both ways: an int8 det match near these is the model's own instability, one far under "
+            "them the artifact's"]
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Export parity report: {report['model']}",
@@ -106,6 +118,7 @@ def markdown(report: dict[str, Any]) -> str:
         "- field = the same comparison on images unlike the calibration set (photometric shifts of the evaluation "
         "images, other scenes; convert/field.py): det match both ways; input clipped = share of input values beyond "
         "the int8 input quantizer's range, evaluation / field images",
+        *input_rounding_line(report.get("fp32_input_rounding")),
         "",
         "| target | precision | size (MB) | rel err logits | rel err boxes | SNR dB (min) | Pearson (min) "
         "| det match | det match rev | mAP | ΔmAP (points) | ΔmAP 95 % interval | field det match | input clipped "

@@ -23,7 +23,8 @@ import torch
 
 from convert import cli
 from convert.gates import GATES, check, gate_for
-from convert.parity import match_count, run_parity
+from convert.matching import match_count
+from convert.parity import run_parity
 from convert.targets.onnx import export_onnx, write_onnx
 from efficientdet.checkpoint import file_sha256, load_model, save_checkpoint
 from efficientdet.data.loader import load_dataset

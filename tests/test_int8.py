@@ -92,6 +92,10 @@ def test_post_training_int8_is_close_and_gated_consistently(exported: dict[str, 
                   and abs(p["map_delta"]) <= gate.map_delta_max)
         field = p["field"]  # images unlike the calibration set: 12 shifted evaluation images and 4 other scenes
         assert field["num_images"] == 16 and field["by_kind"]["dark"]["num_images"] >= 1
+        # beside the gate: the FP32 model against itself under the input quantizer's rounding alone
+        own = exported["report"]["fp32_input_rounding"]
+        assert p["fp32_input_rounding"] == own["split"] and field["fp32_input_rounding"] == own["field"]
+        assert own["split"]["num_images"] == 12 and own["field"]["num_images"] == 16
         field_ok = (field["num_detections_ref"] < MIN_REFERENCE_DETECTIONS
                     or min(field["det_match"], field["det_match_reverse"]) >= gate.field_det_match_min)
         assert a["gate"]["passed"] == (within and field_ok)

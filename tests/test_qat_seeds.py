@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.qat_seeds import main, summarize_seeds
+from benchmarks.qat_seeds import main, markdown, summarize_seeds
 
 
 def _artifact(target: str, precision: str, delta: float, seed: int = 0, sha: str = "a") -> dict[str, Any]:
@@ -64,3 +64,15 @@ def test_a_seed_with_a_bootstrap_interval_shows_it_beside_its_delta(tmp_path: Pa
         paths[-1].write_text(json.dumps(r))
     assert main(["--reports", *map(str, paths), "--out", str(tmp_path / "out"), "--command", "make x"]) == 0
     assert "| onnx | -0.10 | +0.10 | -0.30 (-0.90 … +0.10) |" in (tmp_path / "out.md").read_text()
+
+
+def test_the_models_own_reading_under_input_rounding_is_shown_when_the_reports_have_it() -> None:
+    own = {"half_step_grey": 0.5, "det_match_iou": 0.5,
+           "split": {"det_match": 0.969, "det_match_reverse": 0.967, "num_detections_ref": 1272, "num_images": 72},
+           "field": {"det_match": 0.917, "det_match_reverse": 0.895, "num_detections_ref": 457, "num_images": 60}}
+    reports = [{**_report(s, {"onnx": 0.1}), "fp32_input_rounding": own} for s in (0, 1)]
+    doc = summarize_seeds(reports)
+    assert doc["fp32_input_rounding"] == own
+    md = markdown(doc, "make x", None, "x.png")
+    assert "evaluation images 96.9% / 96.7%, field 91.7% / 89.5% of its detections kept" in md
+    assert "FP32 against itself" not in markdown(summarize_seeds([_report(0, {"onnx": 0.1})]), "make x", None, "x.png")

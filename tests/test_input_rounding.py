@@ -1,0 +1,95 @@
+"""The FP32 model against itself under the int8 input quantizer's rounding (convert/input_rounding.py): the reading
+an int8 artifact's detection match is held against, measured beside every int8 gate and shown in its verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from convert.field import field_images
+from convert.gates import FAIL, gate_for, verdict
+from convert.input_rounding import HALF_STEP_GREY, rounded_input
+from convert.parity import run_parity
+from convert.report import markdown
+from efficientdet.data.loader import load_dataset
+from efficientdet.data.records import DetectionDataset
+from efficientdet.data.synthetic import CLASS_NAMES, generate_synthetic
+from efficientdet.model.config import make_config
+from efficientdet.train.batches import DetectionBatches
+from runtime.contract import PreprocessSpec
+from runtime.preprocess import preprocess
+from tests.conftest import detector_like_model_for
+
+CONFIG = make_config("0", "lite", num_classes=len(CLASS_NAMES), class_names=CLASS_NAMES, input_size=128)
+
+
+def test_rounding_moves_every_value_by_at_most_half_a_grey_level() -> None:
+    spec = PreprocessSpec(input_size=64)
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    x, _ = preprocess(image, spec)
+    moved = rounded_input(x, spec, np.random.default_rng(1))
+    grey = (moved - x) * np.asarray(spec.std, np.float32)  # back in grey levels, per channel
+    assert moved.dtype == np.float32 and moved.shape == x.shape
+    assert np.abs(grey).max() <= HALF_STEP_GREY + 1e-3
+    assert np.abs(grey).mean() > 0.2  # uniform over ±0.5: mean |move| 0.25, not a no-op
+    assert np.array_equal(moved, rounded_input(x, spec, np.random.default_rng(1)))  # seeded: the report repeats
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, DetectionDataset]:
+    data = generate_synthetic(tmp_path_factory.mktemp("rounding") / "data", num_train=2, num_val=6, image_size=128)
+    dataset = load_dataset(data, "val", class_names=list(CLASS_NAMES))
+    batches = DetectionBatches(dataset, CONFIG.preprocess, CONFIG.anchor_spec)
+    model = detector_like_model_for(CONFIG, torch.stack([batches[i][0] for i in range(len(batches))]))
+    return model, dataset
+
+
+def test_parity_measures_the_models_own_stability_on_split_and_field(setup: tuple) -> None:
+    model, dataset = setup
+    field = field_images(dataset)
+    reference, entries, _ = run_parity(model, CONFIG.contract(), dataset, [], field=field, input_rounding=True)
+    own = reference.input_rounding
+    assert entries == [] and own["half_step_grey"] == HALF_STEP_GREY
+    assert own["det_match_iou"] == gate_for("int8").det_match_iou
+    assert own["split"]["num_images"] == len(dataset.records) and own["field"]["num_images"] == len(field)
+    assert own["split"]["num_detections_ref"] == sum(len(d) for d in reference.detections) > 0
+    # this model's scores clear the threshold with a margin (tests/conftest.py), so half a grey level moves none
+    # of its split detections; a perturbation in normalised units instead of grey levels (x30) would
+    assert own["split"]["det_match"] == own["split"]["det_match_reverse"] == 1.0
+    # float-only comparisons do not spend the extra pass
+    assert run_parity(model, CONFIG.contract(), dataset, [])[0].input_rounding is None
+
+
+def _parity(split: float, field: float, own: dict | None) -> dict:
+    p = {"outputs": {}, "det_match": split, "det_match_reverse": split, "map_delta": 0.0, "map": 0.5,
+         "map_ref": 0.5, "num_detections_ref": 300, "num_images": 100, "rel_err": None, "snr_db": None,
+         "pearson": None, "map50": 0.8, "input_clipped": 0.0,
+         "field": {"det_match": field, "det_match_reverse": 0.97, "num_detections_ref": 200, "num_images": 60,
+                   "input_clipped": 0.0, "by_kind": {"dark": {"det_match": field, "num_detections_ref": 20}}}}
+    if own:
+        p["fp32_input_rounding"] = own["split"]
+        p["field"]["fp32_input_rounding"] = own["field"]
+    return p
+
+
+def test_a_failed_match_is_shown_beside_the_models_own(tmp_path: Path) -> None:
+    own = {"half_step_grey": 0.5, "det_match_iou": 0.5,
+           "split": {"det_match": 0.95, "det_match_reverse": 0.968, "num_detections_ref": 844, "num_images": 72},
+           "field": {"det_match": 0.926, "det_match_reverse": 0.908, "num_detections_ref": 457, "num_images": 60}}
+    status, failures = verdict(_parity(0.85, 0.80, own), gate_for("int8"))
+    assert status == FAIL and len(failures) == 3  # split both ways, field forward
+    assert all("FP32 itself keeps" in f for f in failures)
+    assert "FP32 itself keeps 92.6% / 90.8%" in failures[-1] and failures[-1].startswith("field:")
+    # a report made without the reading (float gates, older exports) says nothing of it
+    assert not any("FP32 itself" in f for f in verdict(_parity(0.85, 0.80, None), gate_for("int8"))[1])
+    entry = {"target": "tflite", "precision": "int8", "size_bytes": 4_000_000, "path": "x.tflite",
+             "parity": _parity(0.85, 0.80, own), "gate": {"status": FAIL, "failures": failures}}
+    report = {"model": "m", "checkpoint": "c", "checkpoint_sha256": "0" * 64, "data": "d", "split": "val",
+              "num_images": 100, "map_ref": 0.5, "artifacts": [entry], "gates": {"int8": gate_for("int8").to_dict()},
+              "fp32_input_rounding": own}
+    text = markdown(report)
+    assert "evaluation images 95.0% / 96.8%, field 92.6% / 90.8% of its detections kept" in text
+    assert "FP32 against itself" not in markdown({**report, "fp32_input_rounding": None})
