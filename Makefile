@@ -60,7 +60,8 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 	device-check android-check task-library-env convert-matrix bench report example \
 	default-model-train bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-int8 bccd-lite0-int8 convert-full \
 	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8 bccd-qat-seeds bccd-lite0-448-qat-seeds bench-d0-512 \
-	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval bccd-lite1-448-train bccd-lite1-448-eval bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-label-audit bccd-input-rounding
+	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval bccd-lite1-448-train bccd-lite1-448-eval bccd-label-audit \
+	bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-input-rounding
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
