@@ -15,15 +15,9 @@ Reported beside every int8 gate (report.json ``fp32_input_rounding``, report.md,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from runtime.contract import PreprocessSpec
-from runtime.postprocess import Detections
-
-from .matching import match_count
 
 HALF_STEP_GREY = 0.5
 SEED = 20261203
@@ -35,24 +29,3 @@ def rounded_input(x: np.ndarray, spec: PreprocessSpec, rng: np.random.Generator)
     std = np.asarray(spec.std, np.float32)
     noise = rng.uniform(-HALF_STEP_GREY, HALF_STEP_GREY, x.shape).astype(np.float32)
     return (x + noise / std).astype(np.float32)
-
-
-@dataclass
-class SelfMatch:
-    """Running detection match of the FP32 model with itself under :func:`rounded_input`, both directions."""
-
-    matched: int = 0
-    num_ref: int = 0
-    num_out: int = 0
-    num_images: int = 0
-
-    def add(self, ref: Detections, out: Detections, iou_threshold: float) -> None:
-        self.matched += match_count(ref, out, iou_threshold)
-        self.num_ref += len(ref)
-        self.num_out += len(out)
-        self.num_images += 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"det_match": self.matched / self.num_ref if self.num_ref else 1.0,
-                "det_match_reverse": self.matched / self.num_out if self.num_out else 1.0,
-                "num_detections_ref": self.num_ref, "num_images": self.num_images}

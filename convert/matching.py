@@ -3,6 +3,9 @@ detection": same class, IoU at or above a threshold, reference detections in sco
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from runtime.iou import iou_matrix
@@ -33,3 +36,27 @@ def match_pairs(ref: Detections, out: Detections, iou_threshold: float) -> list[
 def match_count(ref: Detections, out: Detections, iou_threshold: float) -> int:
     """How many detections :func:`match_pairs` matches."""
     return len(match_pairs(ref, out, iou_threshold))
+
+
+@dataclass
+class MatchCounts:
+    """Running one-to-one matches of reference and other detections over images, and their shares both ways."""
+
+    matched: int = 0
+    num_ref: int = 0
+    num_out: int = 0
+    num_images: int = 0
+
+    def add(self, ref: Detections, out: Detections, iou_threshold: float) -> int:
+        """Count one image's detections; returns how many matched."""
+        matched = match_count(ref, out, iou_threshold)
+        self.matched += matched
+        self.num_ref += len(ref)
+        self.num_out += len(out)
+        self.num_images += 1
+        return matched
+
+    def detections(self) -> dict[str, Any]:
+        return {"det_match": self.matched / self.num_ref if self.num_ref else 1.0,
+                "det_match_reverse": self.matched / self.num_out if self.num_out else 1.0,
+                "num_detections_ref": self.num_ref, "num_detections": self.num_out}

@@ -43,9 +43,9 @@ from .errors import ConversionError
 from .field import FieldImage
 from .gates import PASS, GateThresholds, gate_for, verdict
 from .input_quantizer import InputQuantizer, input_quantizer
-from .input_rounding import HALF_STEP_GREY, SEED, SelfMatch, rounded_input
+from .input_rounding import HALF_STEP_GREY, SEED, rounded_input
 from .manifest_writer import Artifact
-from .matching import match_count
+from .matching import MatchCounts
 
 OUTPUTS = ("logits", "box_regression")
 
@@ -102,22 +102,13 @@ class Reference:
 
 
 @dataclass
-class _Tally:
+class _Tally(MatchCounts):
     """Running totals of one artifact on one image set: raw-output errors, detection matches, input clipping."""
 
     stats: dict[str, _Stats] = dataclasses.field(default_factory=lambda: {n: _Stats() for n in OUTPUTS})
-    matched: int = 0
-    num_ref: int = 0
-    num_out: int = 0
-    num_images: int = 0
     input_values: int = 0
     input_clipped: int = 0
     kinds: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # kind -> [matched, ref, out, images]
-
-    def detections(self) -> dict[str, Any]:
-        return {"det_match": self.matched / self.num_ref if self.num_ref else 1.0,
-                "det_match_reverse": self.matched / self.num_out if self.num_out else 1.0,
-                "num_detections_ref": self.num_ref, "num_detections": self.num_out}
 
     def clipped_share(self) -> float | None:
         return self.input_clipped / self.input_values if self.input_values else None
@@ -174,11 +165,7 @@ def _step(c: _Comparison, tally: _Tally, image: np.ndarray, x_ref: np.ndarray, r
             tally.stats[name].add(ref, out)
         det = postprocess(logits, deltas, d.anchors, d.post_spec, d.contract.box_coding)
         eval_det = postprocess(logits, deltas, d.anchors, EVAL_POSTPROCESS, d.contract.box_coding)
-    matched = match_count(ref_dets, det, c.gate.det_match_iou)
-    tally.matched += matched
-    tally.num_ref += len(ref_dets)
-    tally.num_out += len(det)
-    tally.num_images += 1
+    matched = tally.add(ref_dets, det, c.gate.det_match_iou)
     if c.quantizer is not None:
         tally.input_values += x_ref.size
         tally.input_clipped += c.quantizer.clipped(x_ref)
@@ -266,7 +253,7 @@ def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDat
     int8_ious = [g.det_match_iou for _, g in artifacts if g.rel_err_max is None]
     rounding_iou = min(int8_ious, default=gate_for("int8").det_match_iou)
     measure_rounding = bool(int8_ious) if input_rounding is None else input_rounding
-    rounding = {"split": SelfMatch(), "field": SelfMatch()} if measure_rounding else {}
+    rounding = {"split": MatchCounts(), "field": MatchCounts()} if measure_rounding else {}
     rng = np.random.default_rng(SEED)
 
     def infer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,7 +286,8 @@ def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDat
         for c in comparisons:
             _step(c, c.field, item.image, x, raw, ref_det, item.name, item.kind)
     own = {"half_step_grey": HALF_STEP_GREY, "det_match_iou": rounding_iou,
-           **{where: t.to_dict() for where, t in rounding.items() if t.num_images}} if rounding else None
+           **{where: {**t.detections(), "num_images": t.num_images} for where, t in rounding.items()
+              if t.num_images}} if rounding else None
     reference = Reference(dataset, boxes, dets, eval_dets, coco_metrics(dataset, eval_dets), post,
                           PairedBootstrap(dataset, eval_dets) if dataset.labelled else None, own)
     entries = []
