@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                f"`{a['quantization']['method']}`, ranges {a['quantization'].get('ranges', 'calibrated')}, "
                f"{a['quantization']['calibration'].get('images_used', a['quantization']['calibration']['count'])} "
                "calibration images" + (f", then {a['quantization']['qat']['epochs']:g} QAT epochs"
-                                       if a["quantization"].get("qat") else "") for a in q]
+                                       if a["quantization"].get("qat") else "")
+               + (f"; {a['quantization']['bias_correction']}" if a["quantization"].get("bias_correction") else "")
+               for a in q]
         md.append("")
     atomic_write_bytes(out.with_suffix(".md"), "\n".join(md).encode())
     print("\n".join(md))

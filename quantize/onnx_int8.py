@@ -12,7 +12,9 @@ asymmetric (U8S8, the fast path on x86 VNNI). Graph inputs/outputs stay float32.
 convolution that is not depthwise are 7-bit (``reduce_range``, within +-64): without VNNI, onnxruntime's
 x86 kernels add pairs of u8 x s8 products in a saturating int16, and the BCCD D0's int8 ONNX lost 16.2
 mAP points on such a CPU (AMD Zen 3) while passing on AVX-512 VNNI (docs/INT8-CPU-CLASSES.md); depthwise
-kernels widen first and keep 8 bits.
+kernels widen first and keep 8 bits. Every int8 convolution's bias is then corrected for the rounding of its
+weights (:mod:`quantize.bias_correction`, what NNCF does for OpenVINO): without it the BCCD Lite0's ONNX int8 at
+512 px failed its gate on every calibration method.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import onnx
 
 from calib_data import CalibrationSet
+from quantize.bias_correction import BiasCorrection, correct_biases
 
 METHODS = ("minmax", "ema-minmax", "percentile", "entropy")
 HISTOGRAM_IMAGES = 64  # percentile/entropy: onnxruntime bins every activation in numpy (~6 s per image for D0)
@@ -120,10 +123,13 @@ def dense_conv_weights(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> l
 
 
 def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "percentile",
-                  exclude: Iterable[str] = (), input_range: tuple[float, float] | None = None) -> onnx.ModelProto:
+                  exclude: Iterable[str] = (), input_range: tuple[float, float] | None = None,
+                  bias_correction: bool = True) -> tuple[onnx.ModelProto, BiasCorrection | None]:
     """A QDQ model of ``fp32``; ``exclude`` names nodes to keep in float (mixed-precision fallback);
     ``input_range`` (the normalised range of every possible pixel) sets the input quantizer instead of the
-    calibration images, so frames unlike them are not clipped before the first layer (issue 15)."""
+    calibration images, so frames unlike them are not clipped before the first layer (issue 15);
+    ``bias_correction``: each int8 convolution's bias absorbs its weights' rounding (:mod:`quantize.bias_correction`),
+    returned with what it did (None when off)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calibrate = {"minmax": CalibrationMethod.MinMax, "ema-minmax": CalibrationMethod.MinMax,
@@ -156,7 +162,9 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
                             calibrate_method=calibrate[method], extra_options=extra)
         model = onnx.load(str(dst))
     del model.metadata_props[:]
-    return model
+    if not bias_correction:
+        return model, None
+    return correct_biases(model, fp32, calib)
 
 
 

@@ -71,7 +71,7 @@ def _onnx_int8(calib: CalibrationSet, folder: Path, holds: bool) -> Path:
     from quantize.onnx_int8 import quantize_onnx
 
     _conv_onnx(folder / "fp32.onnx")
-    model = quantize_onnx(onnx.load(str(folder / "fp32.onnx")), calib, "minmax",
+    model, _ = quantize_onnx(onnx.load(str(folder / "fp32.onnx")), calib, "minmax",
                           input_range=normalised_range(SPEC) if holds else None)
     onnx.save(model, str(folder / "int8.onnx"))
     return folder / "int8.onnx"
@@ -138,7 +138,7 @@ def test_qat_qdq_input_range_is_widened_in_place(bright: tuple[CalibrationSet, n
 
     calib, dark = bright
     _conv_onnx(tmp_path / "fp32.onnx")
-    narrow = quantize_onnx(onnx.load(str(tmp_path / "fp32.onnx")), calib, "minmax")
+    narrow, _ = quantize_onnx(onnx.load(str(tmp_path / "fp32.onnx")), calib, "minmax")
     onnx.save(hold_qdq_input_range(narrow, normalised_range(SPEC)), str(tmp_path / "wide.onnx"))
     _check(tmp_path / "wide.onnx", dark.transpose(2, 0, 1), holds=True)
     session = ort.InferenceSession(str(tmp_path / "wide.onnx"), providers=["CPUExecutionProvider"])
@@ -160,7 +160,7 @@ def test_dense_convolution_weights_fit_every_x86_int8_kernel(bright: tuple[Calib
     _conv_onnx(tmp_path / "fp32.onnx")
     fp32 = onnx.load(str(tmp_path / "fp32.onnx"))
     assert dense_conv_weights(fp32) == ["w", "w2"] and dense_conv_weights(fp32, ["head"]) == ["w"]
-    model = quantize_onnx(fp32, calib, "minmax")
+    model, _ = quantize_onnx(fp32, calib, "minmax")
     codes = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("_quantized")
              and numpy_helper.to_array(t).dtype == np.int8]
     assert len(codes) == 2 and all(np.abs(c).max() <= 64 for c in codes)

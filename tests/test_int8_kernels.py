@@ -48,7 +48,8 @@ def test_int8_onnx_is_bit_identical_on_the_avx2_kernels(tmp_path: Path) -> None:
         cv2.imwrite(str(tmp_path / "images" / f"{i}.png"), rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8))
     calib = build_calibration_set(load_image_folder(tmp_path / "images", ["object"]), SPEC, tmp_path / "set", n=8)
     _conv_onnx(tmp_path / "fp32.onnx")
-    model = quantize_onnx(onnx.load(str(tmp_path / "fp32.onnx")), calib, "minmax", input_range=normalised_range(SPEC))
+    model, _ = quantize_onnx(onnx.load(str(tmp_path / "fp32.onnx")), calib, "minmax",
+                             input_range=normalised_range(SPEC))
     onnx.save(model, str(tmp_path / "int8.onnx"))
     np.save(tmp_path / "x.npy", np.stack([calib.nchw(i)[0] for i in range(len(calib))]))
 

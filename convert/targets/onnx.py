@@ -222,9 +222,10 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
 
         log.info(f"quantizing onnx int8 with onnxruntime ({recipe.methods['onnx']})")
         kept = ctx.float_layers("onnx")
-        proto = quantize_onnx(ctx.fp32, recipe.calib, recipe.methods["onnx"], exclude=kept,
-                              input_range=normalised_range(ctx.config.preprocess))
-        return write_onnx(proto, ctx.config, path, "int8", quantization=recipe.describe("onnx", kept), **ctx.source)
+        proto, corrected = quantize_onnx(ctx.fp32, recipe.calib, recipe.methods["onnx"], exclude=kept,
+                                         input_range=normalised_range(ctx.config.preprocess))
+        described = recipe.describe("onnx", kept, bias_correction=corrected.describe())
+        return write_onnx(proto, ctx.config, path, "int8", quantization=described, **ctx.source)
     qat = ctx.qat_model()
     return write_onnx(qat.qdq, ctx.config, path, "int8-qat", quantization=qat.learned(recipe, "onnx"), **ctx.source)
 
