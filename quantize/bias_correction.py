@@ -33,7 +33,8 @@ THRESHOLD = 2.0
 
 @dataclass(frozen=True)
 class BiasCorrection:
-    """What :func:`correct_biases` did: how many quantized convolutions had a bias to correct, out of how many."""
+    """What :func:`correct_biases` did: convolutions corrected and left alone by the 2x rule, out of all int8
+    convolutions (the rest have no bias), and over how many calibration images the input means were taken."""
 
     corrected: int
     quantized_convs: int
@@ -79,12 +80,12 @@ def channel_means(fp32: onnx.ModelProto, tensors: Iterable[str], calib: Calibrat
     return {name: s / count for name, s in sums.items()}
 
 
-def correct_biases(qdq: onnx.ModelProto, fp32: onnx.ModelProto, calib: CalibrationSet,
-                   count: int | None = None) -> tuple[onnx.ModelProto, BiasCorrection]:
+def correct_biases(qdq: onnx.ModelProto, fp32: onnx.ModelProto,
+                   calib: CalibrationSet) -> tuple[onnx.ModelProto, BiasCorrection]:
     """A copy of ``qdq`` (onnxruntime's QDQ quantization of ``fp32``: same node names) whose int8 convolutions
     carry corrected int32 biases; each corrected convolution gets its own bias initializer (a bias shared by
     convolutions with different inputs needs a different correction for each)."""
-    count = len(calib) if count is None else count
+    count = len(calib)
     out = onnx.ModelProto()
     out.CopyFrom(qdq)
     inits = {t.name: t for t in out.graph.initializer}

@@ -14,7 +14,7 @@ x86 kernels add pairs of u8 x s8 products in a saturating int16, and the BCCD D0
 mAP points on such a CPU (AMD Zen 3) while passing on AVX-512 VNNI (docs/INT8-CPU-CLASSES.md); depthwise
 kernels widen first and keep 8 bits. Every int8 convolution's bias is then corrected for the rounding of its
 weights (:mod:`quantize.bias_correction`, what NNCF does for OpenVINO): without it the BCCD Lite0's ONNX int8 at
-512 px failed its gate on every calibration method.
+512 px failed its gate with percentile, min-max and EMA min-max ranges alike.
 """
 
 from __future__ import annotations
