@@ -61,7 +61,8 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 	default-model-train bccd-train bccd-eval bccd-lite0-train bccd-lite0-eval bccd-int8 bccd-lite0-int8 convert-full \
 	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8 bccd-qat-seeds bccd-lite0-448-qat-seeds bench-d0-512 \
 	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval bccd-lite1-448-train bccd-lite1-448-eval bccd-label-audit \
-	bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-input-rounding
+	bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-input-rounding \
+	bccd-lite0-512-audited-train bccd-lite0-512-audited-eval
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -110,6 +111,7 @@ help:
 	@echo "make bccd-lite1-448-train / -eval   the same recipe with EfficientDet-Lite1 (results/bccd-lite1-448-eval.md)"
 	@echo "make bccd-lite0-512-train / -eval / -int8 [QAT=1]   the Lite0 recipe at 512 px, the best BCCD model"
 	@echo "     (results/bccd-lite0-512-eval.md, results/bccd-lite0-512-int8.md)"
+	@echo "make bccd-lite0-512-audited-train / -eval   the same without the images audit-labels flagged (training only)"
 	@echo "make bccd-label-audit           BCCD's labels audited by the Lite0 at 448 (results/bccd-label-audit/)"
 	@echo "make bccd-input-rounding        the BCCD models against themselves under int8 input rounding"
 	@echo "     (results/bccd-fp32-input-rounding.md: what their int8 detection match is read against)"
