@@ -42,6 +42,8 @@ CALIB ?=
 CALIB_METHOD ?=
 IO_DTYPE ?= int8
 FLOAT_LAYERS ?= 0
+# INT8_INPUT=pixels|normalised: what post-training int8 files take (empty: python -m convert's default)
+INT8_INPUT ?=
 N ?= 200
 EDGETPU_MIN ?= 0.95
 # ANDROID=1 (make export TARGET=tflite): also the -android.tflite for MediaPipe / the TFLite Task Library
@@ -62,7 +64,8 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 	bccd-lite0-448-train bccd-lite0-448-eval bccd-lite0-448-int8 bccd-qat-seeds bccd-lite0-448-qat-seeds bench-d0-512 \
 	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval bccd-lite1-448-train bccd-lite1-448-eval bccd-label-audit \
 	bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-input-rounding \
-	bccd-lite0-512-audited-train bccd-lite0-512-audited-eval
+	bccd-lite0-512-audited-train bccd-lite0-512-audited-eval bccd-lite0-576-train bccd-lite0-576-eval \
+	bccd-lite0-512-int8-pixels
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -86,6 +89,7 @@ help:
 	@echo "     [INPUT_SIZE=N]: export at another multiple of 32 than the checkpoint's"
 	@echo "     [IMAGES=dir]: gate on unlabelled images (models of classes no labelled dataset at hand has)"
 	@echo "     int8: [QAT=1] [CALIB=folder] [CALIB_METHOD=onnx=percentile] [IO_DTYPE=int8|uint8] [FLOAT_LAYERS=K]"
+	@echo "     [INT8_INPUT=pixels|normalised]: pixels in, the normalisation folded into the first convolution"
 	@echo "     [SHIFTED=0.5]: calibrate on the default set with that share of photometrically shifted images"
 	@echo "     [ACCEPT_UNMEASURABLE=1]: exit 0 although an int8 gate had too few FP32 detections to measure"
 	@echo "make calib DATA=<dataset> CKPT=... [N=200] [SHIFTED=0.5] [OUT=calib_data/sets/NAME]   int8 calibration set"
@@ -111,7 +115,9 @@ help:
 	@echo "make bccd-lite1-448-train / -eval   the same recipe with EfficientDet-Lite1 (results/bccd-lite1-448-eval.md)"
 	@echo "make bccd-lite0-512-train / -eval / -int8 [QAT=1]   the Lite0 recipe at 512 px, the best BCCD model"
 	@echo "     (results/bccd-lite0-512-eval.md, results/bccd-lite0-512-int8.md)"
+	@echo "make bccd-lite0-512-int8-pixels   the same post-training int8 with pixels in (results/bccd-lite0-512-int8-pixels.md)"
 	@echo "make bccd-lite0-512-audited-train / -eval   the same without the images audit-labels flagged (training only)"
+	@echo "make bccd-lite0-576-train / -eval   the same Lite0 recipe at 576 px (results/bccd-lite0-576-eval.md)"
 	@echo "make bccd-label-audit           BCCD's labels audited by the Lite0 at 448 (results/bccd-label-audit/)"
 	@echo "make bccd-input-rounding        the BCCD models against themselves under int8 input rounding"
 	@echo "     (results/bccd-fp32-input-rounding.md: what their int8 detection match is read against)"
@@ -167,7 +173,8 @@ import-effdet: $(STAMP)
 		$(if $(filter command line environment,$(origin OUT)),--out "$(OUT)",)
 
 int8_flags = $(if $(CALIB),--calib "$(CALIB)",) $(foreach m,$(CALIB_METHOD),--calib-method $(m)) \
-	--io-dtype $(IO_DTYPE) --float-layers $(FLOAT_LAYERS) $(if $(filter 1,$(QAT)),--qat,)
+	--io-dtype $(IO_DTYPE) --float-layers $(FLOAT_LAYERS) $(if $(INT8_INPUT),--int8-input $(INT8_INPUT),) \
+	$(if $(filter 1,$(QAT)),--qat,)
 
 export: $(STAMP)
 	$(PY) -m convert --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION),) --phi $(PHI) --variant $(VARIANT) \

@@ -35,7 +35,14 @@ def current_recipe(artifact: dict[str, Any], shifted: float | None = None) -> bo
     (``shifted``: the share of the set the benchmark was given, else today's default), the Android file's score
     floor, QAT's objective and shifts, each as its manifest records it."""
     from calib_data.store import SHIFTED_SHARE
-    from convert.int8_recipe import DEFAULT_METHODS, INPUT_FULL_RANGE, INPUT_PIXELS, SCHEMES
+    from convert.int8_recipe import (
+        DEFAULT_INT8_INPUT,
+        DEFAULT_METHODS,
+        INPUT_FORMS,
+        INPUT_FULL_RANGE,
+        INPUT_PIXELS,
+        SCHEMES,
+    )
     from convert.targets.android import SCORE_FLOOR
     from quantize.qat import QatConfig
 
@@ -47,7 +54,7 @@ def current_recipe(artifact: dict[str, Any], shifted: float | None = None) -> bo
     if artifact["precision"] == "int8":
         target = artifact["target"]
         return (q.get("method") == DEFAULT_METHODS[target] and q.get("scheme") == SCHEMES[target]
-                and q.get("input") == (INPUT_PIXELS if android else INPUT_FULL_RANGE)
+                and q.get("input") == (INPUT_PIXELS if android else INPUT_FORMS[DEFAULT_INT8_INPUT])
                 and (not android or q.get("score_floor_logit") == round(SCORE_FLOOR, 4)))
     if artifact["precision"] == "int8-qat":
         qat = q.get("qat") or {}

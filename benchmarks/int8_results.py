@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                "calibration images" + (f", then {a['quantization']['qat']['epochs']:g} QAT epochs"
                                        if a["quantization"].get("qat") else "")
                + (f"; {a['quantization']['bias_correction']}" if a["quantization"].get("bias_correction") else "")
+               + (f"; input: {a['quantization']['input']}" if a["quantization"].get("input") else "")
                for a in q]
         md.append("")
     atomic_write_bytes(out.with_suffix(".md"), "\n".join(md).encode())

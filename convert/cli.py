@@ -16,6 +16,7 @@ from typing import Any
 from runtime.manifest import FLOAT_PRECISIONS, TARGET_NAMES
 
 from .errors import GATE_FAILED, INTERRUPTED, UsageError, outcome
+from .int8_recipe import DEFAULT_INT8_INPUT, INPUT_FORMS
 
 TARGETS = TARGET_NAMES
 PRECISIONS = (*FLOAT_PRECISIONS, "int8")  # int8-qat comes with --qat
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "post-processing in the graph, MediaPipe metadata; gated like the others (docs/ANDROID.md)")
     p.add_argument("--io-dtype", default="int8", choices=["int8", "uint8"], help="TFLite int8 input/output type "
                    "(uint8 for the Edge TPU)")
+    p.add_argument("--int8-input", default=DEFAULT_INT8_INPUT, choices=sorted(INPUT_FORMS),
+                   help="what post-training int8 files take: the normalised image, or pixels with the normalisation "
+                   f"folded into the first convolution (exact input quantizer; docs/QUANTIZATION.md). Default: "
+                   f"{DEFAULT_INT8_INPUT}")
     p.add_argument("--float-layers", type=int, default=0, metavar="K",
                    help="int8 mixed precision: keep the K layers that lose most when quantized alone in float "
                    "(ONNX and OpenVINO; TFLite and Edge TPU builds stay fully integer)")
@@ -142,7 +147,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
         out=Path(args.out) if args.out else None, threads=args.threads, calib=args.calib,
         calib_shifted=args.calib_shifted,
         methods=parse_methods(args.calib_method), flavours=("android",) if args.android else (),
-        io_dtype=args.io_dtype, float_layers=args.float_layers,
+        io_dtype=args.io_dtype, float_layers=args.float_layers, int8_input=args.int8_input,
         qat=_qat_config(args) if args.qat else None,
         sensitivity=not args.no_sensitivity, accept_unmeasurable=args.accept_unmeasurable,
         gate_overrides=parse_gate_overrides(args.gate))

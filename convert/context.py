@@ -16,7 +16,10 @@ from typing import Any
 import onnx
 import torch
 
+from calib_data import CalibrationSet
 from efficientdet.model.config import ModelConfig
+from quantize.folded_stem import FoldedStem
+from runtime.preprocess import normalised_range
 
 from .int8_recipe import Int8Recipe
 from .qat_model import QatModel, QatRequest
@@ -24,6 +27,21 @@ from .qat_model import QatModel, QatRequest
 log = logging.getLogger(__name__)
 SENSITIVITY_IMAGES = 4
 FLOAT_FALLBACK_TARGETS = ("onnx", "openvino")  # TFLite and Edge TPU builds stay fully integer
+
+
+@dataclass(frozen=True)
+class Int8Source:
+    """What post-training int8 quantizes (the recipe's ``input_form``): the graph and its file, the config its
+    artifacts' manifests describe, the calibration images in the units of its input, the whole range every
+    possible pixel covers there (the input quantizer's range, whatever the calibration images held) and, for the
+    pixel-input form, its folded first convolution."""
+
+    proto: onnx.ModelProto
+    onnx_path: Path
+    config: ModelConfig
+    calib: CalibrationSet
+    input_range: tuple[float, float]
+    stem: FoldedStem | None = None  # pixels in: the folded first convolution, whose bias each quantizer refolds
 
 
 @dataclass
@@ -45,6 +63,8 @@ class ExportContext:
     _saved_model: Path | None = dataclasses.field(default=None, repr=False)
     _sensitivity: list[Any] | None = dataclasses.field(default=None, repr=False)
     _qat_model: QatModel | None = dataclasses.field(default=None, repr=False)
+    _int8_source: Int8Source | None = dataclasses.field(default=None, repr=False)
+    _int8_saved_model: Path | None = dataclasses.field(default=None, repr=False)
 
     @property
     def base(self) -> str:
@@ -80,6 +100,39 @@ class ExportContext:
             log.info("converting ONNX -> TF SavedModel (onnx2tf)")
             self._saved_model = onnx_to_saved_model(self.fp32_onnx(), self.work / "onnx2tf")
         return self._saved_model
+
+    def int8_source(self) -> Int8Source:
+        """The normalised FP32 graph as is, or its pixel-input form (:mod:`convert.pixel_input`), made once."""
+        if self._int8_source is None:
+            recipe = self.recipe()
+            if recipe.input_form == "pixels":
+                from .pixel_input import PIXEL_RANGE, fold_normalisation, folded_stem, pixel_calibration, pixel_config
+                from .targets.onnx import write_onnx
+
+                log.info("int8 takes pixels: folding the normalisation into the first convolution")
+                proto = fold_normalisation(self.fp32, self.config.preprocess)
+                config = pixel_config(self.config)
+                path = write_onnx(proto, config, self.work / f"{self.base}-pixels-fp32.onnx", "fp32",
+                                  **self.source).path
+                self._int8_source = Int8Source(proto, path, config,
+                                               pixel_calibration(recipe.calib, self.config.preprocess), PIXEL_RANGE,
+                                               folded_stem(proto, self.config.preprocess))
+            else:
+                self._int8_source = Int8Source(self.fp32, self.fp32_onnx(), self.config, recipe.calib,
+                                               normalised_range(self.config.preprocess))
+        return self._int8_source
+
+    def int8_saved_model(self) -> Path:
+        """onnx2tf's SavedModel of :meth:`int8_source`'s graph (the FP32 one's when that is the graph)."""
+        source = self.int8_source()
+        if source.proto is self.fp32:
+            return self.saved_model()
+        if self._int8_saved_model is None:
+            from .targets.tflite import onnx_to_saved_model
+
+            log.info("converting the pixel-input ONNX -> TF SavedModel (onnx2tf)")
+            self._int8_saved_model = onnx_to_saved_model(source.onnx_path, self.work / "onnx2tf-pixels")
+        return self._int8_saved_model
 
     def sensitivity(self) -> list[Any]:
         """Per-layer sensitivity on the calibration set (:mod:`quantize.sensitivity`), most sensitive first."""

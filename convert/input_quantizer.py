@@ -1,5 +1,6 @@
 """Read the range of an int8 artifact's first quantizer (the one in front of the first convolution), in the units
-of the normalised image, from the file itself: TFLite, QDQ ONNX or OpenVINO IR.
+of the image the first convolution reads (the normalised image; pixels for the pixel-input form,
+:mod:`convert.pixel_input`), from the file itself: TFLite, QDQ ONNX or OpenVINO IR.
 
 The parity gate reports which share of the input values that quantizer clips (in distribution and in the field),
 and the tests check that the black and white frames of any camera fit (issue 15: calibrated on BCCD's bright
@@ -28,7 +29,7 @@ class InputQuantizer:
         return (self.high - self.low) / (self.levels - 1)
 
     def clipped(self, x: np.ndarray) -> int:
-        """How many values of ``x`` (normalised input) fall beyond the end codes by more than half a step."""
+        """How many values of ``x`` (in the quantizer's units) fall beyond the end codes by more than half a step."""
         half = self.step / 2
         return int(np.count_nonzero((x < self.low - half) | (x > self.high + half)))
 

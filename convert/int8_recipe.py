@@ -45,17 +45,28 @@ SCHEMES = {target: q.scheme for target, q in QUANTIZERS.items()}
 # pixel, not the calibration images' range, which clipped 16-34 % of a darker photo's input values (issue 15).
 INPUT_FULL_RANGE = "normalised image, quantized over the whole 0-255 pixel range"
 INPUT_PIXELS = "uint8 pixels, normalisation in the graph over the whole 0-255 pixel range"
+INPUT_FOLDED = "pixels 0-255, each a code (scale 1, zero point 0); normalisation folded into the first convolution"
+# What the post-training int8 artifacts take (``--int8-input``): the normalised image, or pixels with the
+# normalisation folded into the first convolution (convert/pixel_input.py), the manifest's ``quantization.input``.
+INPUT_FORMS: Mapping[str, str] = MappingProxyType({"normalised": INPUT_FULL_RANGE, "pixels": INPUT_FOLDED})
+DEFAULT_INT8_INPUT = "normalised"
 
 
 @dataclass(frozen=True)
 class Int8Recipe:
     """What the int8 exports need beyond the FP32 model: the calibration set, a method per target, the TFLite
-    I/O type and how many of the most sensitive layers to keep in float (ONNX and OpenVINO)."""
+    I/O type, how many of the most sensitive layers to keep in float (ONNX and OpenVINO) and what the post-training
+    int8 files take (:data:`INPUT_FORMS`; QAT's files keep the normalised image)."""
 
     calib: CalibrationSet
     methods: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(dict(DEFAULT_METHODS)))
     io_dtype: str = "int8"
     fallback: int = 0
+    input_form: str = "normalised"
+
+    def __post_init__(self) -> None:
+        if self.input_form not in INPUT_FORMS:
+            raise ValueError(f"int8 input form must be one of {sorted(INPUT_FORMS)}, got {self.input_form!r}")
 
     def describe(self, target: str, float_layers: Sequence[str] = (), **extra: Any) -> dict[str, Any]:
         """The manifest's ``artifact.quantization`` block for ``target``."""
@@ -67,4 +78,4 @@ class Int8Recipe:
                 "calibration": {"path": str(c.path), "images_sha256": c.manifest["images_sha256"], "count": len(c),
                                 "images_used": used, "source": c.manifest["source"], "split": c.manifest["split"],
                                 "shifted": c.manifest.get("shifted", 0.0)},
-                "float_layers": list(float_layers), "input": INPUT_FULL_RANGE, **extra}
+                "float_layers": list(float_layers), "input": INPUT_FORMS[self.input_form], **extra}

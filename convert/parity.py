@@ -2,10 +2,10 @@
 
 The artifact runs through the runtime's :class:`runtime.detector.Detector` (its manifest, its backend,
 its pre-processing), the reference is the PyTorch model fed the *same* ``runtime.preprocess`` output
-(checked bit-for-bit for float inputs), and both go through the same ``runtime.postprocess`` and
-letterbox inversion. All artifacts are compared in one pass over the images, so no image or raw
-output is kept (a 90-class D0 at 512 has 4.4 M logits per image). Measured per raw output: max abs
-error, rel error (max abs err / max |reference|), SNR in dB and Pearson r (centred: class logits
+(checked bit-for-bit for float inputs; a pixel-input artifact's pixels are checked to normalise to it), and both
+go through the same ``runtime.postprocess`` and letterbox inversion. All artifacts are compared in one pass over
+the images, so no image or raw output is kept (a 90-class D0 at 512 has 4.4 M logits per image). Measured per raw
+output: max abs error, rel error (max abs err / max |reference|), SNR in dB and Pearson r (centred: class logits
 share a large prior-bias offset); on detections: the fraction of reference detections matched
 one-to-one by the artifact (same class, IoU >= threshold) and vice versa, with the deployment
 post-processing; on accuracy: COCO mAP@[.5:.95] (0-1 units) of both with the evaluation
@@ -34,7 +34,7 @@ from efficientdet.data.records import DetectionDataset
 from efficientdet.evaluate import coco_metrics
 from efficientdet.map_bootstrap import PairedBootstrap
 from runtime.anchors import generate_anchors
-from runtime.contract import EVAL_POSTPROCESS, Contract, PostprocessSpec
+from runtime.contract import EVAL_POSTPROCESS, Contract, PostprocessSpec, PreprocessSpec
 from runtime.detector import Detector, UngatedArtifactWarning
 from runtime.postprocess import Detections, at_threshold, postprocess
 from runtime.preprocess import Letterbox, preprocess, read_image, to_layout
@@ -48,6 +48,7 @@ from .manifest_writer import Artifact
 from .matching import MatchCounts
 
 OUTPUTS = ("logits", "box_regression")
+UNITS_ATOL = 1e-5  # a pixel-input artifact's pixels, normalised, against the reference input (float32 rounding)
 
 
 class ParityError(ConversionError):
@@ -122,6 +123,9 @@ class _Comparison:
     gate: GateThresholds
     detector: Detector
     quantizer: InputQuantizer | None
+    # The artifact's own pre-processing where it takes other units than the reference (pixels in, the
+    # normalisation folded into its first convolution: convert/pixel_input.py), with the reference's; else None.
+    units: tuple[PreprocessSpec, PreprocessSpec] | None = None
     split: _Tally = dataclasses.field(default_factory=_Tally)
     field: _Tally = dataclasses.field(default_factory=_Tally)
     detections: list[Detections] = dataclasses.field(default_factory=list)  # original-image pixels
@@ -143,7 +147,23 @@ def _open(artifact: Artifact, gate: GateThresholds, contract: Contract, threads:
         mine = f"{detector.post_spec} ({detector.contract.box_coding})"
         raise ParityError(f"{artifact.path.name} post-processes with {mine}, the reference with {contract.postprocess} "
                           f"({contract.box_coding}): detections would not be comparable")
-    return _Comparison(artifact, gate, detector, input_quantizer(artifact.path))
+    own = detector.contract.preprocess
+    units = (own, contract.preprocess) if own != contract.preprocess and not detector.in_graph_nms else None
+    return _Comparison(artifact, gate, detector, input_quantizer(artifact.path), units=units)
+
+
+def _own_input(c: _Comparison, image: np.ndarray, x_ref: np.ndarray, where: str) -> np.ndarray:
+    """The float input in the artifact's own units (HxWx3): the reference's, or for a pixel-input artifact its pixels,
+    checked to be exactly what the reference normalised."""
+    if c.units is None:
+        return x_ref
+    own, ref = c.units
+    x = preprocess(image, own)[0]
+    back = (x - np.asarray(ref.mean, np.float32)) / np.asarray(ref.std, np.float32)
+    if not np.allclose(back, x_ref, rtol=0, atol=UNITS_ATOL):
+        raise ParityError(f"{c.artifact.path.name} takes {own.to_dict()}, which does not normalise to the reference's "
+                          f"input on {where} (max diff {float(np.abs(back - x_ref).max()):.3g})")
+    return x
 
 
 def _step(c: _Comparison, tally: _Tally, image: np.ndarray, x_ref: np.ndarray, raw: tuple[np.ndarray, np.ndarray],
@@ -151,11 +171,12 @@ def _step(c: _Comparison, tally: _Tally, image: np.ndarray, x_ref: np.ndarray, r
     """Run the artifact on one image, add to ``tally``; its detections (deployment, evaluation) in input pixels."""
     d = c.detector
     x, box = d.preprocess_image(image)
+    x_own = _own_input(c, image, x_ref, where)
     if d.in_graph_nms:  # the graph ends in the detection op: detections and mAP only, no raw outputs
         eval_det = d.infer_detections(x, EVAL_POSTPROCESS)
         det = at_threshold(eval_det, d.post_spec)
     else:
-        if d.input_spec.dtype == "float32" and not np.array_equal(x, to_layout(x_ref, d.input_spec.layout)):
+        if d.input_spec.dtype == "float32" and not np.array_equal(x, to_layout(x_own, d.input_spec.layout)):
             raise ParityError(f"the runtime's pre-processing for {c.artifact.path.name} differs from the "
                               f"reference's on {where}")
         logits, deltas = d.infer_raw(x)
@@ -167,8 +188,8 @@ def _step(c: _Comparison, tally: _Tally, image: np.ndarray, x_ref: np.ndarray, r
         eval_det = postprocess(logits, deltas, d.anchors, EVAL_POSTPROCESS, d.contract.box_coding)
     matched = tally.add(ref_dets, det, c.gate.det_match_iou)
     if c.quantizer is not None:
-        tally.input_values += x_ref.size
-        tally.input_clipped += c.quantizer.clipped(x_ref)
+        tally.input_values += x_own.size
+        tally.input_clipped += c.quantizer.clipped(x_own)
     if kind is not None:
         counts = tally.kinds.setdefault(kind, [0, 0, 0, 0])
         for k, v in enumerate((matched, len(ref_dets), len(det), 1)):

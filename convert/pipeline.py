@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.manifest import FLOAT_PRECISIONS, TARGET_NAMES
 
 from .errors import GATE_FAILED, UsageError
-from .int8_recipe import DEFAULT_METHODS
+from .int8_recipe import DEFAULT_INT8_INPUT, DEFAULT_METHODS
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +69,7 @@ class ExportRequest:
     flavours: tuple[str, ...] = ()
     io_dtype: str = "int8"
     float_layers: int = 0
+    int8_input: str = DEFAULT_INT8_INPUT  # what post-training int8 files take (convert.int8_recipe.INPUT_FORMS)
     qat: QatConfig | None = None  # None: its defaults
     sensitivity: bool = True  # rank layers when an int8 gate fails
     accept_unmeasurable: bool = False
@@ -259,7 +260,7 @@ def _recipe(request: ExportRequest, config: ModelConfig, dataset: DetectionDatas
     log.info(f"calibration set {calib.path}: {len(calib)} images of {calib.manifest['source']} "
              f"[{calib.manifest['split']}]")
     return Int8Recipe(calib, MappingProxyType({**DEFAULT_METHODS, **request.methods}), request.io_dtype,
-                      request.float_layers)
+                      request.float_layers, request.int8_input)
 
 
 def _qat_request(request: ExportRequest, config: ModelConfig) -> QatRequest:

@@ -27,7 +27,7 @@ from quantize.onnx_int8 import hold_qdq_input_range
 from quantize.qat import FloatTwin, QatConfig, calibrate, finetune, float_twin, prepare, to_qdq_onnx
 from runtime.preprocess import normalised_range
 
-from .int8_recipe import SCHEME, Int8Recipe
+from .int8_recipe import INPUT_FULL_RANGE, SCHEME, Int8Recipe
 
 QAT_TOOL = "torchao PT2E QAT (X86InductorQuantizer) -> torch.onnx dynamo QDQ"
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class QatModel:
 
     def learned(self, recipe: Int8Recipe, target: str) -> dict[str, Any]:
         """The manifest's quantization block for an artifact that runs QAT's own ranges (ONNX, OpenVINO)."""
-        block = recipe.describe(target)
+        block = recipe.describe(target, input=INPUT_FULL_RANGE)  # QAT trains on the normalised image
         block["calibration"]["images_used"] = self.calib_images  # the initial ranges
         return {**block, "tool": QAT_TOOL + (" -> openvino" if target == "openvino" else ""), "method": "qat",
                 "ranges": "learned by QAT", "scheme": SCHEME, **self.info}
@@ -63,7 +63,8 @@ class QatModel:
         """The block for the TFLite artifact: QAT's weights and ranges, the post-training method's ranges where QAT
         had none (the export adds how many ranges were carried)."""
         method = recipe.methods["tflite"]
-        return {**recipe.describe("tflite", io_dtype=recipe.io_dtype), "method": f"qat + {method}", **self.info}
+        return {**recipe.describe("tflite", io_dtype=recipe.io_dtype, input=INPUT_FULL_RANGE),
+                "method": f"qat + {method}", **self.info}
 
 
 def qat_model(model: torch.nn.Module, config: ModelConfig, recipe: Int8Recipe, request: QatRequest, keep_float: bool,

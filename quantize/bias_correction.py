@@ -25,6 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from calib_data import CalibrationSet
+from quantize.folded_stem import FoldedStem
 
 # A layer whose correction would move any channel's bias by this many times the bias itself keeps its bias (NNCF's
 # FAST_BIAS_CORRECTION_THRESHOLD): such a shift says the layer's mean is not a stable property of the data.
@@ -114,11 +115,7 @@ def correct_biases(qdq: onnx.ModelProto, fp32: onnx.ModelProto,
     skipped = 0
     for node, weight, bias, source in todo:
         w = fp32_inits[source.input[1]].astype(np.float64)
-        codes = numpy_helper.to_array(inits[weight.input[0]]).astype(np.float64)
-        scale = numpy_helper.to_array(inits[weight.input[1]]).astype(np.float64)
-        zero = numpy_helper.to_array(inits[weight.input[2]]).astype(np.float64) if len(weight.input) > 2 else 0.0
-        shape = (-1,) + (1,) * (codes.ndim - 1)
-        wq = (codes - np.reshape(zero, shape)) * np.reshape(scale, shape)
+        wq = _dequantized(inits, weight)
         groups = _attr(source, "group", 1)
         mu = means[source.input[0]].reshape(groups, -1)  # (groups, in channels per group)
         error = (w - wq).sum(axis=tuple(range(2, w.ndim))).reshape(groups, -1, mu.shape[1])
@@ -140,17 +137,65 @@ def correct_biases(qdq: onnx.ModelProto, fp32: onnx.ModelProto,
         replaced[node.name] = dq
         node.input[2] = name
 
+    _insert_and_prune(out, replaced)
+    return out, BiasCorrection(len(replaced), quantized, skipped, count)
+
+
+def _insert_and_prune(model: onnx.ModelProto, before: dict[str, onnx.NodeProto]) -> None:
+    """Put each node of ``before`` in front of the node it is keyed by, then drop the dequantizers and initializers
+    nothing reads any more (the biases that were replaced)."""
     nodes = []
-    for node in out.graph.node:
-        if node.name in replaced:
-            nodes.append(replaced[node.name])
+    for node in model.graph.node:
+        if node.name in before:
+            nodes.append(before[node.name])
         nodes.append(node)
-    used = {name for node in nodes for name in node.input} | {o.name for o in out.graph.output}
+    used = {name for node in nodes for name in node.input} | {o.name for o in model.graph.output}
     nodes = [n for n in nodes if n.op_type != "DequantizeLinear" or n.output[0] in used]
     used = {name for node in nodes for name in node.input}
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    kept = [t for t in out.graph.initializer if t.name in used]
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(kept)
-    return out, BiasCorrection(len(replaced), quantized, skipped, count)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+
+
+def _dequantized(inits: dict[str, onnx.TensorProto], dq: onnx.NodeProto) -> np.ndarray:
+    """The float64 values a per-axis-0 (or per-tensor) DequantizeLinear of initializers gives."""
+    codes = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float64)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+    zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 else 0.0
+    shape = (-1,) + (1,) * (codes.ndim - 1)
+    return (codes - np.reshape(zero, shape)) * np.reshape(scale, shape)
+
+
+def refold_stem_bias(qdq: onnx.ModelProto, stem: FoldedStem) -> onnx.ModelProto:
+    """A copy of ``qdq`` whose pixel-input stem convolution carries the bias refolded for its quantized weights
+    (:mod:`quantize.folded_stem`), as an int32 bias on onnxruntime's grid (input scale x weight scale) so the
+    convolution still runs in int8. onnxruntime's quantizer left the folded stem's bias in float."""
+    out = onnx.ModelProto()
+    out.CopyFrom(qdq)
+    inits = {t.name: t for t in out.graph.initializer}
+    made = _producers(out)
+    conv = next((n for n in out.graph.node if n.name == stem.node and n.op_type == "Conv"), None)
+    weight = made.get(conv.input[1]) if conv is not None else None
+    source = made.get(conv.input[0]) if conv is not None else None
+    if weight is None or weight.op_type != "DequantizeLinear" or source is None or source.op_type != "DequantizeLinear":
+        raise ValueError(f"the QDQ model has no int8 convolution {stem.node!r} with a quantized input to refold")
+    bias = stem.bias_for(_dequantized(inits, weight))
+    in_scale = float(numpy_helper.to_array(inits[source.input[1]]))
+    w_scale = numpy_helper.to_array(inits[weight.input[1]]).astype(np.float32).reshape(-1)
+    bias_scale = (np.float32(in_scale) * w_scale).astype(np.float32)
+    info = np.iinfo(np.int32)
+    codes = np.clip(np.round(bias / bias_scale.astype(np.float64)), info.min, info.max).astype(np.int32)
+    name = f"{stem.node}_bias_refolded"
+    out.graph.initializer.extend([numpy_helper.from_array(codes, name + "_quantized"),
+                                  numpy_helper.from_array(bias_scale, name + "_scale"),
+                                  numpy_helper.from_array(np.zeros_like(codes), name + "_zero_point")])
+    dq = helper.make_node("DequantizeLinear", [name + "_quantized", name + "_scale", name + "_zero_point"], [name],
+                          name=name + "_DequantizeLinear", axis=0)
+    if len(conv.input) > 2:
+        conv.input[2] = name
+    else:
+        conv.input.append(name)
+    _insert_and_prune(out, {conv.name: dq})
+    return out

@@ -29,7 +29,8 @@ import numpy as np
 import onnx
 
 from calib_data import CalibrationSet
-from quantize.bias_correction import BiasCorrection, correct_biases
+from quantize.bias_correction import BiasCorrection, correct_biases, refold_stem_bias
+from quantize.folded_stem import FoldedStem
 
 METHODS = ("minmax", "ema-minmax", "percentile", "entropy")
 HISTOGRAM_IMAGES = 64  # percentile/entropy: onnxruntime bins every activation in numpy (~6 s per image for D0)
@@ -102,10 +103,13 @@ _MOVERS = ("Pad", "Transpose", "Reshape", "Identity")
 
 
 def input_side(model: onnx.ModelProto) -> list[str]:
-    """The graph input and every tensor that only moves its values on the way to the first weighted ops."""
+    """The graph input and every tensor that only moves its values on the way to the first weighted ops (and the
+    pixel-input form's constant border, convert/pixel_input.py, which only fills the padding with pixel values)."""
     names = [model.graph.input[0].name]
+    constants = {t.name for t in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type in _MOVERS and node.input and node.input[0] in names:
+        moves = node.op_type in _MOVERS or node.op_type == "Add" and any(n in constants for n in node.input[:2])
+        if moves and node.input and node.input[0] in names:
             names += list(node.output)
     return names
 
@@ -124,12 +128,14 @@ def dense_conv_weights(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> l
 
 def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "percentile",
                   exclude: Iterable[str] = (), input_range: tuple[float, float] | None = None,
-                  bias_correction: bool = True) -> tuple[onnx.ModelProto, BiasCorrection | None]:
+                  bias_correction: bool = True, stem: FoldedStem | None = None
+                  ) -> tuple[onnx.ModelProto, BiasCorrection | None]:
     """A QDQ model of ``fp32``; ``exclude`` names nodes to keep in float (mixed-precision fallback);
     ``input_range`` (the normalised range of every possible pixel) sets the input quantizer instead of the
     calibration images, so frames unlike them are not clipped before the first layer (issue 15);
     ``bias_correction``: each int8 convolution's bias absorbs its weights' rounding (:mod:`quantize.bias_correction`),
-    returned with what it did (None when off)."""
+    returned with what it did (None when off); ``stem``: ``fp32`` takes pixels with this normalisation folded into its
+    first convolution, whose bias is refolded for its quantized weights (:mod:`quantize.folded_stem`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calibrate = {"minmax": CalibrationMethod.MinMax, "ema-minmax": CalibrationMethod.MinMax,
@@ -162,6 +168,8 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
                             calibrate_method=calibrate[method], extra_options=extra)
         model = onnx.load(str(dst))
     del model.metadata_props[:]
+    if stem is not None:
+        model = refold_stem_bias(model, stem)
     if not bias_correction:
         return model, None
     return correct_biases(model, fp32, calib)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from calib_data import CalibrationSet
+from quantize.folded_stem import FoldedStem
 
 METHODS = ("mixed", "performance", "minmax", "quantile")
 
@@ -44,9 +45,11 @@ def openvino_names(model: Any, onnx_nodes: Mapping[str, Sequence[str]]) -> list[
 
 def quantize_openvino(model: Any, calib: CalibrationSet, method: str = "mixed",
                       exclude: Mapping[str, Sequence[str]] | None = None,
-                      input_range: tuple[float, float] | None = None) -> Any:
+                      input_range: tuple[float, float] | None = None, stem: FoldedStem | None = None) -> Any:
     """``model`` (an FP32 ``openvino.Model``) with int8 FakeQuantize; ``exclude``: the ONNX nodes (name -> output
-    names) to keep in float; ``input_range``: the input quantizer's range (:func:`hold_input_range`)."""
+    names) to keep in float; ``input_range``: the input quantizer's range (:func:`hold_input_range`); ``stem``: the
+    model takes pixels with the normalisation folded into this first convolution, whose bias is refolded for its
+    quantized weights (:func:`refold_stem_bias`)."""
     from runtime.backends.openvino_privacy import import_nncf
 
     nncf = import_nncf()  # with OpenVINO telemetry off (NNCF sends it through openvino-telemetry too)
@@ -70,7 +73,48 @@ def quantize_openvino(model: Any, calib: CalibrationSet, method: str = "mixed",
                               advanced_parameters=advanced)
     if input_range is not None:
         hold_input_range(quantized, input_range)
+    if stem is not None:
+        refold_stem_bias(quantized, stem)
     return quantized
+
+
+def _constant_value(output: Any) -> np.ndarray:
+    """The float64 value of a subgraph made of constants only: NNCF's weights (a FakeQuantize of the float weights,
+    or int8 codes converted and scaled)."""
+    node = output.get_node()
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return np.asarray(node.get_data(), np.float64)
+    args = [_constant_value(v) for v in node.input_values()]
+    if kind == "Convert":
+        return args[0]
+    if kind in ("Multiply", "Subtract"):
+        return args[0] * args[1] if kind == "Multiply" else args[0] - args[1]
+    if kind == "FakeQuantize":
+        x, in_low, in_high, out_low, out_high = args
+        steps = int(node.get_attributes()["levels"]) - 1
+        codes = np.round((np.clip(x, in_low, in_high) - in_low) / (in_high - in_low) * steps)
+        return codes / steps * (out_high - out_low) + out_low
+    raise ValueError(f"cannot evaluate the weights' {kind} op {node.get_friendly_name()!r} as a constant")
+
+
+def refold_stem_bias(model: Any, stem: FoldedStem) -> None:
+    """Give the pixel-input stem (OpenVINO's ``<node>/WithoutBiases`` convolution and its ``<node>`` bias Add) the
+    bias refolded for the weights NNCF quantized (:mod:`quantize.folded_stem`), in place. NNCF's own fast bias
+    correction leaves that layer alone: its shift is larger than the rule it applies allows."""
+    import openvino as ov
+
+    ops = {op.get_friendly_name(): op for op in model.get_ops()}
+    conv = ops.get(f"{stem.node}/WithoutBiases") or ops.get(f"{stem.output}/WithoutBiases")
+    adds = [t.get_node() for t in conv.output(0).get_target_inputs()] if conv is not None else []
+    adds = [node for node in adds if node.get_type_name() == "Add"]
+    if len(adds) != 1:
+        raise ValueError(f"the OpenVINO model has no convolution {stem.node!r} with a bias to refold")
+    add = adds[0]
+    port = next(k for k, v in enumerate(add.input_values()) if v.get_node() is not conv)
+    shape = [1, len(stem.bias)] + [1] * (len(conv.output(0).get_shape()) - 2)
+    bias = stem.bias_for(_constant_value(conv.input_value(1))).astype(np.float32).reshape(shape)
+    add.input(port).replace_source_output(ov.op.Constant(bias).output(0))
 
 
 # Ops that only move values between the model input and its first quantizer.
@@ -81,13 +125,25 @@ def aligned_range(low: float, high: float, levels: int) -> tuple[float, float]:
     """The narrowest ``levels``-step range holding [low, high] whose grid has 0 on it exactly (an integer zero
     point, as the CPU plugin's int8 kernels need): the better of the two zero points next to the exact one."""
     steps = levels - 1
+    low, high = min(low, 0.0), max(high, 0.0)
     exact = -low * steps / (high - low)
+
+    def needed(part: float, codes: int) -> float:  # the step that puts ``part`` ``codes`` codes from zero
+        return part / codes if codes else (0.0 if part == 0 else np.inf)
+
     candidates = []
-    for zero in {min(max(int(np.floor(exact)), 1), steps - 1), min(max(int(np.ceil(exact)), 1), steps - 1)}:
-        scale = max(-low / zero, high / (steps - zero))
+    for zero in {min(max(int(np.floor(exact)), 0), steps), min(max(int(np.ceil(exact)), 0), steps)}:
+        scale = max(needed(-low, zero), needed(high, steps - zero))
         candidates.append((steps * scale, -zero * scale, (steps - zero) * scale))
     _, lo, hi = min(candidates)
     return lo, hi
+
+
+def _fills_border(node: Any) -> bool:
+    """The pixel-input form's Add of a constant that fills the padded border (convert/pixel_input.py): every value
+    after it is still a pixel value, so the quantizer after it gets the input's range too."""
+    constant = any(v.get_node().get_type_name() == "Constant" for v in node.input_values())
+    return node.get_type_name() == "Add" and constant
 
 
 def hold_input_range(model: Any, input_range: tuple[float, float]) -> int:
@@ -102,7 +158,7 @@ def hold_input_range(model: Any, input_range: tuple[float, float]) -> int:
         for target in todo.pop().get_target_inputs():
             node = target.get_node()
             kind = node.get_type_name()
-            if kind in MOVERS:
+            if kind in MOVERS or _fills_border(node):
                 todo += list(node.outputs())
             elif kind == "FakeQuantize":
                 low, high = aligned_range(*input_range, int(node.get_attributes()["levels"]))
@@ -110,6 +166,7 @@ def hold_input_range(model: Any, input_range: tuple[float, float]) -> int:
                     shape = list(node.input(k).get_shape())
                     node.input(k).replace_source_output(ov.op.Constant(np.full(shape, value, np.float32)).output(0))
                 changed += 1
+                todo += list(node.outputs())  # a quantizer after the next mover holds the same values
     if not changed:
         raise ValueError("NNCF put no quantizer on the model input: there is no input range to set")
     return changed

@@ -38,6 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from calib_data import CalibrationSet
+from quantize.folded_stem import FoldedStem
 
 from .tflite_learned_ranges import LearnedRanges, RangeTransfer, apply_learned_ranges
 
@@ -93,19 +94,22 @@ class TfliteFlatbuffer:
 def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[np.ndarray], io_dtype: str = "int8",
                       method: str = "percentile", progress: bool = True, float_outputs: bool = False,
                       score_floor: float | None = None, extremes: Sequence[np.ndarray] = (),
-                      learned: LearnedRanges | None = None) -> TfliteFlatbuffer:
+                      learned: LearnedRanges | None = None, stem: FoldedStem | None = None) -> TfliteFlatbuffer:
     """The fully integer flatbuffer, its activation ranges calibrated by ``method`` on ``calib`` (a calibration
     set, or its images already as the model's ``[1, S, S, 3]`` inputs); with ``learned`` (a QAT model's ranges),
     those ranges replace the calibrated ones wherever their tensors are found
     (:mod:`quantize.tflite_learned_ranges`); with ``score_floor`` (a logit), the ranges into the graph's sigmoid
     start there (:func:`floor_score_logits`); with ``extremes`` (the black and white frames as model inputs), the
-    input side holds the whole pixel range (:func:`hold_pixel_range`)."""
+    input side holds the whole pixel range (:func:`hold_pixel_range`); with ``stem`` (the model takes pixels with the
+    normalisation folded into its first convolution), that convolution's bias is refolded for its quantized
+    weights (:func:`refold_stem_bias`)."""
     if method not in METHODS:
         raise ValueError(f"TFLite calibration method must be one of {METHODS}, got {method!r}")
     samples = Batches.of(calib) if isinstance(calib, CalibrationSet) else calib
     configure_full_int8(converter, tf, samples, io_dtype, float_outputs)
     if method == "minmax" and score_floor is None and not len(extremes) and learned is None:
-        return TfliteFlatbuffer(converter.convert())
+        data = converter.convert()
+        return TfliteFlatbuffer(refold_stem_bias(data, stem) if stem is not None else data)
     from tensorflow.lite.python import convert as tf_convert
 
     converter._experimental_calibrate_only = True  # the converter's own first step, as QuantizationDebugger uses it
@@ -120,8 +124,32 @@ def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[
     if len(extremes):
         ranges = hold_pixel_range(ranges, extremes, tf)
     dtype = tf.int8 if io_dtype == "int8" else tf.uint8
-    return TfliteFlatbuffer(tf_convert.mlir_quantize(ranges, input_data_type=dtype,
-                                                   output_data_type=tf.float32 if float_outputs else dtype), transfer)
+    data = tf_convert.mlir_quantize(ranges, input_data_type=dtype,
+                                    output_data_type=tf.float32 if float_outputs else dtype)
+    return TfliteFlatbuffer(refold_stem_bias(data, stem) if stem is not None else data, transfer)
+
+
+def refold_stem_bias(data: bytes, stem: FoldedStem) -> bytes:
+    """``data`` (a fully integer flatbuffer of a pixel-input graph) with its first convolution's int32 bias refolded
+    for the int8 weights the converter chose (:mod:`quantize.folded_stem`), on the bias's own scales."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    graph = OpGraph(model)
+    conv = next((inputs for name, inputs, _ in graph.ops if name == "CONV_2D"), None)
+    tensors = model.subgraphs[0].tensors
+    weights, bias = (tensors[conv[1]], tensors[conv[2]]) if conv is not None and len(conv) > 2 else (None, None)
+    if weights is None or list(weights.shape)[3:] != [len(stem.mean)] or list(bias.shape) != [len(stem.bias)]:
+        raise ValueError("the TFLite model's first convolution is not the folded pixel-input stem")
+    codes = np.frombuffer(bytes(model.buffers[weights.buffer].data), np.int8).reshape(weights.shape)
+    scale = np.asarray(weights.quantization.scale, np.float64)[:, None, None, None]
+    zero = np.asarray(weights.quantization.zeroPoint, np.float64)[:, None, None, None]
+    refolded = stem.bias_for(((codes - zero) * scale).transpose(0, 3, 1, 2))  # OHWI -> OIHW
+    info = np.iinfo(np.int32)
+    step = np.asarray(bias.quantization.scale, np.float64)
+    values = np.clip(np.round(refolded / step), info.min, info.max).astype("<i4")
+    model.buffers[bias.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def calibrated_tensors(model: Any) -> dict[int, tuple[float, float]]:

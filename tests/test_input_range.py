@@ -128,6 +128,8 @@ def test_openvino_range_keeps_an_exact_zero() -> None:
         step = (b - a) / 255
         assert a <= low and b >= high and b - a < (high - low) * 1.01
         assert abs(-a / step - round(-a / step)) < 1e-6  # zero falls on a code
+    # a range that starts at zero (pixels in, convert/pixel_input.py) is its own grid: scale 1, zero point 0
+    assert aligned_range(0.0, 255.0, 256) == (0.0, 255.0)
 
 
 def test_qat_qdq_input_range_is_widened_in_place(bright: tuple[CalibrationSet, np.ndarray], tmp_path: Path) -> None:

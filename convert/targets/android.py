@@ -32,7 +32,6 @@ writer, pinned in ``requirements/lock.txt``: Android reads exactly what it write
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import shutil
@@ -52,6 +51,7 @@ from runtime.manifest import ANDROID_OUTPUTS, IN_GRAPH_NMS
 from runtime.postprocess import logit
 
 from ..manifest_writer import Artifact, build_manifest, publish, tensor_spec
+from ..pixel_input import pixel_config
 from ..tensorflow_import import import_tensorflow
 from .spec import TargetSpec
 from .tflite import TfliteExportError, identify_outputs
@@ -238,16 +238,6 @@ def fixed_zip_times(data: bytes) -> bytes:
     return bytes(out)
 
 
-def pixel_config(config: ModelConfig) -> ModelConfig:
-    """The config this artifact's manifest describes: it takes RGB pixels (mean 0, std 1), and the runtime's
-    letterbox pads with the (rounded) colour the model's own normalisation maps to zero, as for the other
-    artifacts; rounded so that a uint8 frame an app letterboxes itself holds exactly the same values."""
-    pre = config.preprocess
-    pad = pre.pad_color if pre.pad_color is not None else pre.mean
-    return config.replace(preprocess=dataclasses.replace(pre, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                                                         pad_color=tuple(float(round(v)) for v in pad)))
-
-
 def export_android(saved_model: str | Path, onnx_path: str | Path, config: ModelConfig, out_dir: str | Path,
                    base: str, precision: str, calib: CalibrationSet | None = None,
                    calib_method: str = "percentile", quantization: dict[str, Any] | None = None,
@@ -276,7 +266,7 @@ def export_android(saved_model: str | Path, onnx_path: str | Path, config: Model
     post = DEFAULT_POSTPROCESS.replace(in_graph=InGraphNms(IN_GRAPH_NMS, IN_GRAPH_SCORE_THRESHOLD,
                                                            IN_GRAPH_MAX_DETECTIONS))
     manifest = build_manifest(
-        pixel_config(config), target="tflite", precision=precision, artifact_file=out_path.name,
+        pixel_config(config, integer_pad=True), target="tflite", precision=precision, artifact_file=out_path.name,
         input_spec=tensor_spec(inp.name, inp.shape, inp.dtype, "nhwc", inp.quant),
         outputs={n: tensor_spec(n, outs[n].shape, outs[n].dtype) for n in ANDROID_OUTPUTS}, postprocess=post,
         checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,

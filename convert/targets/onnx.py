@@ -31,7 +31,6 @@ import torch
 
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
-from runtime.preprocess import normalised_range
 
 from ..errors import ConversionError
 from ..manifest_writer import (
@@ -220,12 +219,13 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
     if precision == "int8":
         from quantize.onnx_int8 import quantize_onnx
 
-        log.info(f"quantizing onnx int8 with onnxruntime ({recipe.methods['onnx']})")
+        log.info(f"quantizing onnx int8 with onnxruntime ({recipe.methods['onnx']}, {recipe.input_form} in)")
         kept = ctx.float_layers("onnx")
-        proto, corrected = quantize_onnx(ctx.fp32, recipe.calib, recipe.methods["onnx"], exclude=kept,
-                                         input_range=normalised_range(ctx.config.preprocess))
+        source = ctx.int8_source()
+        proto, corrected = quantize_onnx(source.proto, source.calib, recipe.methods["onnx"], exclude=kept,
+                                         input_range=source.input_range, stem=source.stem)
         described = recipe.describe("onnx", kept, bias_correction=corrected.describe())
-        return write_onnx(proto, ctx.config, path, "int8", quantization=described, **ctx.source)
+        return write_onnx(proto, source.config, path, "int8", quantization=described, **ctx.source)
     qat = ctx.qat_model()
     return write_onnx(qat.qdq, ctx.config, path, "int8-qat", quantization=qat.learned(recipe, "onnx"), **ctx.source)
 

@@ -23,7 +23,6 @@ from efficientdet.checkpoint import file_sha256
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
 from runtime.fileio import make_temp_dir
-from runtime.preprocess import normalised_range
 
 from ..errors import ConversionError
 from ..manifest_writer import (
@@ -140,12 +139,13 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
     if precision == "int8":
         from quantize.openvino_int8 import quantize_openvino
 
-        log.info(f"quantizing openvino int8 with NNCF ({recipe.methods['openvino']})")
+        log.info(f"quantizing openvino int8 with NNCF ({recipe.methods['openvino']}, {recipe.input_form} in)")
         kept = ctx.float_layers("openvino")
-        model = quantize_openvino(convert_onnx(ctx.fp32_onnx()), recipe.calib, recipe.methods["openvino"],
-                                  exclude={n.name: list(n.output) for n in ctx.fp32.graph.node if n.name in kept},
-                                  input_range=normalised_range(ctx.config.preprocess))
-        return export_openvino(ctx.fp32_onnx(), ctx.config, path, "int8", model=model,
+        source = ctx.int8_source()
+        model = quantize_openvino(convert_onnx(source.onnx_path), source.calib, recipe.methods["openvino"],
+                                  exclude={n.name: list(n.output) for n in source.proto.graph.node if n.name in kept},
+                                  input_range=source.input_range, stem=source.stem)
+        return export_openvino(source.onnx_path, source.config, path, "int8", model=model,
                                quantization=recipe.describe("openvino", kept), **ctx.source)
     qat = ctx.qat_model()
     log.info("QAT: converting the QDQ ONNX to OpenVINO IR (FakeQuantize keeps the learned ranges)")

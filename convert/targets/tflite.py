@@ -37,6 +37,7 @@ import onnx
 from calib_data import CalibrationSet
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
+from quantize.folded_stem import FoldedStem
 from quantize.tflite_int8 import TfliteFlatbuffer, convert_full_int8
 from quantize.tflite_learned_ranges import LearnedRanges
 from runtime.fileio import make_temp_dir
@@ -204,13 +205,13 @@ def identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple[
 def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_size: int, precision: str,
                           calib: CalibrationSet | None = None, io_dtype: str = "int8",
                           calib_method: str = "percentile", extremes: Sequence[np.ndarray] = (),
-                          learned: LearnedRanges | None = None) -> TfliteFlatbuffer:
+                          learned: LearnedRanges | None = None, stem: FoldedStem | None = None) -> TfliteFlatbuffer:
     """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``.
 
     ``int8``/``int8-qat``: fully integer, calibrated on ``calib`` by ``calib_method``
     (:mod:`quantize.tflite_int8`), ``io_dtype`` (int8|uint8) inputs and outputs, the input side sized to hold
     ``extremes`` (the black and white frames as model inputs); ``learned``: QAT's ranges, carried in wherever
-    their tensors are found (``int8-qat``).
+    their tensors are found (``int8-qat``); ``stem``: the pixel-input form's folded first convolution.
     """
     tf = _import_tf()
     loaded = tf.saved_model.load(str(saved_model))
@@ -230,7 +231,7 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
         if calib is None:
             raise ValueError("TFLite int8 export needs a calibration set")
         quantized = convert_full_int8(converter, tf, calib, io_dtype, calib_method, extremes=extremes,
-                                      learned=learned)
+                                      learned=learned, stem=stem)
         _check_fully_integer(quantized.data)
         return quantized
     elif precision != "fp32":
@@ -270,10 +271,12 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
                   checkpoint: str | None = None, checkpoint_sha256: str | None = None,
                   saved_model: str | Path | None = None, calib: CalibrationSet | None = None,
                   io_dtype: str = "int8", quantization: dict[str, Any] | None = None,
-                  calib_method: str = "percentile", learned: LearnedRanges | None = None) -> Artifact:
+                  calib_method: str = "percentile", learned: LearnedRanges | None = None,
+                  stem: FoldedStem | None = None) -> Artifact:
     """Convert the FP32 ONNX to ``out_path`` (+ sidecar); pass ``saved_model`` to reuse one onnx2tf run.
 
-    int8 precisions need ``calib`` (ranges by ``calib_method``; ``learned``: QAT's, where found);
+    int8 precisions need ``calib`` (ranges by ``calib_method``; ``learned``: QAT's, where found; ``stem``: the
+    pixel-input form's folded first convolution, refolded for its quantized weights);
     ``quantization`` (how it was quantized) goes into the manifest, with what QAT ranges were carried.
     """
     out_path = Path(out_path)
@@ -283,7 +286,7 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
         saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
         extremes = [frame[None] for frame in pixel_extremes(config.preprocess)]
         converted = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype,
-                                          calib_method, extremes, learned)
+                                          calib_method, extremes, learned, stem)
         data = converted.data
         if converted.transfer is not None:
             t = converted.transfer
@@ -314,11 +317,12 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
     recipe = ctx.recipe()
     method = recipe.methods["tflite"]
     if precision == "int8":
-        log.info(f"converting tflite full-integer int8 ({method}, {recipe.io_dtype} I/O)")
-        return export_tflite(ctx.fp32_onnx(), ctx.config, path, "int8", saved_model=ctx.saved_model(),
-                             calib=recipe.calib, io_dtype=recipe.io_dtype,
+        log.info(f"converting tflite full-integer int8 ({method}, {recipe.io_dtype} I/O, {recipe.input_form} in)")
+        source = ctx.int8_source()
+        return export_tflite(source.onnx_path, source.config, path, "int8", saved_model=ctx.int8_saved_model(),
+                             calib=source.calib, io_dtype=recipe.io_dtype,
                              quantization=recipe.describe("tflite", io_dtype=recipe.io_dtype), calib_method=method,
-                             **ctx.source)
+                             stem=source.stem, **ctx.source)
     qat = ctx.qat_model()
     if qat.twin is None:
         raise TfliteExportError("the QAT step kept no float model for TFLite (the export's targets did not list it)")
