@@ -62,7 +62,7 @@ class Int8Recipe:
     methods: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(dict(DEFAULT_METHODS)))
     io_dtype: str = "int8"
     fallback: int = 0
-    input_form: str = "normalised"
+    input_form: str = DEFAULT_INT8_INPUT
 
     def __post_init__(self) -> None:
         if self.input_form not in INPUT_FORMS:

@@ -131,7 +131,7 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
                   bias_correction: bool = True, stem: FoldedStem | None = None
                   ) -> tuple[onnx.ModelProto, BiasCorrection | None]:
     """A QDQ model of ``fp32``; ``exclude`` names nodes to keep in float (mixed-precision fallback);
-    ``input_range`` (the normalised range of every possible pixel) sets the input quantizer instead of the
+    ``input_range`` (the range of every possible pixel, in the input's units) sets the input quantizer instead of the
     calibration images, so frames unlike them are not clipped before the first layer (issue 15);
     ``bias_correction``: each int8 convolution's bias absorbs its weights' rounding (:mod:`quantize.bias_correction`),
     returned with what it did (None when off); ``stem``: ``fp32`` takes pixels with this normalisation folded into its
