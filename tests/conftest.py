@@ -49,3 +49,16 @@ def tflite_models(artifacts: dict[str, Any]) -> dict[str, Path]:
     from tests.runtime_artifacts import build_tflite_models
 
     return build_tflite_models(artifacts)
+
+
+def write_bright_images(root: Path, size: int, count: int = 8) -> Any:
+    """``count`` bright, pale random images (pixels 150-255) in ``root/images``: a calibration source that never shows
+    a dark pixel. Returns the random generator, drawn past the images, for what the test draws next."""
+    import cv2
+    import numpy as np
+
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), rng.integers(150, 256, (size, size, 3)).astype(np.uint8))
+    return rng

@@ -23,6 +23,7 @@ from convert.input_quantizer import input_quantizer
 from efficientdet.data.image_folder import load_image_folder
 from runtime.contract import PreprocessSpec
 from runtime.preprocess import normalised_range, pixel_extremes, preprocess
+from tests.conftest import write_bright_images
 
 SIZE = 64
 SPEC = PreprocessSpec(SIZE, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
@@ -32,10 +33,7 @@ SPEC = PreprocessSpec(SIZE, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 
 def bright(tmp_path_factory: pytest.TempPathFactory) -> tuple[CalibrationSet, np.ndarray]:
     """A calibration set of 8 bright, pale images, and a darkened one of them (never seen by calibration)."""
     root = tmp_path_factory.mktemp("bright")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        cv2.imwrite(str(root / "images" / f"{i}.png"), rng.integers(150, 256, (SIZE, SIZE, 3)).astype(np.uint8))
+    rng = write_bright_images(root, SIZE)
     dataset = load_image_folder(root / "images", ["object"])
     calib = build_calibration_set(dataset, SPEC, root / "set", n=8)
     dark = SHIFTS["dark"](cv2.imread(str(root / "images" / "0.png")), rng)

@@ -38,7 +38,7 @@ from efficientdet.model.detector import EfficientDet
 from efficientdet.model.testing import randomize_bn
 from runtime.contract import PreprocessSpec
 from runtime.preprocess import normalised_range, preprocess
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_bright_images
 
 SIZE = 64
 LITE_SPEC = PreprocessSpec(SIZE, mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
@@ -89,10 +89,7 @@ def test_fold_refuses_a_graph_without_a_foldable_stem() -> None:
 def bright(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     """8 bright, pale images (a calibration set's source) and a darkened one never seen by calibration."""
     root = tmp_path_factory.mktemp("bright")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        cv2.imwrite(str(root / "images" / f"{i}.png"), rng.integers(150, 256, (SIZE, SIZE, 3)).astype(np.uint8))
+    write_bright_images(root, SIZE)
     dark = (cv2.imread(str(root / "images" / "0.png")) * 0.2).astype(np.uint8)
     return root, dark
 
