@@ -31,13 +31,12 @@ FLOAT_FALLBACK_TARGETS = ("onnx", "openvino")  # TFLite and Edge TPU builds stay
 
 @dataclass(frozen=True)
 class Int8Source:
-    """What post-training int8 quantizes (the recipe's ``input_form``): the graph and its file, the config its
+    """What post-training int8 quantizes (the recipe's ``input_form``): the graph, the config its
     artifacts' manifests describe, the calibration images in the units of its input, the whole range every
     possible pixel covers there (the input quantizer's range, whatever the calibration images held) and, for the
     pixel-input form, its folded first convolution."""
 
     proto: onnx.ModelProto
-    onnx_path: Path
     config: ModelConfig
     calib: CalibrationSet
     input_range: tuple[float, float]
@@ -64,6 +63,7 @@ class ExportContext:
     _sensitivity: list[Any] | None = dataclasses.field(default=None, repr=False)
     _qat_model: QatModel | None = dataclasses.field(default=None, repr=False)
     _int8_source: Int8Source | None = dataclasses.field(default=None, repr=False)
+    _int8_onnx: Path | None = dataclasses.field(default=None, repr=False)
     _int8_saved_model: Path | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -107,20 +107,29 @@ class ExportContext:
             recipe = self.recipe()
             if recipe.input_form == "pixels":
                 from .pixel_input import PIXEL_RANGE, fold_normalisation, folded_stem, pixel_calibration, pixel_config
-                from .targets.onnx import write_onnx
 
                 log.info("int8 takes pixels: folding the normalisation into the first convolution")
                 proto = fold_normalisation(self.fp32, self.config.preprocess)
-                config = pixel_config(self.config)
-                path = write_onnx(proto, config, self.work / f"{self.base}-pixels-fp32.onnx", "fp32",
-                                  **self.source).path
-                self._int8_source = Int8Source(proto, path, config,
+                self._int8_source = Int8Source(proto, pixel_config(self.config),
                                                pixel_calibration(recipe.calib, self.config.preprocess), PIXEL_RANGE,
                                                folded_stem(proto, self.config.preprocess))
             else:
-                self._int8_source = Int8Source(self.fp32, self.fp32_onnx(), self.config, recipe.calib,
+                self._int8_source = Int8Source(self.fp32, self.config, recipe.calib,
                                                normalised_range(self.config.preprocess))
         return self._int8_source
+
+    def int8_onnx(self) -> Path:
+        """:meth:`int8_source`'s graph as a file (OpenVINO and onnx2tf read files): the FP32 ONNX's, or the pixel
+        form written once into ``work``; the ONNX quantizer takes the graph itself and needs neither."""
+        source = self.int8_source()
+        if source.proto is self.fp32:
+            return self.fp32_onnx()
+        if self._int8_onnx is None:
+            from .targets.onnx import write_onnx
+
+            self._int8_onnx = write_onnx(source.proto, source.config, self.work / f"{self.base}-pixels-fp32.onnx",
+                                         "fp32", **self.source).path
+        return self._int8_onnx
 
     def int8_saved_model(self) -> Path:
         """onnx2tf's SavedModel of :meth:`int8_source`'s graph (the FP32 one's when that is the graph)."""
@@ -131,7 +140,7 @@ class ExportContext:
             from .targets.tflite import onnx_to_saved_model
 
             log.info("converting the pixel-input ONNX -> TF SavedModel (onnx2tf)")
-            self._int8_saved_model = onnx_to_saved_model(source.onnx_path, self.work / "onnx2tf-pixels")
+            self._int8_saved_model = onnx_to_saved_model(self.int8_onnx(), self.work / "onnx2tf-pixels")
         return self._int8_saved_model
 
     def sensitivity(self) -> list[Any]:

@@ -142,10 +142,10 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
         log.info(f"quantizing openvino int8 with NNCF ({recipe.methods['openvino']}, {recipe.input_form} in)")
         kept = ctx.float_layers("openvino")
         source = ctx.int8_source()
-        model = quantize_openvino(convert_onnx(source.onnx_path), source.calib, recipe.methods["openvino"],
+        model = quantize_openvino(convert_onnx(ctx.int8_onnx()), source.calib, recipe.methods["openvino"],
                                   exclude={n.name: list(n.output) for n in source.proto.graph.node if n.name in kept},
                                   input_range=source.input_range, stem=source.stem)
-        return export_openvino(source.onnx_path, source.config, path, "int8", model=model,
+        return export_openvino(ctx.int8_onnx(), source.config, path, "int8", model=model,
                                quantization=recipe.describe("openvino", kept), **ctx.source)
     qat = ctx.qat_model()
     log.info("QAT: converting the QDQ ONNX to OpenVINO IR (FakeQuantize keeps the learned ranges)")

@@ -319,7 +319,7 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
     if precision == "int8":
         log.info(f"converting tflite full-integer int8 ({method}, {recipe.io_dtype} I/O, {recipe.input_form} in)")
         source = ctx.int8_source()
-        return export_tflite(source.onnx_path, source.config, path, "int8", saved_model=ctx.int8_saved_model(),
+        return export_tflite(ctx.int8_onnx(), source.config, path, "int8", saved_model=ctx.int8_saved_model(),
                              calib=source.calib, io_dtype=recipe.io_dtype,
                              quantization=recipe.describe("tflite", io_dtype=recipe.io_dtype), calib_method=method,
                              stem=source.stem, **ctx.source)
