@@ -142,6 +142,17 @@ bccd-lite0-576-train: $(STAMP)
 bccd-lite0-576-eval: $(STAMP)
 	$(call bccd_eval,$(BCCD_LITE576_OUT),$(BCCD_LITE576_OUT)/model.pt,bccd-lite0-576)
 
+# The 512 px recipe again after the augmentation fix (efficientdet/train/batches.py epoch_loader: until session 22
+# the loader's worker drew each image's epoch-0 augmentation in every epoch; now every epoch draws its own):
+# results/bccd-lite0-512-augfix-eval.{json,md,png}, read against results/bccd-lite0-512-eval.md. About 80 min on
+# 2 idle cores.
+BCCD_LITE512F_OUT ?= runs/bccd-lite0-512-augfix
+bccd-lite0-512-augfix-train: $(STAMP)
+	$(call bccd_lite_train_at,0,$(BCCD_LITE_EPOCHS),512) --out $(BCCD_LITE512F_OUT)
+
+bccd-lite0-512-augfix-eval: $(STAMP)
+	$(call bccd_eval,$(BCCD_LITE512F_OUT),$(BCCD_LITE512F_OUT)/model.pt,bccd-lite0-512-augfix)
+
 # The same 512 px recipe trained without the 12 training and validation images the label audit flagged (red cells
 # fill them, no RBC box; results/bccd-label-audit/flagged.txt): every red cell found there taught the model to call
 # red cells background. Evaluated on every test image, the 3 flagged test images included, like every other row:

@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import RandomSampler
 from tqdm import tqdm
 
 from calib_data import CalibrationSet
 from efficientdet.data.records import DetectionDataset
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
 from efficientdet.model.layers import DropPath
-from efficientdet.train.batches import Augment, DetectionBatches
+from efficientdet.train.batches import Augment, DetectionBatches, epoch_loader
 from efficientdet.train.loss import detection_loss
 from efficientdet.train.trainer import lr_at, param_groups
 
@@ -200,8 +200,8 @@ def finetune(qat: torch.fx.GraphModule, train_set: DetectionDataset, config: Any
     pre = config.preprocess
     data = DetectionBatches(train_set, pre, config.anchor_spec,
                             Augment(photometric=cfg.photometric), cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, drop_last=True, num_workers=1, persistent_workers=True,
-                        sampler=RandomSampler(data, generator=torch.Generator().manual_seed(cfg.seed)))
+    loader = epoch_loader(data, cfg.batch_size, RandomSampler(data, generator=torch.Generator().manual_seed(cfg.seed)),
+                          workers=1, drop_last=True)
     if len(loader) == 0:
         raise ValueError(f"QAT needs at least {cfg.batch_size} training images, the split has {len(data)}")
     total = max(1, math.ceil(cfg.epochs * len(loader)))

@@ -160,6 +160,31 @@ def test_resume_continues_from_last_checkpoint(tiny_data: Path, tmp_path: Path) 
     assert ck["config"]["num_classes"] == len(ds.class_names)
 
 
+def test_every_epoch_draws_its_own_augmentations_and_order_in_worker_processes(tiny_data: Path,
+                                                                               tmp_path: Path) -> None:
+    """A loader worker keeps the copy of the data it started with: with persistent workers every epoch drew epoch 0's
+    augmentation of each image (and a resumed run its first epoch's) for the whole run. The batches the worker makes
+    must be the epoch's own, and a resumed run must see the image order an uninterrupted one sees."""
+    ds = load_dataset(tiny_data, "train")
+    cfg = _tiny_config(ds)
+    tcfg = TrainConfig(epochs=3, batch_size=8, workers=1, augment=Augment(hflip=0.5, scale_range=(0.5, 1.5)))
+    trainer = Trainer(cfg, ds, None, tcfg, tmp_path / "a", progress=False)
+    orders, batches = [], []
+    for epoch in range(3):
+        trainer.epoch = epoch
+        trainer.start_epoch()
+        images, _, _, index = next(iter(trainer.loader))
+        want = torch.stack([trainer.data[int(i)][0] for i in index])
+        assert torch.equal(images, want), f"epoch {epoch}: the worker's batch is not this epoch's augmentation"
+        orders.append(index.tolist())
+        batches.append(images[torch.argsort(index)])
+    assert not torch.equal(batches[0], batches[1]) and not torch.equal(batches[1], batches[2])
+    other = Trainer(cfg, ds, None, tcfg, tmp_path / "b", progress=False)
+    other.epoch = 2  # as a run resumed at epoch 2 starts
+    other.start_epoch()
+    assert list(other.sampler) == orders[2]
+
+
 def test_checkpoint_for_wrong_config_names_both(tiny_data: Path, tmp_path: Path) -> None:
     ds = load_dataset(tiny_data, "train")
     cfg = _tiny_config(ds)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from efficientdet.data.photometric import random_shift
 from efficientdet.data.records import DetectionDataset, ImageRecord
@@ -101,3 +101,15 @@ class DetectionBatches(Dataset):
         cls, reg = match_anchors(self.anchors, boxes, labels)
         image = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
         return image, torch.from_numpy(cls), torch.from_numpy(reg), index
+
+
+def epoch_loader(data: DetectionBatches, batch_size: int, sampler: Sampler, workers: int,
+                 drop_last: bool) -> DataLoader:
+    """The training loader over ``data``, whose workers see the epoch :meth:`DetectionBatches.set_epoch` set.
+
+    Not persistent: a worker keeps the copy of ``data`` it was started with, so persistent workers kept the epoch of
+    their first batch and drew each image's same augmentation in every epoch (every training and QAT run until
+    session 22: epoch 0's throughout, a resumed run the epoch it resumed at). Workers started per epoch copy the
+    current epoch; starting one costs well under a second against minutes per epoch."""
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
+                      persistent_workers=False)

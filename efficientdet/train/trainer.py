@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from efficientdet.checkpoint import load_checkpoint, save_checkpoint
@@ -33,7 +33,7 @@ from efficientdet.model.detector import EfficientDet
 from efficientdet.model.pretrained import load_backbone
 from runtime.anchors import generate_anchors
 
-from .batches import Augment, DetectionBatches
+from .batches import Augment, DetectionBatches, epoch_loader
 from .ema import ModelEMA
 from .loss import detection_loss
 
@@ -170,8 +170,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, tcfg.weight_decay, split_backbone=tcfg.freeze_backbone_epochs > 0), lr=tcfg.lr)
         self.data = DetectionBatches(train_set, self.pre_spec, self.anchor_spec, tcfg.augment, tcfg.seed)
+        self.order = torch.Generator()  # reseeded every epoch (start_epoch): a resumed run draws the same order
         sampler = (DistributedSampler(self.data, self.world, self.rank, seed=tcfg.seed) if self.world > 1
-                   else RandomSampler(self.data, generator=torch.Generator().manual_seed(tcfg.seed)))
+                   else RandomSampler(self.data, generator=self.order))
         self.sampler = sampler
         check_batch(config, tcfg.batch_size)
         # A last batch of one image crashed BatchNorm at small input sizes ("Expected more than 1 value per
@@ -179,8 +180,7 @@ class Trainer:
         drop_last = len(sampler) % tcfg.batch_size == 1 and tcfg.batch_size > 1
         if drop_last and self.rank == 0:
             LOG.info("the last batch of each epoch would hold one image; it is skipped (BatchNorm needs two)")
-        self.loader = DataLoader(self.data, batch_size=tcfg.batch_size, sampler=sampler, drop_last=drop_last,
-                                 num_workers=tcfg.workers, persistent_workers=tcfg.workers > 0)
+        self.loader = epoch_loader(self.data, tcfg.batch_size, sampler, tcfg.workers, drop_last)
         self.steps_per_epoch = len(self.loader)
         if tcfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, tcfg.max_steps_per_epoch)
@@ -228,11 +228,18 @@ class Trainer:
         self.wall_time = float(ck.get("wall_time_s", 0.0))
         self.backbone_source = json.loads(ck.get("backbone_source") or "null")
 
-    def train_epoch(self) -> dict[str, float]:
-        self.net.train()
+    def start_epoch(self) -> None:
+        """Make the coming epoch's data a function of (seed, epoch) alone: its augmentations and its image order,
+        the same whether the run was resumed or not."""
         self.data.set_epoch(self.epoch)
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(self.epoch)
+        else:
+            self.order.manual_seed(self.tcfg.seed * 100_003 + self.epoch)
+
+    def train_epoch(self) -> dict[str, float]:
+        self.net.train()
+        self.start_epoch()
         total = self.tcfg.epochs * self.steps_per_epoch
         warmup = max(1, int(self.tcfg.warmup_epochs * self.steps_per_epoch))
         sums = np.zeros(3)
