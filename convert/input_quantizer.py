@@ -41,6 +41,7 @@ def _tflite(path: Path) -> InputQuantizer | None:
     from quantize.tflite_int8 import OpGraph
 
     graph = OpGraph(flatbuffer_utils.read_model(str(path)))
+    shift = 0.0  # what the ops before the first convolution added (the Lite pixel form centres pixels on 128)
     for name, inputs, _ in graph.ops:  # in execution order: the first convolution reads the input side's last tensor
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             tensor = graph.graph.tensors[inputs[0]]
@@ -49,8 +50,26 @@ def _tflite(path: Path) -> InputQuantizer | None:
                 return None
             info = np.iinfo(np.int8 if tensor.type == schema.TensorType.INT8 else np.uint8)
             scale, zero = float(q.scale[0]), int(q.zeroPoint[0])
-            return InputQuantizer((info.min - zero) * scale, (info.max - zero) * scale, 256)
+            shift = round(shift / scale) * scale  # as the integer kernels apply it: in whole steps of the grid
+            return InputQuantizer((info.min - zero) * scale - shift, (info.max - zero) * scale - shift, 256)
+        constant = _tflite_scalar(graph, inputs[1], schema) if name in ("ADD", "SUB") and len(inputs) == 2 else None
+        if constant is not None:
+            shift += constant if name == "ADD" else -constant
     return None
+
+
+def _tflite_scalar(graph: Any, index: int, schema: Any) -> float | None:
+    """The value of a one-element constant tensor of a TFLite graph (dequantized), None for any other tensor."""
+    tensor = graph.graph.tensors[index]
+    data = graph.model.buffers[tensor.buffer].data
+    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8, schema.TensorType.FLOAT32: np.float32}
+    if data is None or int(np.prod(tensor.shape)) != 1 or tensor.type not in dtypes:
+        return None
+    raw = np.frombuffer(bytes(data), dtypes[tensor.type])
+    q = tensor.quantization
+    if tensor.type != schema.TensorType.FLOAT32 and q is not None and q.scale is not None and len(q.scale) == 1:
+        return float((int(raw[0]) - int(q.zeroPoint[0])) * float(q.scale[0]))
+    return float(raw[0])
 
 
 def _onnx(path: Path) -> InputQuantizer | None:
@@ -61,30 +80,26 @@ def _onnx(path: Path) -> InputQuantizer | None:
 
     model = onnx.load(str(path), load_external_data=False)
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    side = set(input_side(model))
+    side = input_side(model)
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] in side:
             scale, zero = float(values[node.input[1]]), values[node.input[2]]
             info = np.iinfo(zero.dtype)
-            return InputQuantizer((info.min - int(zero)) * scale, (info.max - int(zero)) * scale, 256)
+            shift = side[node.input[0]]  # back in the input's units (the Lite pixel form centres pixels on 128 first)
+            return InputQuantizer((info.min - int(zero)) * scale - shift, (info.max - int(zero)) * scale - shift, 256)
     return None
 
 
 def _openvino(path: Path) -> InputQuantizer | None:
-    from quantize.openvino_int8 import MOVERS
+    from quantize.openvino_int8 import input_quantizers
     from runtime.backends.openvino_privacy import import_openvino
 
-    model = import_openvino().Core().read_model(str(path))
-    todo = [out for param in model.get_parameters() for out in param.outputs()]
-    while todo:
-        for target in todo.pop().get_target_inputs():
-            node = target.get_node()
-            if node.get_type_name() in MOVERS:
-                todo += list(node.outputs())
-            elif node.get_type_name() == "FakeQuantize":
-                low, high = (_constant(node.input_value(k).get_node()) for k in (3, 4))
-                return InputQuantizer(float(np.min(low)), float(np.max(high)), int(node.get_attributes()["levels"]))
-    return None
+    found = input_quantizers(import_openvino().Core().read_model(str(path)))
+    if not found:
+        return None
+    node, shift = found[0]
+    low, high = (_constant(node.input_value(k).get_node()) for k in (3, 4))
+    return InputQuantizer(float(np.min(low)) - shift, float(np.max(high)) - shift, int(node.get_attributes()["levels"]))
 
 
 def _constant(node: Any) -> np.ndarray:

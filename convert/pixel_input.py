@@ -8,12 +8,17 @@ every pixel by up to half of one. Half a grey level alone moves 3-4.5 % of a BCC
 (results/bccd-fp32-input-rounding.md). With pixels in, the input quantizer is scale 1, zero point 0 over 0-255: every
 pixel value a camera gives is a code, nothing is rounded and nothing can clip.
 
-The fold is exact: ``conv(W, (x - m) / s) = conv(W / s, x) - sum(W / s * m)`` wherever the convolution reads real
-pixels, and its zero padding of the normalised image becomes padding with the mean colour: one constant when the
-mean is the same on every channel (the Lite models), else zero padding plus a constant map that holds the mean
-on the padded border (the D0). :func:`fold_normalisation` checks the folded graph against the original under
-onnxruntime before anyone quantizes it. Every int8 target (ONNX, OpenVINO, TFLite) quantizes this graph when the
-int8 recipe asks for pixels; the manifest then describes pixels in (mean 0, std 1) and the runtime feeds them.
+The fold is exact wherever the convolution reads real pixels: ``conv(W, (x - m) / s) = conv(W / s, x - o) -
+sum(W / s * (m - o))`` for any offset ``o``. The zero padding of the normalised image must become padding with the
+mean colour. When the mean is the same on every channel (the Lite models, 127.5) the graph subtracts the integer
+``o`` nearest it (128) and pads with zero: ``x - 128`` spans -128..127, exactly the int8 codes, and every int8
+target pads with its zero point (TFLite's ``PAD``, which the Edge TPU runs; padding with any other constant is
+``PADV2``, which it cannot). The border then holds pixel 128 for 127.5, where a scale-1 quantizer after the
+padding rounds the mean colour too. With a mean per channel (the D0) the graph pads with zero and adds a constant
+map that holds the mean on the padded border. :func:`fold_normalisation` checks the folded graph, with the exact
+mean on its border (:func:`exact_border`), against the original under onnxruntime before anyone quantizes it. Every
+int8 target (ONNX, OpenVINO, TFLite) quantizes this graph when the int8 recipe asks for pixels; the manifest then
+describes pixels in (mean 0, std 1) and the runtime feeds them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from runtime.contract import PreprocessSpec
 from .errors import ConversionError
 
 WEIGHT_SUFFIX = "_pixels_weight"  # the folded stem's weights: how the stem is found again after quantization
+OFFSET_SUFFIX = "_pixels_offset"  # the integer the pixels are centred on before zero padding (uniform mean only)
+PAD_VALUE_SUFFIX = "_pixels_pad_value"
 FOLD_RTOL = 1e-4  # the fp32 gate's bound: float reassociation passes, a wrong fold does not
 PIXEL_RANGE = (0.0, 255.0)
 
@@ -142,24 +149,29 @@ def fold_normalisation(fp32: onnx.ModelProto, spec: PreprocessSpec) -> onnx.Mode
         raise PixelInputError(f"the first convolution {conv.name!r} does not read 3 channels with constant weights")
     mean = np.asarray(spec.mean, np.float64)
     std = np.asarray(spec.std, np.float64)
+    pads = _pads(pad, conv, inits)
+    uniform = bool(np.all(mean == mean[0]))
+    offset = float(np.floor(mean[0] + 0.5)) if pads.any() and uniform else 0.0
     bias = inits[conv.input[2]] if len(conv.input) > 2 and conv.input[2] else np.zeros(weight.shape[0])
     folded = weight.astype(np.float64) / std[None, :, None, None]
-    new_bias = bias.astype(np.float64) - (folded * mean[None, :, None, None]).sum(axis=(1, 2, 3))
-    pads = _pads(pad, conv, inits)
+    new_bias = bias.astype(np.float64) - (folded * (mean - offset)[None, :, None, None]).sum(axis=(1, 2, 3))
     stem = conv.name or conv.output[0]
     names = {"weight": f"{stem}{WEIGHT_SUFFIX}", "bias": f"{stem}_pixels_bias", "pads": f"{stem}_pixels_pads",
-             "value": f"{stem}_pixels_pad_value", "border": f"{stem}_pixels_border", "padded": f"{stem}_pixels_in",
-             "zero_padded": f"{stem}_pixels_zero_padded"}
+             "value": f"{stem}{PAD_VALUE_SUFFIX}", "border": f"{stem}_pixels_border", "padded": f"{stem}_pixels_in",
+             "zero_padded": f"{stem}_pixels_zero_padded", "offset": f"{stem}{OFFSET_SUFFIX}",
+             "centred": f"{stem}_pixels_centred"}
     graph.initializer.extend([numpy_helper.from_array(folded.astype(np.float32), names["weight"]),
                               numpy_helper.from_array(new_bias.astype(np.float32), names["bias"])])
     nodes = [n for n in graph.node if n is not pad]
     x = graph.input[0].name
     start = []
+    if offset:  # one mean on every channel: centre on the nearest integer, then pad with zero (PAD, not PADV2)
+        graph.initializer.append(numpy_helper.from_array(np.array(offset, np.float32), names["offset"]))
+        start.append(helper.make_node("Sub", [x, names["offset"]], [names["centred"]], name=f"{stem}_pixels_centre"))
+        x = names["centred"]
     if pads.any():
-        uniform = bool(np.all(mean == mean[0]))
         graph.initializer.extend([numpy_helper.from_array(pads, names["pads"]),
-                                  numpy_helper.from_array(np.array(mean[0] if uniform else 0.0, np.float32),
-                                                          names["value"])])
+                                  numpy_helper.from_array(np.array(0.0, np.float32), names["value"])])
         padded = names["padded"] if uniform else names["zero_padded"]
         start.append(helper.make_node("Pad", [x, names["pads"], names["value"]], [padded], mode="constant",
                                       name=f"{stem}_pixels_pad"))
@@ -185,7 +197,26 @@ def fold_normalisation(fp32: onnx.ModelProto, spec: PreprocessSpec) -> onnx.Mode
     del graph.initializer[:]
     graph.initializer.extend(kept)
     onnx.checker.check_model(out)
-    _check(fp32, out, spec)
+    _check(fp32, exact_border(out, spec), spec)
+    return out
+
+
+def _offset(pixels: onnx.ModelProto) -> float:
+    """The integer :func:`fold_normalisation` centred the pixels on before padding (0 where it did not)."""
+    found = [t for t in pixels.graph.initializer if t.name.endswith(OFFSET_SUFFIX)]
+    return float(numpy_helper.to_array(found[0])) if found else 0.0
+
+
+def exact_border(pixels: onnx.ModelProto, spec: PreprocessSpec) -> onnx.ModelProto:
+    """A copy of the folded graph ``pixels`` whose padding holds the exact mean colour (``m - o`` after the centring,
+    a float no int8 code holds) instead of the integer pixel nearest it: the graph that equals the original model
+    everywhere, which the fold is checked with."""
+    out = onnx.ModelProto()
+    out.CopyFrom(pixels)
+    offset = _offset(out)
+    for tensor in out.graph.initializer:
+        if offset and tensor.name.endswith(PAD_VALUE_SUFFIX):
+            tensor.CopyFrom(numpy_helper.from_array(np.array(spec.mean[0] - offset, np.float32), tensor.name))
     return out
 
 
@@ -193,13 +224,13 @@ def folded_stem(pixels: onnx.ModelProto, spec: PreprocessSpec) -> FoldedStem:
     """The first convolution :func:`fold_normalisation` folded ``spec``'s normalisation into, with its bias before
     the fold, so each quantizer can refold it for the weights it rounded (:mod:`quantize.folded_stem`)."""
     inits = {t.name: t for t in pixels.graph.initializer}
-    mean = np.asarray(spec.mean, np.float64)[None, :, None, None]
+    centre = np.asarray(spec.mean, np.float64) - _offset(pixels)
     for node in pixels.graph.node:
         if node.op_type == "Conv" and node.input[1].endswith(WEIGHT_SUFFIX) and node.input[1] in inits:
             weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
             folded = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
-            return FoldedStem(node.name, node.output[0], folded + (weight * mean).sum(axis=(1, 2, 3)),
-                              tuple(spec.mean))
+            shift = (weight * centre[None, :, None, None]).sum(axis=(1, 2, 3))
+            return FoldedStem(node.name, node.output[0], folded + shift, tuple(float(v) for v in centre))
     raise PixelInputError("the graph has no folded first convolution (convert.pixel_input.fold_normalisation)")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from calib_data import CalibrationSet
 from quantize.bias_correction import BiasCorrection, correct_biases, refold_stem_bias
@@ -102,15 +103,27 @@ def images_used(method: str, available: int) -> int:
 _MOVERS = ("Pad", "Transpose", "Reshape", "Identity")
 
 
-def input_side(model: onnx.ModelProto) -> list[str]:
-    """The graph input and every tensor that only moves its values on the way to the first weighted ops (and the
-    pixel-input form's constant border, convert/pixel_input.py, which only fills the padding with pixel values)."""
-    names = [model.graph.input[0].name]
-    constants = {t.name for t in model.graph.initializer}
+def input_side(model: onnx.ModelProto) -> dict[str, float]:
+    """The graph input and every tensor that only moves its values on the way to the first weighted ops, each with
+    the constant its values are shifted by from the input's: the pixel-input form (convert/pixel_input.py) centres
+    the Lite models' pixels on 128 (``Sub`` of a scalar: -128) and fills the D0's padded border with a constant map
+    (``Add`` of a map, which only fills the padding with pixel values: 0)."""
+    names = {model.graph.input[0].name: 0.0}
+    constants = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
-        moves = node.op_type in _MOVERS or node.op_type == "Add" and any(n in constants for n in node.input[:2])
-        if moves and node.input and node.input[0] in names:
-            names += list(node.output)
+        if not node.input or node.input[0] not in names:
+            continue
+        shift = names[node.input[0]]
+        operand = constants.get(node.input[1]) if len(node.input) > 1 else None
+        if node.op_type in ("Add", "Sub") and operand is not None:
+            value = numpy_helper.to_array(operand)
+            if value.size == 1:
+                shift += float(value.reshape(())) * (1.0 if node.op_type == "Add" else -1.0)
+            elif node.op_type == "Sub":
+                continue
+        elif node.op_type not in _MOVERS:
+            continue
+        names.update({name: shift for name in node.output})
     return names
 
 
@@ -155,7 +168,8 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
                                                   for name in dense_conv_weights(fp32, exclude)}
     if input_range is not None:
         low, high = (np.float32(v) for v in input_range)
-        overrides.update({name: [{"rmin": low, "rmax": high}] for name in input_side(fp32)})
+        overrides.update({name: [{"rmin": np.float32(low + shift), "rmax": np.float32(high + shift)}]
+                          for name, shift in input_side(fp32).items()})
     extra["TensorQuantOverrides"] = overrides
     with tempfile.TemporaryDirectory(prefix="onnx-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -179,17 +193,16 @@ def quantize_onnx(fp32: onnx.ModelProto, calib: CalibrationSet, method: str = "p
 def hold_qdq_input_range(model: onnx.ModelProto, input_range: tuple[float, float]) -> onnx.ModelProto:
     """A copy of the QDQ ``model`` whose input quantizer (and the dequantizer after it) covers ``input_range``, as
     :func:`quantize_onnx` sets it: for QAT models, whose input range was learned from the training images."""
-    from onnx import numpy_helper
-
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    side = set(input_side(out))
+    side = input_side(out)
     quant = next((n for n in out.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in side), None)
     if quant is None or len(quant.input) < 3:
         raise ValueError("the QDQ model has no quantizer with a zero point on its input: no input range to set")
     values = {t.name: t for t in out.graph.initializer}
     info = np.iinfo(numpy_helper.to_array(values[quant.input[2]]).dtype)
-    low, high = min(input_range[0], 0.0), max(input_range[1], 0.0)
+    shift = side[quant.input[0]]
+    low, high = min(input_range[0] + shift, 0.0), max(input_range[1] + shift, 0.0)
     scale = np.float32((high - low) / (info.max - info.min))
     zero = np.array(np.clip(round(info.min - low / float(scale)), info.min, info.max), info.dtype)
     names = (f"{quant.output[0]}_full_range_scale", f"{quant.output[0]}_full_range_zero_point")

@@ -146,28 +146,51 @@ def _fills_border(node: Any) -> bool:
     return node.get_type_name() == "Add" and constant
 
 
+def _scalar_shift(node: Any) -> float | None:
+    """What an Add or Subtract of one constant adds to its first input's values (the Lite pixel form centres the
+    pixels on 128, convert/pixel_input.py); None for any other op."""
+    kind = node.get_type_name()
+    operand = node.input_value(1).get_node() if kind in ("Add", "Subtract") else None
+    if operand is None or operand.get_type_name() != "Constant":
+        return None
+    value = np.asarray(operand.get_data(), np.float64)
+    return float(value.reshape(())) * (1.0 if kind == "Add" else -1.0) if value.size == 1 else None
+
+
+def input_quantizers(model: Any) -> list[tuple[Any, float]]:
+    """The FakeQuantize ops on the model input, directly or after ops that only move its values (and after each
+    other), nearest first, each with the constant its values are shifted by from the input's."""
+    found = []
+    todo = [(out, 0.0) for param in model.get_parameters() for out in param.outputs()]
+    while todo:
+        output, shift = todo.pop(0)
+        for target in output.get_target_inputs():
+            node = target.get_node()
+            step = _scalar_shift(node) if target.get_index() == 0 else None
+            if step is not None:
+                todo += [(out, shift + step) for out in node.outputs()]
+            elif node.get_type_name() in MOVERS or _fills_border(node):
+                todo += [(out, shift) for out in node.outputs()]
+            elif node.get_type_name() == "FakeQuantize":
+                found.append((node, shift))
+                todo += [(out, shift) for out in node.outputs()]  # a quantizer after the next mover holds the same
+    return found
+
+
 def hold_input_range(model: Any, input_range: tuple[float, float]) -> int:
     """Give the FakeQuantize ops on the model input (directly or after ops that only move values) the whole
-    ``input_range`` (the range of every possible pixel, in the input's units) instead of NNCF's calibrated one, so
-    frames unlike the calibration images are not clipped before the first layer (issue 15). Returns how many
-    changed."""
+    ``input_range`` (the range of every possible pixel, in the input's units, shifted as the ops on the way shift
+    it) instead of NNCF's calibrated one, so frames unlike the calibration images are not clipped before the first
+    layer (issue 15). Returns how many changed."""
     import openvino as ov
 
     changed = 0
-    todo = [out for param in model.get_parameters() for out in param.outputs()]
-    while todo:
-        for target in todo.pop().get_target_inputs():
-            node = target.get_node()
-            kind = node.get_type_name()
-            if kind in MOVERS or _fills_border(node):
-                todo += list(node.outputs())
-            elif kind == "FakeQuantize":
-                low, high = aligned_range(*input_range, int(node.get_attributes()["levels"]))
-                for k, value in ((1, low), (2, high), (3, low), (4, high)):
-                    shape = list(node.input(k).get_shape())
-                    node.input(k).replace_source_output(ov.op.Constant(np.full(shape, value, np.float32)).output(0))
-                changed += 1
-                todo += list(node.outputs())  # a quantizer after the next mover holds the same values
+    for node, shift in input_quantizers(model):
+        low, high = aligned_range(input_range[0] + shift, input_range[1] + shift, int(node.get_attributes()["levels"]))
+        for k, value in ((1, low), (2, high), (3, low), (4, high)):
+            shape = list(node.input(k).get_shape())
+            node.input(k).replace_source_output(ov.op.Constant(np.full(shape, value, np.float32)).output(0))
+        changed += 1
     if not changed:
         raise ValueError("NNCF put no quantizer on the model input: there is no input range to set")
     return changed
