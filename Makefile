@@ -94,7 +94,7 @@ help:
 	@echo "     [ACCEPT_UNMEASURABLE=1]: exit 0 although an int8 gate had too few FP32 detections to measure"
 	@echo "make calib DATA=<dataset> CKPT=... [N=200] [SHIFTED=0.5] [OUT=calib_data/sets/NAME]   int8 calibration set"
 	@echo "     (CKPT= may be left out only for the embedded synthetic dataset)"
-	@echo "make edgetpu PHI=0 [CKPT=] [EDGETPU_MIN=0.95]   uint8 TFLite, op check, edgetpu_compiler where installed"
+	@echo "make edgetpu PHI=0 [CKPT=] [EDGETPU_MIN=0.95]   uint8 pixels-in TFLite, op check, edgetpu_compiler where installed"
 	@echo "make convert-matrix [INPUT_SIZE=128] [PRECISION=fp32|fp16|all]  every variant through every exporter + gate"
 	@echo "make bench [TARGETS=all] [THREADS=1,2] [QUICK=1] [CKPT=] [INPUT_SIZE=]   latency/size/accuracy of"
 	@echo "     every target x precision vs PyTorch and onnxruntime FP32 -> bench/results.{json,md} + plots"
@@ -194,12 +194,13 @@ calib: $(STAMP)
 	$(PY) -m calib_data --data "$(DATA)" --n $(N) $(if $(CKPT),--ckpt "$(CKPT)",) $(if $(SHIFTED),--shifted $(SHIFTED),) \
 		$(if $(filter command line environment,$(origin OUT)),--out "$(OUT)",)
 
-# Edge TPU: a uint8-I/O full-int8 TFLite, checked op by op here, compiled where edgetpu_compiler exists.
+# Edge TPU: a uint8-I/O full-int8 TFLite, checked op by op here, compiled where edgetpu_compiler exists. It takes
+# pixels (the camera's bytes, normalisation folded into the first convolution) unless INT8_INPUT says otherwise.
 edgetpu_dir = $(if $(filter command line environment,$(origin OUT)),$(OUT),exports/$(VARIANT)$(PHI)-edgetpu)
 edgetpu: $(STAMP)
 	$(PY) -m convert --target tflite --precision int8 --io-dtype uint8 --phi $(PHI) --variant $(VARIANT) \
 		$(if $(CKPT),--ckpt "$(CKPT)",) $(if $(CALIB),--calib "$(CALIB)",) --data "$(DATA)" --split $(EXPORT_SPLIT) \
-		--out "$(edgetpu_dir)"
+		--int8-input $(or $(INT8_INPUT),pixels) --out "$(edgetpu_dir)"
 	$(PY) -m convert.edgetpu check "$(edgetpu_dir)"/*-int8.tflite
 	$(PY) -m convert.edgetpu compile "$(edgetpu_dir)"/*-int8.tflite --min-tpu-fraction $(EDGETPU_MIN)
 

@@ -51,3 +51,13 @@ def test_make_eval_writes_under_runs_not_beside_the_checkpoint() -> None:
     """`make eval` wrote eval-<split>.json beside the checkpoint, e.g. into the committed models/ (issue 13)."""
     command = next(c for c in _dry("eval", "CKPT=models/bccd-d0.pt", "SPLIT=test") if "efficientdet" in c)
     assert _value(command, "--out") == "runs/eval/bccd-d0-test.json"
+
+
+def test_make_edgetpu_exports_pixels_in_unless_told_otherwise() -> None:
+    """An Edge TPU app feeds the camera's uint8 bytes: `make edgetpu` makes the pixel-input form (its first ops
+    SUB and PAD, on the Edge TPU's list), and INT8_INPUT still chooses."""
+    def convert(*args: str) -> list[str]:
+        return next(c for c in _dry("edgetpu", *args) if "convert" in c and c[c.index("convert") - 1] == "-m")
+
+    assert _value(convert(), "--int8-input") == "pixels" and _value(convert(), "--io-dtype") == "uint8"
+    assert _value(convert("INT8_INPUT=normalised"), "--int8-input") == "normalised"
