@@ -10,9 +10,10 @@ training mode, and ``move_exported_model_to_eval`` only rewrites dropout and Bat
 drop-path would stay in the converted model as random ops (measured: 9 RandomUniformLike nodes in
 the exported ONNX, making the QAT artifacts' outputs random).
 
-Scheme: torchao's x86 quantizer in QAT mode — weights int8 per-channel symmetric, activations uint8
-per-tensor affine: the scheme onnxruntime (U8S8), NNCF (MIXED) and full-integer TFLite use, so what QAT
-learns is what the targets run — plus a fake-quant on every convolution output (see ``_quantizer``).
+Scheme: torchao's x86 quantizer in QAT mode — weights int8 per-channel symmetric (7-bit on dense convolutions, as
+the post-training ONNX and OpenVINO files), activations uint8 per-tensor affine: the scheme onnxruntime (U8S8), NNCF
+(MIXED) and full-integer TFLite use, so what QAT learns is what the targets run — plus a fake-quant on every
+convolution output (see ``_quantizer``).
 Objective: by default the FP32 model's own outputs (:mod:`quantize.distill`), not the labels. Schedule:
 ranges are first calibrated on the calibration set (QAT starts from post-training ranges, not from
 scratch), then a short fine-tune at a low learning rate; BatchNorm statistics are frozen (BN switched to
@@ -27,7 +28,7 @@ import copy
 import logging
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,11 @@ QAT_BN_EPS = 1e-5
 # Activations every target fuses into the convolution before them (quantizing only their output): ReLU, ReLU6.
 FUSED_CLAMPS = frozenset({torch.ops.aten.relu.default, torch.ops.aten.relu_.default, torch.ops.aten.hardtanh.default,
                           torch.ops.aten.hardtanh_.default, torch.ops.aten.clamp.default})
+# Weight codes of every convolution that is not depthwise: within +-63, as the post-training ONNX and OpenVINO files'
+# (+-64). Without VNNI, x86 int8 kernels add pairs of u8 x s8 products in a saturating int16; 2 x 255 x 63 cannot
+# overflow it (docs/INT8-CPU-CLASSES.md). Until session 24 QAT's weights were 8-bit (+-127): its ONNX and OpenVINO
+# files could saturate on AVX2 and AVX-512-without-VNNI CPUs. Depthwise convolutions keep 8 bits (no pair sums).
+DENSE_WEIGHT_CODES = 63
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,9 @@ def _quantizer() -> Any:
     post-training one). Every target quantizes convolution outputs (onnxruntime's QDQ, NNCF, and
     full-integer TFLite, where every tensor is int8), so QAT simulates them too.
 
+    Dense convolutions (``groups`` 1) learn 7-bit weights (``DENSE_WEIGHT_CODES``) so the QAT files run right on
+    every x86 CPU; QAT then trains against the grid the artifacts hold.
+
     Except where a ReLU or ReLU6 follows (EfficientDet-Lite): every target fuses it into the convolution and
     quantizes only its output, which the x86 quantizer already does. A quantizer before the clamp spends its
     levels on values the clamp throws away, and the QAT ONNX carried it as a Q/DQ pair no post-training file
@@ -123,9 +132,15 @@ def _quantizer() -> Any:
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             model = super().annotate(model)
             spec = self.global_config.input_activation
+            dense_weight = replace(self.global_config.weight, quant_min=-DENSE_WEIGHT_CODES,
+                                   quant_max=DENSE_WEIGHT_CODES)
             for node in model.graph.nodes:
                 if node.op != "call_function" or node.target != torch.ops.aten.conv2d.default:
                     continue
+                conv_annotation = node.meta.get(ANNOTATION)
+                groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+                if groups == 1 and conv_annotation is not None and node.args[1] in conv_annotation.input_qspec_map:
+                    conv_annotation.input_qspec_map[node.args[1]] = dense_weight
                 users = list(node.users)
                 out = users[0] if len(users) == 1 and users[0].target == torch.ops.aten.batch_norm.default else node
                 if out.users and all(u.target in FUSED_CLAMPS for u in out.users):

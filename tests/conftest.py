@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo on sys.path, the shared datasets location, non-trivial tiny models."""
+"""Shared fixtures: the repo on sys.path, the shared datasets location, non-trivial tiny models, and readers of the
+weight codes of int8 artifacts."""
 
 from __future__ import annotations
 
@@ -62,3 +63,42 @@ def write_bright_images(root: Path, size: int, count: int = 8) -> Any:
     for i in range(count):
         cv2.imwrite(str(root / "images" / f"{i}.png"), rng.integers(150, 256, (size, size, 3)).astype(np.uint8))
     return rng
+
+
+def conv_weight_codes_onnx(model: Any) -> list[tuple[bool, int]]:
+    """(dense, largest |code|) of every convolution of a QDQ ONNX whose weights are int8 behind a DequantizeLinear;
+    dense = not depthwise (``group`` 1). x86 int8 kernels without VNNI saturate dense weights beyond +-64."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    dequantized = {n.output[0]: constants.get(n.input[0]) for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    out = []
+    for node in model.graph.node:
+        codes = dequantized.get(node.input[1]) if node.op_type == "Conv" else None
+        if codes is not None and codes.dtype == np.int8:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            out.append((group == 1, int(np.abs(codes.astype(np.int32)).max())))
+    return out
+
+
+def conv_weight_codes_openvino(path: str) -> list[tuple[bool, int]]:
+    """(dense, largest |code|) of every convolution of an int8 IR: its weights are an i8 constant behind
+    Convert/Multiply (and Reshape for a GroupConvolution)."""
+    import numpy as np
+
+    from runtime.backends.openvino_privacy import import_openvino
+
+    ov = import_openvino()
+    out = []
+    for op in ov.Core().read_model(path).get_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution"):
+            node = op.input_value(1).get_node()
+            while node.get_type_name() != "Constant":
+                node = node.input_value(0).get_node()
+            assert node.get_element_type() == ov.Type.i8, op.get_friendly_name()
+            out.append((op.get_type_name() == "Convolution", int(np.abs(node.get_data().astype(np.int32)).max())))
+    return out

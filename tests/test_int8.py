@@ -26,9 +26,10 @@ from efficientdet.checkpoint import load_checkpoint
 from efficientdet.data.loader import load_dataset
 from efficientdet.data.synthetic import resolve_dataset
 from efficientdet.model.config import ModelConfig
+from quantize.qat import DENSE_WEIGHT_CODES
 from runtime.contract import PreprocessSpec
 from runtime.preprocess import pixel_extremes
-from tests.conftest import ROOT, bccd_dir
+from tests.conftest import ROOT, bccd_dir, conv_weight_codes_onnx, conv_weight_codes_openvino
 
 DEFAULT = ROOT / "models" / "default-d0.pt"
 BCCD_MODEL = ROOT / "models" / "bccd-d0.pt"
@@ -208,6 +209,14 @@ def test_qat_artifacts_for_every_target(exported: dict[str, Any]) -> None:
                for a in qat.values())
     assert check_tflite(qat["tflite"]["path"]).float_tensors == []
     assert _int8_conv_share(qat["openvino"]["path"]) > 0.8
+    # no x86 CPU saturates them: dense convolutions' weights within +-63 in both files, depthwise ones 8-bit
+    onnx_codes = conv_weight_codes_onnx(onnx.load(qat["onnx"]["path"]))
+    ov_codes = conv_weight_codes_openvino(qat["openvino"]["path"])
+    for codes in (onnx_codes, ov_codes):
+        assert max(c for dense, c in codes if dense) <= DENSE_WEIGHT_CODES < max(c for dense, c in codes if not dense)
+    assert len(onnx_codes) == len(ov_codes) > 200
+    for a in (qat["onnx"], qat["openvino"]):
+        assert "7-bit" in json.loads(Path(a["manifest"]).read_text())["artifact"]["quantization"]["scheme"]["weights"]
     # TFLite runs the ranges QAT learned: most activation scales of the QAT ONNX are scales of the TFLite file
     # (recalibrated, as before, it shared none of the BCCD D0's 357). TF's quantizer gives the rest other scales:
     # on the BCCD D0 (305 of 357 kept) they feed convolutions, the head's transposes and concatenations.
@@ -414,11 +423,12 @@ def test_openvino_int8_computes_the_same_on_avx2_kernels(exported: dict[str, Any
     8-bit IR lost 3.3 points on such a CPU. With 7-bit weights the AVX2 path computes what this CPU computes, up to
     rounding: logits relative L2 between the native and the AVX2 kernels, default D0, 3 images (docs/
     INT8-CPU-CLASSES.md): 7-bit 1.4 % on an AMD EPYC (AVX-512 VNNI), under 1 % on an Intel Xeon (AMX); NNCF's
-    default 8-bit weights 8.8 % here and 3.9 % there (session 9's IR). 3 % separates the two on both."""
-    path = exported["by_target"]["openvino"]["path"]
+    default 8-bit weights 8.8 % here and 3.9 % there (session 9's IR). 3 % separates the two on both. The QAT IR
+    too: its weights were 8-bit until session 24."""
     images = [r.path for r in load_dataset(data, "val").records[:3]]
-    native, _ = _openvino_logits(path, images, tmp_path / "native.npy", None)
-    capped, kernels = _openvino_logits(path, images, tmp_path / "avx2.npy", "AVX2")
-    assert any("avx2" in k and "I8" in k for k in kernels), kernels  # the non-VNNI int8 path really ran
-    rel = float(np.linalg.norm(capped - native) / np.linalg.norm(native))
-    assert rel < 0.03, rel
+    for kind, artifact in (("int8", exported["by_target"]["openvino"]), ("int8-qat", exported["qat"]["openvino"])):
+        native, _ = _openvino_logits(artifact["path"], images, tmp_path / f"{kind}-native.npy", None)
+        capped, kernels = _openvino_logits(artifact["path"], images, tmp_path / f"{kind}-avx2.npy", "AVX2")
+        assert any("avx2" in k and "I8" in k for k in kernels), (kind, kernels)  # the non-VNNI int8 path really ran
+        rel = float(np.linalg.norm(capped - native) / np.linalg.norm(native))
+        assert rel < 0.03, (kind, rel)

@@ -17,6 +17,7 @@ from efficientdet.model.testing import detector_like_model_for
 from quantize.distill import distillation_loss
 from quantize.qat import QatConfig
 from quantize.tflite_int8 import _cut, configure_full_int8, floor_score_logits
+from tests.conftest import conv_weight_codes_onnx
 
 
 def _outputs(seed: int, anchors: int = 500, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +74,19 @@ def _fake_quantizers(qat: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in qat.modules() if isinstance(m, FakeQuantizeBase)]
 
 
+class _ImagesAsCalibration:
+    """A batch of images in the calibration set's interface (what ``quantize.qat.calibrate`` reads)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def nchw(self, i: int) -> np.ndarray:
+        return self.images[i : i + 1].numpy()
+
+
 @torch.no_grad()
 def test_qat_simulates_the_fp32_model_and_its_float_twin_is_what_qat_runs() -> None:
     """torchao's QAT conv + BN simulation fixes BN epsilon at 1e-5; EfficientDet's is 1e-3. Before QAT got a copy
@@ -95,14 +109,7 @@ def test_qat_simulates_the_fp32_model_and_its_float_twin_is_what_qat_runs() -> N
     reference = model(images)
     qat = prepare(model, config.input_size)
 
-    class Calib:  # two images in the calibration set's interface
-        def __len__(self) -> int:
-            return 2
-
-        def nchw(self, i: int) -> np.ndarray:
-            return images[i : i + 1].numpy()
-
-    calibrate(qat, Calib(), 2)
+    calibrate(qat, _ImagesAsCalibration(images), 2)
     pt2e.move_exported_model_to_eval(qat)
     quantized = qat(images)
     twin = float_twin(qat, model, images[:1].numpy().transpose(0, 2, 3, 1))
@@ -151,6 +158,30 @@ def test_qat_quantizes_a_relu6_s_output_and_not_the_convolution_before_it() -> N
     assert not [n.name for n in qat.graph.nodes if quantizer(n) and n.args[0].target in convolution
                 and all(u in clamps for u in n.users)]
     assert all(any(quantizer(u) for u in n.users) for n in after_conv)  # what the targets quantize, QAT does
+
+
+@torch.no_grad()
+def test_qat_learns_7_bit_weights_on_dense_convolutions() -> None:
+    """Without VNNI, x86 int8 kernels add pairs of u8 x s8 products in a saturating int16 (docs/INT8-CPU-CLASSES.md):
+    the post-training ONNX and OpenVINO files keep dense weights within +-64 for it; QAT's were 8-bit (+-127), so its
+    files could saturate on AVX2 CPUs. Now its dense convolutions learn codes within +-63 and its depthwise ones,
+    which cannot saturate, keep 8 bits."""
+    import torchao.quantization.pt2e as pt2e
+
+    from quantize.qat import DENSE_WEIGHT_CODES, calibrate, prepare, to_qdq_onnx
+
+    config = make_config(0, "lite", num_classes=3, input_size=64)
+    images = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    qat = prepare(detector_like_model_for(config, images), config.input_size)
+
+    calibrate(qat, _ImagesAsCalibration(images), 2)
+    pt2e.move_exported_model_to_eval(qat)
+    codes = conv_weight_codes_onnx(to_qdq_onnx(qat, config.input_size))
+    dense = [c for is_dense, c in codes if is_dense]
+    depthwise = [c for is_dense, c in codes if not is_dense]
+    assert len(dense) > 40 and len(depthwise) > 20
+    assert max(dense) == DENSE_WEIGHT_CODES == 63
+    assert max(depthwise) > DENSE_WEIGHT_CODES  # 8 bits (symmetric: -128 ... 127)
 
 
 def test_percentile_cut_drops_the_tails_evenly() -> None:
