@@ -65,7 +65,8 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 	bccd-lite0-448-flip-train bccd-lite0-448-flip-eval bccd-lite1-448-train bccd-lite1-448-eval bccd-label-audit \
 	bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-input-rounding \
 	bccd-lite0-512-audited-train bccd-lite0-512-audited-eval bccd-lite0-576-train bccd-lite0-576-eval \
-	bccd-lite0-512-augfix-train bccd-lite0-512-augfix-eval bccd-lite0-512-augfix-int8 bccd-lite0-512-int8-pixels
+	bccd-lite0-512-augfix-train bccd-lite0-512-augfix-eval bccd-lite0-512-augfix-int8 bccd-lite0-512-int8-pixels \
+	bccd-lite0-512-augfix-qat-seeds
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -120,6 +121,8 @@ help:
 	@echo "make bccd-lite0-576-train / -eval   the same Lite0 recipe at 576 px (results/bccd-lite0-576-eval.md)"
 	@echo "make bccd-lite0-512-augfix-train / -eval / -int8 [QAT=1]   the 512 recipe with each epoch's own"
 	@echo "     augmentations (models/bccd-lite0-512-augfix.pt, results/bccd-lite0-512-augfix-{eval,int8}.md)"
+	@echo "     bccd-lite0-512-augfix-qat-seeds [QAT_SEEDS='0 1 2']: its QAT once per seed"
+	@echo "     (results/bccd-lite0-512-augfix-qat-seeds.md)"
 	@echo "make bccd-label-audit           BCCD's labels audited by the Lite0 at 448 (results/bccd-label-audit/)"
 	@echo "make bccd-input-rounding        the BCCD models against themselves under int8 input rounding"
 	@echo "     (results/bccd-fp32-input-rounding.md: what their int8 detection match is read against)"

@@ -160,6 +160,20 @@ bccd-lite0-512-augfix-eval: $(STAMP)
 bccd-lite0-512-augfix-int8: $(STAMP)
 	$(call bccd_lite_int8,$(BCCD_LITE512F_MODEL),bccd-lite0-512-augfix-int8,)
 
+# QAT's spread over seeds on that model (issue 15), as bccd-lite0-448-qat-seeds: the QAT=1 export once per seed
+# into exports/bccd-lite0-512-augfix-int8-sS, then results/bccd-lite0-512-augfix-qat-seeds.{json,md,png}. A seed
+# whose folder already holds a report is kept (each run is about 46 min on 2 cores; seed 0 is the QAT=1 run of
+# bccd-lite0-512-augfix-int8, so that folder may stand in for -s0); delete the folder to run a seed again.
+BCCD_LITE512F_SEEDS_OUT ?= exports/bccd-lite0-512-augfix-int8
+bccd-lite0-512-augfix-qat-seeds: $(STAMP)
+	for s in $(QAT_SEEDS); do d=$(BCCD_LITE512F_SEEDS_OUT)-s$$s; \
+		if [ -f $$d/report.json ]; then echo "seed $$s: $$d/report.json exists, kept"; continue; fi; \
+		$(call bccd_lite_int8_export,$(BCCD_LITE512F_MODEL),,--qat --qat-epochs $(BCCD_QAT_EPOCHS)) --qat-seed $$s \
+			--out $$d || echo "seed $$s: exit $$? (gate)"; done
+	$(PY) -m benchmarks.qat_seeds --reports $(foreach s,$(QAT_SEEDS),$(BCCD_LITE512F_SEEDS_OUT)-s$(s)/report.json) \
+		--out results/bccd-lite0-512-augfix-qat-seeds --command "make bccd-lite0-512-augfix-qat-seeds" \
+		--note "$$(cat results/notes/bccd-lite0-512-augfix-qat-seeds.md)"
+
 # The same 512 px recipe trained without the 12 training and validation images the label audit flagged (red cells
 # fill them, no RBC box; results/bccd-label-audit/flagged.txt): every red cell found there taught the model to call
 # red cells background. Evaluated on every test image, the 3 flagged test images included, like every other row:
@@ -204,9 +218,9 @@ bccd-lite0-448-int8: $(STAMP)
 # $(call bccd_lite_int8,MODEL,NAME,FLAGS): every target's int8 of the Lite0 checkpoint MODEL at its own size, gated on
 # the test split, exported to exports/NAME, then results/NAME.{json,md} with the note results/notes/NAME.md; QAT=1
 # adds the QAT rows (4 epochs). Exits with the gate's status.
-bccd_lite_int8 = $(PY) -m convert --target all --precision int8 $(if $(filter 1,$(QAT)),--qat --qat-epochs \
-	$(BCCD_QAT_EPOCHS),) $(3) --ckpt $(1) --variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0 \
-	--out exports/$(2); rc=$$?; \
+bccd_lite_int8_export = $(PY) -m convert --target all --precision int8 $(if $(filter 1,$(QAT)),--qat --qat-epochs \
+	$(BCCD_QAT_EPOCHS),) $(3) --ckpt $(1) --variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0
+bccd_lite_int8 = $(call bccd_lite_int8_export,$(1),$(2),$(3)) --out exports/$(2); rc=$$?; \
 	$(PY) -m benchmarks.int8_results --report exports/$(2)/report.json --out results/$(2) \
 		--command "make $(2)$(if $(filter 1,$(QAT)), QAT=1,)" --note "$$(cat results/notes/$(2).md)" && exit $$rc
 
