@@ -39,11 +39,13 @@ def plot_learning_curve(records: list[dict[str, Any]], png: str | Path, title: s
     ax2.set_ylabel("validation mAP")
     ax2.set_ylim(0, 1)
     lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right")
+    # under the axes: inside them the legend covered the curves' plateau (results/bccd-lite0-512-augfix-eval.png)
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
+              frameon=False)
     ax.set_title(title)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(png, buf.getvalue())
 
