@@ -33,7 +33,8 @@ def current_recipe(artifact: dict[str, Any], shifted: float | None = None) -> bo
     """Whether an int8 artifact was quantized the way ``python -m convert`` quantizes by default today: the
     calibration method, the weight scheme, what the input quantizer holds, the share of shifted calibration images
     (``shifted``: the share of the set the benchmark was given, else today's default), the Android file's score
-    floor, QAT's objective and shifts, each as its manifest records it."""
+    floor, QAT's objective and shifts, each as its manifest records it (QAT files with 8-bit weights, made before
+    session 24, are not current)."""
     from calib_data.store import SHIFTED_SHARE
     from convert.int8_recipe import (
         DEFAULT_INT8_INPUT,
@@ -59,7 +60,7 @@ def current_recipe(artifact: dict[str, Any], shifted: float | None = None) -> bo
     if artifact["precision"] == "int8-qat":
         qat = q.get("qat") or {}
         return (qat.get("objective") == QatConfig().objective and qat.get("photometric") == QatConfig().photometric
-                and q.get("input") == INPUT_FULL_RANGE)
+                and q.get("input") == INPUT_FULL_RANGE and q.get("scheme") == SCHEMES[artifact["target"]])
     return True
 
 

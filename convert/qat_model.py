@@ -27,7 +27,7 @@ from quantize.onnx_int8 import hold_qdq_input_range
 from quantize.qat import FloatTwin, QatConfig, calibrate, finetune, float_twin, prepare, to_qdq_onnx
 from runtime.preprocess import normalised_range
 
-from .int8_recipe import DENSE_7BIT, INPUT_FULL_RANGE, Int8Recipe
+from .int8_recipe import INPUT_FULL_RANGE, Int8Recipe
 
 QAT_TOOL = "torchao PT2E QAT (X86InductorQuantizer) -> torch.onnx dynamo QDQ"
 log = logging.getLogger(__name__)
@@ -53,12 +53,13 @@ class QatModel:
     calib_images: int
 
     def learned(self, recipe: Int8Recipe, target: str) -> dict[str, Any]:
-        """The manifest's quantization block for an artifact that runs QAT's own ranges and weights (ONNX, OpenVINO:
-        7-bit on dense convolutions, :data:`quantize.qat.DENSE_WEIGHT_CODES`)."""
+        """The manifest's quantization block for an artifact that runs QAT's own ranges and weights (ONNX, OpenVINO);
+        its weight scheme is the target's post-training one (7-bit on dense convolutions: QAT learns them so,
+        :data:`quantize.qat.DENSE_WEIGHT_CODES`)."""
         block = recipe.describe(target, input=INPUT_FULL_RANGE)  # QAT trains on the normalised image
         block["calibration"]["images_used"] = self.calib_images  # the initial ranges
         return {**block, "tool": QAT_TOOL + (" -> openvino" if target == "openvino" else ""), "method": "qat",
-                "ranges": "learned by QAT", "scheme": DENSE_7BIT, **self.info}
+                "ranges": "learned by QAT", **self.info}
 
     def carried(self, recipe: Int8Recipe) -> dict[str, Any]:
         """The block for the TFLite artifact: QAT's weights and ranges, the post-training method's ranges where QAT
