@@ -165,10 +165,11 @@ bccd-lite0-512-augfix-int8: $(STAMP)
 # whose folder already holds a report is kept (each run is about 46 min on 2 cores; seed 0 is the QAT=1 run of
 # bccd-lite0-512-augfix-int8, so that folder may stand in for -s0); delete the folder to run a seed again.
 BCCD_LITE512F_SEEDS_OUT ?= exports/bccd-lite0-512-augfix-int8
+bccd-lite0-512-augfix-qat-seeds: QAT = 1
 bccd-lite0-512-augfix-qat-seeds: $(STAMP)
 	for s in $(QAT_SEEDS); do d=$(BCCD_LITE512F_SEEDS_OUT)-s$$s; \
 		if [ -f $$d/report.json ]; then echo "seed $$s: $$d/report.json exists, kept"; continue; fi; \
-		$(call bccd_lite_int8_export,$(BCCD_LITE512F_MODEL),,--qat --qat-epochs $(BCCD_QAT_EPOCHS)) --qat-seed $$s \
+		$(call bccd_lite_int8_export,$(BCCD_LITE512F_MODEL),) --qat-seed $$s \
 			--out $$d || echo "seed $$s: exit $$? (gate)"; done
 	$(PY) -m benchmarks.qat_seeds --reports $(foreach s,$(QAT_SEEDS),$(BCCD_LITE512F_SEEDS_OUT)-s$(s)/report.json) \
 		--out results/bccd-lite0-512-augfix-qat-seeds --command "make bccd-lite0-512-augfix-qat-seeds" \
@@ -217,10 +218,11 @@ bccd-lite0-448-int8: $(STAMP)
 
 # $(call bccd_lite_int8,MODEL,NAME,FLAGS): every target's int8 of the Lite0 checkpoint MODEL at its own size, gated on
 # the test split, exported to exports/NAME, then results/NAME.{json,md} with the note results/notes/NAME.md; QAT=1
-# adds the QAT rows (4 epochs). Exits with the gate's status.
+# adds the QAT rows (4 epochs). Exits with the gate's status. $(call bccd_lite_int8_export,MODEL,FLAGS): its export
+# command, without --out.
 bccd_lite_int8_export = $(PY) -m convert --target all --precision int8 $(if $(filter 1,$(QAT)),--qat --qat-epochs \
-	$(BCCD_QAT_EPOCHS),) $(3) --ckpt $(1) --variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0
-bccd_lite_int8 = $(call bccd_lite_int8_export,$(1),$(2),$(3)) --out exports/$(2); rc=$$?; \
+	$(BCCD_QAT_EPOCHS),) $(2) --ckpt $(1) --variant lite --phi 0 --data "$(BCCD)" --split test --max-images 0
+bccd_lite_int8 = $(call bccd_lite_int8_export,$(1),$(3)) --out exports/$(2); rc=$$?; \
 	$(PY) -m benchmarks.int8_results --report exports/$(2)/report.json --out results/$(2) \
 		--command "make $(2)$(if $(filter 1,$(QAT)), QAT=1,)" --note "$$(cat results/notes/$(2).md)" && exit $$rc
 

@@ -23,7 +23,7 @@ from convert.input_quantizer import input_quantizer
 from efficientdet.data.image_folder import load_image_folder
 from runtime.contract import PreprocessSpec
 from runtime.preprocess import normalised_range, pixel_extremes, preprocess
-from tests.conftest import write_bright_images
+from tests.conftest import conv_weight_codes_onnx, conv_weight_codes_openvino, write_bright_images
 
 SIZE = 64
 SPEC = PreprocessSpec(SIZE, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
@@ -161,12 +161,10 @@ def test_dense_convolution_weights_fit_every_x86_int8_kernel(bright: tuple[Calib
     fp32 = onnx.load(str(tmp_path / "fp32.onnx"))
     assert dense_conv_weights(fp32) == ["w", "w2"] and dense_conv_weights(fp32, ["head"]) == ["w"]
     model, _ = quantize_onnx(fp32, calib, "minmax")
-    codes = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("_quantized")
-             and numpy_helper.to_array(t).dtype == np.int8]
-    assert len(codes) == 2 and all(np.abs(c).max() <= 64 for c in codes)
+    codes = conv_weight_codes_onnx(model)
+    assert len(codes) == 2 and all(dense and code <= 64 for dense, code in codes)
     ov = import_openvino()
     quantized = quantize_openvino(ov.Core().read_model(str(tmp_path / "fp32.onnx")), calib, "mixed")
     ov.save_model(quantized, str(tmp_path / "int8.xml"))
-    weights = [op.get_data() for op in ov.Core().read_model(str(tmp_path / "int8.xml")).get_ops()
-               if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
-    assert len(weights) == 2 and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)
+    codes = conv_weight_codes_openvino(str(tmp_path / "int8.xml"))
+    assert len(codes) == 2 and all(dense and code <= 64 for dense, code in codes)
