@@ -34,7 +34,8 @@ def current_recipe(artifact: dict[str, Any], shifted: float | None = None) -> bo
     calibration method, the weight scheme, what the input quantizer holds, the share of shifted calibration images
     (``shifted``: the share of the set the benchmark was given, else today's default), the Android file's score
     floor, QAT's objective and shifts, each as its manifest records it (QAT files with 8-bit weights, made before
-    session 24, are not current)."""
+    session 24, or trained with torchao's fused fake quantizer, whose scales were not the files', before session 25,
+    are not current)."""
     from calib_data.store import SHIFTED_SHARE
     from convert.int8_recipe import (
         DEFAULT_INT8_INPUT,
@@ -45,7 +46,7 @@ def current_recipe(artifact: dict[str, Any], shifted: float | None = None) -> bo
         SCHEMES,
     )
     from convert.targets.android import SCORE_FLOOR
-    from quantize.qat import QatConfig
+    from quantize.qat import FAKE_QUANTIZER, QatConfig
 
     q = artifact.get("quantization") or {}
     wanted = SHIFTED_SHARE if shifted is None else shifted
@@ -60,7 +61,8 @@ def current_recipe(artifact: dict[str, Any], shifted: float | None = None) -> bo
     if artifact["precision"] == "int8-qat":
         qat = q.get("qat") or {}
         return (qat.get("objective") == QatConfig().objective and qat.get("photometric") == QatConfig().photometric
-                and q.get("input") == INPUT_FULL_RANGE and q.get("scheme") == SCHEMES[artifact["target"]])
+                and qat.get("fake_quantizer") == FAKE_QUANTIZER and q.get("input") == INPUT_FULL_RANGE
+                and q.get("scheme") == SCHEMES[artifact["target"]])
     return True
 
 

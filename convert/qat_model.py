@@ -24,7 +24,16 @@ import torch
 from efficientdet.data.records import DetectionDataset
 from efficientdet.model.config import ModelConfig
 from quantize.onnx_int8 import hold_qdq_input_range
-from quantize.qat import FloatTwin, QatConfig, calibrate, finetune, float_twin, prepare, to_qdq_onnx
+from quantize.qat import (
+    FAKE_QUANTIZER,
+    FloatTwin,
+    QatConfig,
+    calibrate,
+    finetune,
+    float_twin,
+    prepare,
+    to_qdq_onnx,
+)
 from runtime.preprocess import normalised_range
 
 from .int8_recipe import INPUT_FULL_RANGE, Int8Recipe
@@ -90,8 +99,8 @@ def qat_model(model: torch.nn.Module, config: ModelConfig, recipe: Int8Recipe, r
     check_static(qdq)
     qdq = hold_qdq_input_range(qdq, normalised_range(config.preprocess))
     # No wall time in the manifest: the same checkpoint and schedule give the same bytes.
-    info = {"qat": {**qcfg.to_dict(), "train_split": train.split, "train_images": len(train.records),
-                    "history": history}}
+    info = {"qat": {**qcfg.to_dict(), "fake_quantizer": FAKE_QUANTIZER, "train_split": train.split,
+                    "train_images": len(train.records), "history": history}}
     log.info(f"QAT: fine-tuned and converted in {time.time() - t0:.0f} s")
     qdq_path = work_dir / f"{config.name}-{config.input_size}-int8-qat-qdq.onnx"
     onnx.save(qdq, str(qdq_path))

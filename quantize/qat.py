@@ -10,10 +10,10 @@ training mode, and ``move_exported_model_to_eval`` only rewrites dropout and Bat
 drop-path would stay in the converted model as random ops (measured: 9 RandomUniformLike nodes in
 the exported ONNX, making the QAT artifacts' outputs random).
 
-Scheme: torchao's x86 quantizer in QAT mode — weights int8 per-channel symmetric (7-bit on dense convolutions, as
-the post-training ONNX and OpenVINO files), activations uint8 per-tensor affine: the scheme onnxruntime (U8S8), NNCF
-(MIXED) and full-integer TFLite use, so what QAT learns is what the targets run — plus a fake-quant on every
-convolution output (see ``_quantizer``).
+Scheme: torchao's x86 quantizer in QAT mode — weights int8 per-channel symmetric (7-bit on dense convolutions, as the
+post-training ONNX and OpenVINO files; +-127 on depthwise ones, as TFLite's), activations uint8 per-tensor affine: the
+scheme onnxruntime (U8S8), NNCF (MIXED) and full-integer TFLite use, so what QAT learns is what the targets run — plus
+a fake-quant on every convolution output (see ``_quantizer``).
 Objective: by default the FP32 model's own outputs (:mod:`quantize.distill`), not the labels. Schedule:
 ranges are first calibrated on the calibration set (QAT starts from post-training ranges, not from
 scratch), then a short fine-tune at a low learning rate; BatchNorm statistics are frozen (BN switched to
@@ -64,6 +64,12 @@ FUSED_CLAMPS = frozenset({torch.ops.aten.relu.default, torch.ops.aten.relu_.defa
 # overflow it (docs/INT8-CPU-CLASSES.md). Until session 24 QAT's weights were 8-bit (+-127): its ONNX and OpenVINO
 # files could saturate on AVX2 and AVX-512-without-VNNI CPUs. Depthwise convolutions keep 8 bits (no pair sums).
 DENSE_WEIGHT_CODES = 63
+# Depthwise weight codes: symmetric +-127, TFLite's int8 weight range (its spec allows no -128), so the TFLite file can
+# hold QAT's codes as they are (:mod:`quantize.tflite_learned_weights`). torchao's default is -128 ... 127.
+DEPTHWISE_WEIGHT_CODES = 127
+# The manifest's record of how QAT fake-quantized (``quantization.qat.fake_quantizer``): plain FakeQuantize modules,
+# whose scales are the observers' and so the files', since session 25 (see ``_observed_config``).
+FAKE_QUANTIZER = "FakeQuantize with moving-average observers (the converted files' scales)"
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,8 @@ def _quantizer() -> Any:
     full-integer TFLite, where every tensor is int8), so QAT simulates them too.
 
     Dense convolutions (``groups`` 1) learn 7-bit weights (``DENSE_WEIGHT_CODES``) so the QAT files run right on
-    every x86 CPU; QAT then trains against the grid the artifacts hold.
+    every x86 CPU, depthwise ones symmetric 8-bit within TFLite's +-127 (``DEPTHWISE_WEIGHT_CODES``); QAT then
+    trains against the grid every artifact holds.
 
     Except where a ReLU or ReLU6 follows (EfficientDet-Lite): every target fuses it into the convolution and
     quantizes only its output, which the x86 quantizer already does. A quantizer before the clamp spends its
@@ -132,15 +139,17 @@ def _quantizer() -> Any:
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             model = super().annotate(model)
             spec = self.global_config.input_activation
-            dense_weight = replace(self.global_config.weight, quant_min=-DENSE_WEIGHT_CODES,
-                                   quant_max=DENSE_WEIGHT_CODES)
+            weight = {True: replace(self.global_config.weight, quant_min=-DENSE_WEIGHT_CODES,
+                                    quant_max=DENSE_WEIGHT_CODES),
+                      False: replace(self.global_config.weight, quant_min=-DEPTHWISE_WEIGHT_CODES,
+                                     quant_max=DEPTHWISE_WEIGHT_CODES)}
             for node in model.graph.nodes:
                 if node.op != "call_function" or node.target != torch.ops.aten.conv2d.default:
                     continue
                 conv_annotation = node.meta.get(ANNOTATION)
                 groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
-                if groups == 1 and conv_annotation is not None and node.args[1] in conv_annotation.input_qspec_map:
-                    conv_annotation.input_qspec_map[node.args[1]] = dense_weight
+                if conv_annotation is not None and node.args[1] in conv_annotation.input_qspec_map:
+                    conv_annotation.input_qspec_map[node.args[1]] = weight[groups == 1]
                 users = list(node.users)
                 out = users[0] if len(users) == 1 and users[0].target == torch.ops.aten.batch_norm.default else node
                 if out.users and all(u.target in FUSED_CLAMPS for u in out.users):
@@ -153,8 +162,35 @@ def _quantizer() -> Any:
             return model
 
     quantizer = ConvOutputQuantizer()
-    quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+    quantizer.set_global(_observed_config(get_default_x86_inductor_quantization_config(is_qat=True)))
     return quantizer
+
+
+def _observed_config(config: Any) -> Any:
+    """``config`` (the x86 QAT configuration) with plain ``FakeQuantize`` modules in place of the fused ones, around
+    the same moving-average observers.
+
+    The fused fake quantizer (``torch.fused_moving_avg_obs_fake_quant``) chooses a symmetric weight scale by its own
+    rule: max(-min/128, max/127) on an 8-bit channel where the observer, and so ``convert_pt2e`` and every artifact,
+    take max/127.5 (or max/127 on the +-127 grid), max(-min/64, max/63) x 127/126 on the 7-bit one; and on a channel
+    whose weights all share a sign it quantizes *affinely* (zero point 127 on an all-negative depthwise channel of a
+    random Lite0). QAT then trained against a grid no file holds: until session 25 the QAT ONNX and OpenVINO weights
+    were the latent weights re-quantized at the observer's scales, 1.7 % (relative L2) away from the weights QAT
+    trained on a Lite0, up to one code per weight (the TFLite file started from the float twin's, QAT's, and its
+    converter rounded them again: :mod:`quantize.tflite_learned_weights`). ``FakeQuantize`` takes its scale and zero
+    point from the observer's ``calculate_qparams``, the same call the conversion makes."""
+    from torchao.quantization.pt2e import (
+        FakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+    )
+
+    def plain(spec: Any, observer: Any) -> Any:
+        return replace(spec, observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=observer, eps=2**-12))
+
+    activation = plain(config.input_activation, MovingAverageMinMaxObserver)
+    return replace(config, input_activation=activation, output_activation=activation,
+                   weight=plain(config.weight, MovingAveragePerChannelMinMaxObserver))
 
 
 def _qat_form(model: torch.nn.Module) -> torch.nn.Module:
@@ -273,12 +309,34 @@ def _export(module: torch.nn.Module, input_size: int) -> onnx.ModelProto:
     return program.model_proto
 
 
+def check_converted_qparams(qat: torch.fx.GraphModule) -> int:
+    """Raise unless every fake quantizer's observer gives back the scale and zero point the quantizer trained with
+    (``convert_pt2e`` writes the observer's into the Q/DQ graph); returns how many quantizers were checked.
+    The guard against the fused fake quantizer's rule (:func:`_observed_config`) coming back."""
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    quantizers = [(n, m) for n, m in qat.named_modules() if isinstance(m, FakeQuantizeBase)]
+    for name, m in quantizers:
+        got_scale, got_zero = m.activation_post_process.calculate_qparams()
+        scale, zero = m.scale.detach().reshape(-1).double(), m.zero_point.detach().reshape(-1).double()
+        got_scale, got_zero = got_scale.reshape(-1).double(), got_zero.reshape(-1).double()
+        if not (torch.allclose(got_scale, scale, rtol=1e-6, atol=0) and torch.equal(got_zero, zero)):
+            off = ((got_scale / scale) - 1).abs().max().item()
+            raise RuntimeError(f"QAT quantizer {name} trained with other scales or zero points than its observer gives "
+                               f"the conversion (scale off by up to {off:.2g}, "
+                               f"{int((got_zero != zero).sum())} zero points differ): the converted model would not "
+                               "be the one QAT trained")
+    return len(quantizers)
+
+
 def to_qdq_onnx(qat: torch.fx.GraphModule, input_size: int) -> onnx.ModelProto:
     """The converted (Q/DQ) model as a static batch-1 ONNX: the learned ranges and weights, for onnxruntime
-    and OpenVINO (int8 weights + DequantizeLinear). Not simplified: folding would turn them back into floats."""
+    and OpenVINO (int8 weights + DequantizeLinear), with the scales QAT trained with (:func:`check_converted_qparams`).
+    Not simplified: folding would turn them back into floats."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     _pt2e().move_exported_model_to_eval(qat)
+    check_converted_qparams(qat)
     return _export(convert_pt2e(qat), input_size)
 
 

@@ -41,6 +41,7 @@ from calib_data import CalibrationSet
 from quantize.folded_stem import FoldedStem
 
 from .tflite_learned_ranges import LearnedRanges, RangeTransfer, apply_learned_ranges
+from .tflite_learned_weights import LearnedConv, WeightTransfer, apply_learned_weights
 
 IO_DTYPES = ("int8", "uint8")
 METHODS = ("minmax", "percentile")
@@ -85,16 +86,18 @@ def configure_full_int8(converter: Any, tf: Any, samples: Sequence[np.ndarray], 
 
 @dataclass(frozen=True)
 class TfliteFlatbuffer:
-    """A TFLite model's bytes and, when QAT's ranges were carried into its int8 form, what was carried."""
+    """A TFLite model's bytes and, when QAT's ranges and weights were carried into its int8 form, what was carried."""
 
     data: bytes
     transfer: RangeTransfer | None = None
+    weights: WeightTransfer | None = None
 
 
 def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[np.ndarray], io_dtype: str = "int8",
                       method: str = "percentile", progress: bool = True, float_outputs: bool = False,
                       score_floor: float | None = None, extremes: Sequence[np.ndarray] = (),
-                      learned: LearnedRanges | None = None, stem: FoldedStem | None = None) -> TfliteFlatbuffer:
+                      learned: LearnedRanges | None = None, stem: FoldedStem | None = None,
+                      weights: Sequence[LearnedConv] = ()) -> TfliteFlatbuffer:
     """The fully integer flatbuffer, its activation ranges calibrated by ``method`` on ``calib`` (a calibration
     set, or its images already as the model's ``[1, S, S, 3]`` inputs); with ``learned`` (a QAT model's ranges),
     those ranges replace the calibrated ones wherever their tensors are found
@@ -102,7 +105,8 @@ def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[
     start there (:func:`floor_score_logits`); with ``extremes`` (the black and white frames as model inputs), the
     input side holds the whole pixel range (:func:`hold_pixel_range`); with ``stem`` (the model takes pixels with the
     normalisation folded into its first convolution), that convolution's bias is refolded for its quantized
-    weights (:func:`refold_stem_bias`)."""
+    weights (:func:`refold_stem_bias`); with ``weights`` (a QAT model's convolutions), their int8 codes and scales
+    replace the converter's wherever found (:mod:`quantize.tflite_learned_weights`)."""
     if method not in METHODS:
         raise ValueError(f"TFLite calibration method must be one of {METHODS}, got {method!r}")
     samples = Batches.of(calib) if isinstance(calib, CalibrationSet) else calib
@@ -126,7 +130,12 @@ def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[
     dtype = tf.int8 if io_dtype == "int8" else tf.uint8
     data = tf_convert.mlir_quantize(ranges, input_data_type=dtype,
                                     output_data_type=tf.float32 if float_outputs else dtype)
-    return TfliteFlatbuffer(refold_stem_bias(data, stem) if stem is not None else data, transfer)
+    if stem is not None:
+        data = refold_stem_bias(data, stem)
+    carried = None
+    if weights:
+        data, carried = apply_learned_weights(data, weights)
+    return TfliteFlatbuffer(data, transfer, carried)
 
 
 def refold_stem_bias(data: bytes, stem: FoldedStem) -> bytes:

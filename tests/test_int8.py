@@ -26,7 +26,8 @@ from efficientdet.checkpoint import load_checkpoint
 from efficientdet.data.loader import load_dataset
 from efficientdet.data.synthetic import resolve_dataset
 from efficientdet.model.config import ModelConfig
-from quantize.qat import DENSE_WEIGHT_CODES
+from quantize.qat import DENSE_WEIGHT_CODES, FAKE_QUANTIZER
+from quantize.tflite_learned_weights import qdq_convolutions
 from runtime.contract import PreprocessSpec
 from runtime.preprocess import pixel_extremes
 from tests.conftest import ROOT, bccd_dir, conv_weight_codes_onnx, conv_weight_codes_openvino
@@ -189,7 +190,7 @@ def test_qat_artifacts_for_every_target(exported: dict[str, Any]) -> None:
         q = json.loads(Path(a["manifest"]).read_text())["artifact"]["quantization"]
         assert q["qat"]["history"] and q["qat"]["history"][0]["steps"] >= 2
         assert q["ranges"] == "learned by QAT" if target != "tflite" else q["ranges"].startswith("learned by QAT for")
-        assert q["qat"]["objective"] == "distill"
+        assert q["qat"]["objective"] == "distill" and q["qat"]["fake_quantizer"] == FAKE_QUANTIZER
         assert a["parity"]["det_match"] > 0.5  # a working detector, if not yet a gated one
     graph = onnx.load(qat["onnx"]["path"]).graph
     ops = Counter(n.op_type for n in graph.node)
@@ -226,6 +227,31 @@ def test_qat_artifacts_for_every_target(exported: dict[str, Any]) -> None:
     tflite = _scales_tflite(qat["tflite"]["path"])
     found = [s for s in learned if np.isclose(tflite, s, rtol=1e-5, atol=0).any()]
     assert len(learned) > 300 and len(found) >= 0.8 * len(learned)
+    # ... and QAT's weights: every convolution holds the QAT ONNX's int8 codes, not the converter's 8-bit rounding of
+    # them (the D0's five BiFPN input projections with the fusion weight the converter folded into their scales)
+    weights = json.loads(Path(qat["tflite"]["manifest"]).read_text())["artifact"]["quantization"]["weights_carried"]
+    assert weights["carried"] == weights["convolutions"] == weights["learned"] > 200
+    qat_codes = [c.codes for c in qdq_convolutions(onnx.load(qat["onnx"]["path"]))]
+    tflite_codes = _conv_codes_tflite(qat["tflite"]["path"])
+    assert len(tflite_codes) == len(qat_codes)
+    assert all(any(np.array_equal(t, q) for q in qat_codes if q.shape == t.shape) for t in tflite_codes)
+
+
+def _conv_codes_tflite(path: str) -> list[np.ndarray]:
+    """The int8 weight codes (OIHW) of every convolution of a TFLite file."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from quantize.tflite_int8 import OpGraph
+    from quantize.tflite_learned_weights import CONVOLUTIONS, _as_oihw
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(Path(path).read_bytes()))
+    tensors = model.subgraphs[0].tensors
+    out = []
+    for op, inputs, _ in OpGraph(model).ops:
+        if op in CONVOLUTIONS:
+            w = tensors[inputs[1]]
+            out.append(_as_oihw(np.frombuffer(bytes(model.buffers[w.buffer].data), np.int8).reshape(w.shape), op))
+    return out
 
 
 def _activation_scales_onnx(graph: onnx.GraphProto) -> list[float]:

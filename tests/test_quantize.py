@@ -165,10 +165,10 @@ def test_qat_learns_7_bit_weights_on_dense_convolutions() -> None:
     """Without VNNI, x86 int8 kernels add pairs of u8 x s8 products in a saturating int16 (docs/INT8-CPU-CLASSES.md):
     the post-training ONNX and OpenVINO files keep dense weights within +-64 for it; QAT's were 8-bit (+-127), so its
     files could saturate on AVX2 CPUs. Now its dense convolutions learn codes within +-63 and its depthwise ones,
-    which cannot saturate, keep 8 bits."""
+    which cannot saturate, keep 8 bits, within TFLite's +-127 (torchao's default reaches -128)."""
     import torchao.quantization.pt2e as pt2e
 
-    from quantize.qat import DENSE_WEIGHT_CODES, calibrate, prepare, to_qdq_onnx
+    from quantize.qat import DENSE_WEIGHT_CODES, DEPTHWISE_WEIGHT_CODES, calibrate, prepare, to_qdq_onnx
 
     config = make_config(0, "lite", num_classes=3, input_size=64)
     images = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
@@ -181,7 +181,38 @@ def test_qat_learns_7_bit_weights_on_dense_convolutions() -> None:
     depthwise = [c for is_dense, c in codes if not is_dense]
     assert len(dense) > 40 and len(depthwise) > 20
     assert max(dense) == DENSE_WEIGHT_CODES == 63
-    assert max(depthwise) > DENSE_WEIGHT_CODES  # 8 bits (symmetric: -128 ... 127)
+    assert max(depthwise) == DEPTHWISE_WEIGHT_CODES == 127  # 8 bits, no -128
+
+
+@torch.no_grad()
+def test_qat_files_hold_the_weights_qat_trained() -> None:
+    """The fused fake quantizer torchao's QAT configuration uses picks symmetric scales by another rule than the
+    observer ``convert_pt2e`` asks (max/128 or max/127 by the extreme's sign, against max/127.5; affine on a channel
+    of one sign), so the QAT ONNX held the latent weights re-quantized at other scales: 1.7 % (relative L2) from
+    the weights QAT trained on this Lite0, up to a code per weight. Now every weight of the Q/DQ ONNX is the fake
+    quantizer's output."""
+    import torchao.quantization.pt2e as pt2e
+
+    from quantize.qat import _weight_parameters, calibrate, prepare, to_qdq_onnx
+    from quantize.tflite_learned_weights import qdq_convolutions
+
+    config = make_config(0, "lite", num_classes=3, input_size=64)
+    images = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    qat = prepare(detector_like_model_for(config, images), config.input_size)
+    calibrate(qat, _ImagesAsCalibration(images), 2)
+    pt2e.move_exported_model_to_eval(qat)
+    trained: list[np.ndarray] = []
+    hooks = [qat.get_submodule(name).register_forward_hook(lambda m, args, out: trained.append(out.double().numpy()))
+             for name in _weight_parameters(qat)]
+    qat(images[:1])
+    for hook in hooks:
+        hook.remove()
+    convolutions = qdq_convolutions(to_qdq_onnx(qat, config.input_size))
+    assert len(trained) == len(convolutions) > 150
+    for weights in trained:
+        errors = [np.linalg.norm(c.weights - weights) / np.linalg.norm(weights) for c in convolutions
+                  if c.weights.shape == weights.shape]
+        assert min(errors) < 1e-6
 
 
 def test_percentile_cut_drops_the_tails_evenly() -> None:
@@ -251,6 +282,65 @@ def test_learned_ranges_go_to_the_tensor_with_the_same_values_and_nowhere_else()
     noise = LearnedTensor(shape, np.random.default_rng(2).normal(size=sample.shape).astype(np.float32), -1.0, 1.0)
     with pytest.raises(RuntimeError, match="none of QAT's 1 activation ranges matched"):
         apply_learned_ranges(calibrated, LearnedRanges(probe, (noise,)), tf)
+
+
+def _conv_weights(model: bytes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(int8 codes OHWI, per-channel scales, dequantized bias) of every CONV_2D of a TFLite flatbuffer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from quantize.tflite_int8 import OpGraph
+
+    interpreter = Interpreter(model_content=model)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    out = []
+    for op, inputs, _ in OpGraph(flatbuffer_utils.convert_bytearray_to_object(bytearray(model))).ops:
+        if op == "CONV_2D":
+            w, b = details[inputs[1]], details[inputs[2]]
+            bias = interpreter.get_tensor(inputs[2]) * b["quantization_parameters"]["scales"]
+            out.append((interpreter.get_tensor(inputs[1]), w["quantization_parameters"]["scales"], bias))
+    return out
+
+
+def test_tflite_takes_qat_s_weight_codes_where_its_rounding_moved_them() -> None:
+    """TF's quantizer re-quantizes the float twin's 7-bit-grid weights at max|w|/127 (between QAT's codes); the QAT
+    codes and scales go back in, times any factor the converter folded into the convolution, with the bias
+    requantized; a convolution QAT did not make keeps the converter's, and a model matching nothing is refused."""
+    from convert.tensorflow_import import import_tensorflow
+    from quantize.tflite_int8 import convert_full_int8
+    from quantize.tflite_learned_weights import LearnedConv, apply_learned_weights
+
+    tf = import_tensorflow()
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-63, 64, size=(8, 3, 3, 3)).astype(np.int8)  # OIHW, QAT's 7-bit grid
+    codes[:, 0, 0, 0] = 63
+    scales = rng.uniform(0.01, 0.02, size=8).astype(np.float32)
+    first = tf.constant((codes * scales[:, None, None, None]).transpose(2, 3, 1, 0))  # HWIO
+    bias = tf.constant(rng.normal(size=8).astype(np.float32))
+    second = tf.constant(rng.normal(size=(1, 1, 8, 4)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+    def net(x: tf.Tensor) -> tf.Tensor:
+        h = tf.nn.relu((tf.nn.conv2d(x, first, 1, "SAME") + bias) * 0.5)  # a factor the converter folds in
+        return tf.nn.conv2d(h, second, 1, "SAME")
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
+    samples = [rng.normal(size=(1, 8, 8, 3)).astype(np.float32) for _ in range(8)]
+    converted = convert_full_int8(converter, tf, samples, progress=False).data
+    (before_codes, before_scales, before_bias), untouched = _conv_weights(converted)
+    assert not np.array_equal(before_codes, codes.transpose(0, 2, 3, 1))  # the converter's rounding moved them
+    learned = LearnedConv(codes, scales, (1, 8, 8, 8))
+    carried, transfer = apply_learned_weights(converted, [learned])
+    (after_codes, after_scales, after_bias), kept = _conv_weights(carried)
+    np.testing.assert_array_equal(after_codes, codes.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(after_scales, scales * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(after_bias, before_bias, rtol=0, atol=float(np.max(after_scales + before_scales)))
+    assert all(np.array_equal(a, b) for a, b in zip(kept, untouched, strict=True))
+    assert (transfer.carried, transfer.convolutions, transfer.learned) == (1, 2, 1) and transfer.worst_rtol < 0.05
+    noise = LearnedConv(rng.integers(-63, 64, size=codes.shape).astype(np.int8), scales, (1, 8, 8, 8))
+    with pytest.raises(RuntimeError, match="none of the TFLite model's 2 convolutions matched"):
+        apply_learned_weights(converted, [noise])
 
 
 def test_score_floor_moves_only_the_score_logits_ranges() -> None:

@@ -40,6 +40,7 @@ from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
 from quantize.folded_stem import FoldedStem
 from quantize.tflite_int8 import TfliteFlatbuffer, convert_full_int8
 from quantize.tflite_learned_ranges import LearnedRanges
+from quantize.tflite_learned_weights import LearnedConv, qdq_convolutions
 from runtime.fileio import make_temp_dir
 from runtime.preprocess import pixel_extremes
 
@@ -205,13 +206,15 @@ def identify_outputs(signature: Any, onnx_path: Path, input_size: int) -> tuple[
 def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_size: int, precision: str,
                           calib: CalibrationSet | None = None, io_dtype: str = "int8",
                           calib_method: str = "percentile", extremes: Sequence[np.ndarray] = (),
-                          learned: LearnedRanges | None = None, stem: FoldedStem | None = None) -> TfliteFlatbuffer:
+                          learned: LearnedRanges | None = None, stem: FoldedStem | None = None,
+                          weights: Sequence[LearnedConv] = ()) -> TfliteFlatbuffer:
     """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``.
 
     ``int8``/``int8-qat``: fully integer, calibrated on ``calib`` by ``calib_method``
     (:mod:`quantize.tflite_int8`), ``io_dtype`` (int8|uint8) inputs and outputs, the input side sized to hold
     ``extremes`` (the black and white frames as model inputs); ``learned``: QAT's ranges, carried in wherever
-    their tensors are found (``int8-qat``); ``stem``: the pixel-input form's folded first convolution.
+    their tensors are found (``int8-qat``), and ``weights``: QAT's convolutions, whose codes and scales replace the
+    converter's; ``stem``: the pixel-input form's folded first convolution.
     """
     tf = _import_tf()
     loaded = tf.saved_model.load(str(saved_model))
@@ -231,7 +234,7 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
         if calib is None:
             raise ValueError("TFLite int8 export needs a calibration set")
         quantized = convert_full_int8(converter, tf, calib, io_dtype, calib_method, extremes=extremes,
-                                      learned=learned, stem=stem)
+                                      learned=learned, stem=stem, weights=weights)
         _check_fully_integer(quantized.data)
         return quantized
     elif precision != "fp32":
@@ -272,12 +275,13 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
                   saved_model: str | Path | None = None, calib: CalibrationSet | None = None,
                   io_dtype: str = "int8", quantization: dict[str, Any] | None = None,
                   calib_method: str = "percentile", learned: LearnedRanges | None = None,
-                  stem: FoldedStem | None = None) -> Artifact:
+                  stem: FoldedStem | None = None, weights: Sequence[LearnedConv] = ()) -> Artifact:
     """Convert the FP32 ONNX to ``out_path`` (+ sidecar); pass ``saved_model`` to reuse one onnx2tf run.
 
-    int8 precisions need ``calib`` (ranges by ``calib_method``; ``learned``: QAT's, where found; ``stem``: the
+    int8 precisions need ``calib`` (ranges by ``calib_method``; ``learned`` and ``weights``: QAT's ranges and weight
+    codes, where found; ``stem``: the
     pixel-input form's folded first convolution, refolded for its quantized weights);
-    ``quantization`` (how it was quantized) goes into the manifest, with what QAT ranges were carried.
+    ``quantization`` (how it was quantized) goes into the manifest, with what QAT ranges and weights were carried.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +290,7 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
         saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
         extremes = [frame[None] for frame in pixel_extremes(config.preprocess)]
         converted = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype,
-                                          calib_method, extremes, learned, stem)
+                                          calib_method, extremes, learned, stem, weights)
         data = converted.data
         if converted.transfer is not None:
             t = converted.transfer
@@ -294,6 +298,11 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
                      f"({t.used} of {t.learned} QAT ranges, worst match rel {t.worst_rtol:.1e})")
             quantization = {**(quantization or {}), "ranges": t.describe(calib_method),
                             "ranges_carried": asdict(t)}
+        if converted.weights is not None:
+            w = converted.weights
+            log.info(f"QAT weight codes carried into {w.carried} of {w.convolutions} TFLite convolutions "
+                     f"(worst match rel {w.worst_rtol:.1e})")
+            quantization = {**(quantization or {}), "weights": w.describe(), "weights_carried": asdict(w)}
         tmp_file = tmp / out_path.name
         tmp_file.write_bytes(data)
         input_spec, outputs = _tflite_io(tmp_file)
@@ -326,14 +335,14 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
     qat = ctx.qat_model()
     if qat.twin is None:
         raise TfliteExportError("the QAT step kept no float model for TFLite (the export's targets did not list it)")
-    log.info(f"QAT: TFLite from QAT's quantized weights with QAT's ranges ({method} where QAT had none)")
+    log.info(f"QAT: TFLite with QAT's weight codes and ranges ({method} where QAT had none)")
     with tempfile.TemporaryDirectory(dir=ctx.work, prefix="qat-tflite-") as tmp:
         float_onnx = Path(tmp) / f"{ctx.base}-qat-float.onnx"
         onnx.save(fp32_model(qat.twin.model, ctx.config.input_size), str(float_onnx))
         saved = onnx_to_saved_model(float_onnx, Path(tmp) / "onnx2tf")
         return export_tflite(float_onnx, ctx.config, path, "int8-qat", saved_model=saved, calib=recipe.calib,
                              io_dtype=recipe.io_dtype, calib_method=method, quantization=qat.carried(recipe),
-                             learned=qat.twin.ranges, **ctx.source)
+                             learned=qat.twin.ranges, weights=qdq_convolutions(qat.qdq), **ctx.source)
 
 
 TARGET = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8-qat"), export)
