@@ -279,8 +279,8 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
     """Convert the FP32 ONNX to ``out_path`` (+ sidecar); pass ``saved_model`` to reuse one onnx2tf run.
 
     int8 precisions need ``calib`` (ranges by ``calib_method``; ``learned`` and ``weights``: QAT's ranges and weight
-    codes, where found; ``stem``: the
-    pixel-input form's folded first convolution, refolded for its quantized weights);
+    codes, where found; ``stem``: the pixel-input form's folded first convolution, refolded for its quantized
+    weights);
     ``quantization`` (how it was quantized) goes into the manifest, with what QAT ranges and weights were carried.
     """
     out_path = Path(out_path)
