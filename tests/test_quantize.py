@@ -287,13 +287,12 @@ def test_learned_ranges_go_to_the_tensor_with_the_same_values_and_nowhere_else()
 def _conv_weights(model: bytes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(int8 codes OHWI, per-channel scales, dequantized bias) of every CONV_2D of a TFLite flatbuffer."""
     from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
 
     from quantize.tflite_int8 import OpGraph
 
     interpreter = Interpreter(model_content=model)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    from tensorflow.lite.tools import flatbuffer_utils
-
     out = []
     for op, inputs, _ in OpGraph(flatbuffer_utils.convert_bytearray_to_object(bytearray(model))).ops:
         if op == "CONV_2D":
