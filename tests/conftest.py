@@ -102,3 +102,23 @@ def conv_weight_codes_openvino(path: str) -> list[tuple[bool, int]]:
             assert node.get_element_type() == ov.Type.i8, op.get_friendly_name()
             out.append((op.get_type_name() == "Convolution", int(np.abs(node.get_data().astype(np.int32)).max())))
     return out
+
+
+def tflite_conv_weights(data: bytes) -> list[tuple[Any, Any, Any]]:
+    """(int8 codes OIHW, per-channel scales, dequantized bias) of every convolution of a TFLite flatbuffer."""
+    import numpy as np
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from quantize.tflite_int8 import OpGraph
+    from quantize.tflite_learned_weights import CONVOLUTIONS, _as_oihw
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    tensors = model.subgraphs[0].tensors
+    out = []
+    for op, inputs, _ in OpGraph(model).ops:
+        if op in CONVOLUTIONS:
+            w, b = tensors[inputs[1]], tensors[inputs[2]]
+            codes = np.frombuffer(bytes(model.buffers[w.buffer].data), np.int8).reshape(w.shape)
+            bias = np.frombuffer(bytes(model.buffers[b.buffer].data), "<i4") * np.asarray(b.quantization.scale)
+            out.append((_as_oihw(codes, op), np.asarray(w.quantization.scale), bias))
+    return out

@@ -30,7 +30,7 @@ from quantize.qat import DENSE_WEIGHT_CODES, FAKE_QUANTIZER
 from quantize.tflite_learned_weights import qdq_convolutions
 from runtime.contract import PreprocessSpec
 from runtime.preprocess import pixel_extremes
-from tests.conftest import ROOT, bccd_dir, conv_weight_codes_onnx, conv_weight_codes_openvino
+from tests.conftest import ROOT, bccd_dir, conv_weight_codes_onnx, conv_weight_codes_openvino, tflite_conv_weights
 
 DEFAULT = ROOT / "models" / "default-d0.pt"
 BCCD_MODEL = ROOT / "models" / "bccd-d0.pt"
@@ -232,26 +232,9 @@ def test_qat_artifacts_for_every_target(exported: dict[str, Any]) -> None:
     weights = json.loads(Path(qat["tflite"]["manifest"]).read_text())["artifact"]["quantization"]["weights_carried"]
     assert weights["carried"] == weights["convolutions"] == weights["learned"] > 200
     qat_codes = [c.codes for c in qdq_convolutions(onnx.load(qat["onnx"]["path"]))]
-    tflite_codes = _conv_codes_tflite(qat["tflite"]["path"])
+    tflite_codes = [codes for codes, _, _ in tflite_conv_weights(Path(qat["tflite"]["path"]).read_bytes())]
     assert len(tflite_codes) == len(qat_codes)
     assert all(any(np.array_equal(t, q) for q in qat_codes if q.shape == t.shape) for t in tflite_codes)
-
-
-def _conv_codes_tflite(path: str) -> list[np.ndarray]:
-    """The int8 weight codes (OIHW) of every convolution of a TFLite file."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    from quantize.tflite_int8 import OpGraph
-    from quantize.tflite_learned_weights import CONVOLUTIONS, _as_oihw
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(Path(path).read_bytes()))
-    tensors = model.subgraphs[0].tensors
-    out = []
-    for op, inputs, _ in OpGraph(model).ops:
-        if op in CONVOLUTIONS:
-            w = tensors[inputs[1]]
-            out.append(_as_oihw(np.frombuffer(bytes(model.buffers[w.buffer].data), np.int8).reshape(w.shape), op))
-    return out
 
 
 def _activation_scales_onnx(graph: onnx.GraphProto) -> list[float]:

@@ -17,7 +17,7 @@ from efficientdet.model.testing import detector_like_model_for
 from quantize.distill import distillation_loss
 from quantize.qat import QatConfig
 from quantize.tflite_int8 import _cut, configure_full_int8, floor_score_logits
-from tests.conftest import conv_weight_codes_onnx
+from tests.conftest import conv_weight_codes_onnx, tflite_conv_weights
 
 
 def _outputs(seed: int, anchors: int = 500, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,24 +284,6 @@ def test_learned_ranges_go_to_the_tensor_with_the_same_values_and_nowhere_else()
         apply_learned_ranges(calibrated, LearnedRanges(probe, (noise,)), tf)
 
 
-def _conv_weights(model: bytes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(int8 codes OHWI, per-channel scales, dequantized bias) of every CONV_2D of a TFLite flatbuffer."""
-    from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    from quantize.tflite_int8 import OpGraph
-
-    interpreter = Interpreter(model_content=model)
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    out = []
-    for op, inputs, _ in OpGraph(flatbuffer_utils.convert_bytearray_to_object(bytearray(model))).ops:
-        if op == "CONV_2D":
-            w, b = details[inputs[1]], details[inputs[2]]
-            bias = interpreter.get_tensor(inputs[2]) * b["quantization_parameters"]["scales"]
-            out.append((interpreter.get_tensor(inputs[1]), w["quantization_parameters"]["scales"], bias))
-    return out
-
-
 def test_tflite_takes_qat_s_weight_codes_where_its_rounding_moved_them() -> None:
     """TF's quantizer re-quantizes the float twin's 7-bit-grid weights at max|w|/127 (between QAT's codes); the QAT
     codes and scales go back in, times any factor the converter folded into the convolution, with the bias
@@ -327,12 +309,12 @@ def test_tflite_takes_qat_s_weight_codes_where_its_rounding_moved_them() -> None
     converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
     samples = [rng.normal(size=(1, 8, 8, 3)).astype(np.float32) for _ in range(8)]
     converted = convert_full_int8(converter, tf, samples, progress=False).data
-    (before_codes, before_scales, before_bias), untouched = _conv_weights(converted)
-    assert not np.array_equal(before_codes, codes.transpose(0, 2, 3, 1))  # the converter's rounding moved them
+    (before_codes, before_scales, before_bias), untouched = tflite_conv_weights(converted)
+    assert not np.array_equal(before_codes, codes)  # the converter's rounding moved them
     learned = LearnedConv(codes, scales, (1, 8, 8, 8))
     carried, transfer = apply_learned_weights(converted, [learned])
-    (after_codes, after_scales, after_bias), kept = _conv_weights(carried)
-    np.testing.assert_array_equal(after_codes, codes.transpose(0, 2, 3, 1))
+    (after_codes, after_scales, after_bias), kept = tflite_conv_weights(carried)
+    np.testing.assert_array_equal(after_codes, codes)
     np.testing.assert_allclose(after_scales, scales * 0.5, rtol=1e-6)
     np.testing.assert_allclose(after_bias, before_bias, rtol=0, atol=float(np.max(after_scales + before_scales)))
     assert all(np.array_equal(a, b) for a, b in zip(kept, untouched, strict=True))
