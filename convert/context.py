@@ -19,7 +19,7 @@ import torch
 from calib_data import CalibrationSet
 from efficientdet.model.config import ModelConfig
 from quantize.folded_stem import FoldedStem
-from runtime.preprocess import normalised_range
+from quantize.input_grid import input_range
 
 from .int8_recipe import Int8Recipe
 from .qat_model import QatModel, QatRequest
@@ -33,7 +33,8 @@ FLOAT_FALLBACK_TARGETS = ("onnx", "openvino")  # TFLite and Edge TPU builds stay
 class Int8Source:
     """What post-training int8 quantizes (the recipe's ``input_form``): the graph, the config its
     artifacts' manifests describe, the calibration images in the units of its input, the whole range every
-    possible pixel covers there (the input quantizer's range, whatever the calibration images held) and, for the
+    possible pixel covers there (the input quantizer's range, whatever the calibration images held, on a grid with
+    no pixel value on a rounding tie: :mod:`quantize.input_grid`) and, for the
     pixel-input form, its folded first convolution."""
 
     proto: onnx.ModelProto
@@ -115,7 +116,7 @@ class ExportContext:
                                                folded_stem(proto, self.config.preprocess))
             else:
                 self._int8_source = Int8Source(self.fp32, self.config, recipe.calib,
-                                               normalised_range(self.config.preprocess))
+                                               input_range(self.config.preprocess))
         return self._int8_source
 
     def int8_onnx(self) -> Path:

@@ -23,6 +23,7 @@ import torch
 
 from efficientdet.data.records import DetectionDataset
 from efficientdet.model.config import ModelConfig
+from quantize.input_grid import input_range
 from quantize.onnx_int8 import hold_qdq_input_range
 from quantize.qat import (
     FAKE_QUANTIZER,
@@ -31,10 +32,10 @@ from quantize.qat import (
     calibrate,
     finetune,
     float_twin,
+    hold_input_quantizer,
     prepare,
     to_qdq_onnx,
 )
-from runtime.preprocess import normalised_range
 
 from .int8_recipe import INPUT_FULL_RANGE, Int8Recipe
 
@@ -88,6 +89,7 @@ def qat_model(model: torch.nn.Module, config: ModelConfig, recipe: Int8Recipe, r
     used = min(qcfg.calib_images, len(recipe.calib))
     log.info(f"QAT: preparing {config.name} (torchao PT2E, fake quantization) and calibrating ranges on {used} images")
     qat = prepare(model, config.input_size)
+    hold_input_quantizer(qat, input_range(config.preprocess))  # QAT trains on the input grid the files use
     calibrate(qat, recipe.calib, qcfg.calib_images)
     train = request.train_set
     log.info(f"QAT: fine-tuning {qcfg.epochs:g} epochs on {len(train.records)} images of {train.source} "
@@ -97,7 +99,7 @@ def qat_model(model: torch.nn.Module, config: ModelConfig, recipe: Int8Recipe, r
     twin = float_twin(qat, model, recipe.calib.nhwc(0)) if keep_float else None
     qdq = to_qdq_onnx(qat, config.input_size)
     check_static(qdq)
-    qdq = hold_qdq_input_range(qdq, normalised_range(config.preprocess))
+    qdq = hold_qdq_input_range(qdq, input_range(config.preprocess))
     # No wall time in the manifest: the same checkpoint and schedule give the same bytes.
     info = {"qat": {**qcfg.to_dict(), "fake_quantizer": FAKE_QUANTIZER, "train_split": train.split,
                     "train_images": len(train.records), "history": history}}

@@ -223,6 +223,47 @@ def prepare(model: torch.nn.Module, input_size: int) -> torch.fx.GraphModule:
         return prepare_qat_pt2e(exported.module(), _quantizer())
 
 
+# Ops between the model input and its first quantizer that only move values (the stem's padding).
+_INPUT_MOVERS = frozenset({torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default})
+
+
+def input_quantizers(qat: torch.fx.GraphModule) -> list[str]:
+    """The fake quantizers on the model input, directly or after padding (nearest first): the input quantizer."""
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    todo = [n for n in qat.graph.nodes if n.op == "placeholder"]
+    found: list[str] = []
+    while todo:
+        node = todo.pop(0)
+        for user in node.users:
+            if user.op == "call_module" and isinstance(qat.get_submodule(user.target), FakeQuantizeBase):
+                found.append(str(user.target))
+            elif user.op == "call_function" and user.target in _INPUT_MOVERS:
+                todo.append(user)
+    return found
+
+
+@torch.no_grad()
+def hold_input_quantizer(qat: torch.fx.GraphModule, input_range: tuple[float, float]) -> int:
+    """Fix the input quantizer at ``input_range`` (a grid's end points, :func:`quantize.input_grid.input_range`) and
+    stop its observer, so QAT trains on the very input rounding every artifact applies; without this it trained on
+    the calibration images' narrower range and the files got the whole pixel range only after training. Returns how
+    many quantizers it set."""
+    names = input_quantizers(qat)
+    if not names:
+        raise ValueError("the prepared model has no fake quantizer on its input: no input range to hold")
+    for name in names:
+        m = qat.get_submodule(name)
+        observer = m.activation_post_process
+        observer.min_val.copy_(torch.tensor(input_range[0]))
+        observer.max_val.copy_(torch.tensor(input_range[1]))
+        scale, zero = observer.calculate_qparams()
+        m.scale.resize_(scale.shape).copy_(scale)
+        m.zero_point.resize_(zero.shape).copy_(zero)
+        m.disable_observer()
+    return len(names)
+
+
 @torch.no_grad()
 def calibrate(qat: torch.fx.GraphModule, calib: CalibrationSet, count: int, batch: int = 8) -> None:
     """Initialise the fake-quant ranges from the calibration set (BN in inference mode, observers on)."""

@@ -97,13 +97,14 @@ def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[
                       method: str = "percentile", progress: bool = True, float_outputs: bool = False,
                       score_floor: float | None = None, extremes: Sequence[np.ndarray] = (),
                       learned: LearnedRanges | None = None, stem: FoldedStem | None = None,
-                      weights: Sequence[LearnedConv] = ()) -> TfliteFlatbuffer:
+                      weights: Sequence[LearnedConv] = (), grid: tuple[float, float] | None = None) -> TfliteFlatbuffer:
     """The fully integer flatbuffer, its activation ranges calibrated by ``method`` on ``calib`` (a calibration
     set, or its images already as the model's ``[1, S, S, 3]`` inputs); with ``learned`` (a QAT model's ranges),
     those ranges replace the calibrated ones wherever their tensors are found
     (:mod:`quantize.tflite_learned_ranges`); with ``score_floor`` (a logit), the ranges into the graph's sigmoid
     start there (:func:`floor_score_logits`); with ``extremes`` (the black and white frames as model inputs), the
-    input side holds the whole pixel range (:func:`hold_pixel_range`); with ``stem`` (the model takes pixels with the
+    input side holds the whole pixel range (:func:`hold_pixel_range`; ``grid``: the input's range as
+    :func:`quantize.input_grid.input_range` sets it); with ``stem`` (the model takes pixels with the
     normalisation folded into its first convolution), that convolution's bias is refolded for its quantized
     weights (:func:`refold_stem_bias`); with ``weights`` (a QAT model's convolutions), their int8 codes and scales
     replace the converter's wherever found (:mod:`quantize.tflite_learned_weights`)."""
@@ -126,7 +127,7 @@ def convert_full_int8(converter: Any, tf: Any, calib: CalibrationSet | Sequence[
     if score_floor is not None:
         ranges = floor_score_logits(ranges, score_floor)
     if len(extremes):
-        ranges = hold_pixel_range(ranges, extremes, tf)
+        ranges = hold_pixel_range(ranges, extremes, tf, grid)
     dtype = tf.int8 if io_dtype == "int8" else tf.uint8
     data = tf_convert.mlir_quantize(ranges, input_data_type=dtype,
                                     output_data_type=tf.float32 if float_outputs else dtype)
@@ -302,10 +303,13 @@ def floor_score_logits(calibrated: bytes, floor: float) -> bytes:
 _WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
-def hold_pixel_range(calibrated: bytes, extremes: Sequence[np.ndarray], tf: Any) -> bytes:
+def hold_pixel_range(calibrated: bytes, extremes: Sequence[np.ndarray], tf: Any,
+                     grid: tuple[float, float] | None = None) -> bytes:
     """``calibrated`` with the input's range, and that of every tensor between the input and the first
     convolutions (normalisation, padding), widened to hold ``extremes``: the black and the white frame as the
-    model takes them.
+    model takes them. With ``grid`` (a range holding the input's extremes, :func:`quantize.input_grid.input_range`),
+    the input and every tensor on that path whose extremes are the input's (padding, reshapes) take it instead, so
+    that no pixel value lies on a rounding tie of their quantizer.
 
     Calibrated on the calibration images alone, the input quantizer clipped whatever those images never showed:
     16-34 % of the input values of darker or more colourful photos for the BCCD D0's int8 artifacts, 0.1 % or
@@ -332,9 +336,16 @@ def hold_pixel_range(calibrated: bytes, extremes: Sequence[np.ndarray], tf: Any)
         for i in chain:
             values = interpreter.get_tensor(i)
             low[i], high[i] = min(low[i], float(values.min())), max(high[i], float(values.max()))
+    first = int(g.graph.inputs[0])
     for i in chain:
         q = g.single_range(i)
-        if q is not None:
+        if q is None:
+            continue
+        if grid is not None and np.isclose(low[i], low[first]) and np.isclose(high[i], high[first]):
+            if not (grid[0] <= low[i] + 1e-6 and grid[1] >= high[i] - 1e-6):
+                raise ValueError(f"the input grid {grid} does not hold the input's extremes {low[i]}..{high[i]}")
+            q.min, q.max = [float(grid[0])], [float(grid[1])]
+        else:
             q.min = [min(float(q.min[0]), low[i], 0.0)]
             q.max = [max(float(q.max[0]), high[i], 0.0)]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

@@ -122,3 +122,17 @@ def tflite_conv_weights(data: bytes) -> list[tuple[Any, Any, Any]]:
             bias = np.frombuffer(bytes(model.buffers[b.buffer].data), "<i4") * np.asarray(b.quantization.scale)
             out.append((_as_oihw(codes, op), np.asarray(w.quantization.scale), bias))
     return out
+
+
+class ImagesAsCalibration:
+    """A batch of images (an ``[N, 3, H, W]`` tensor) in the calibration set's interface, as
+    ``quantize.qat.calibrate`` reads it."""
+
+    def __init__(self, images: Any) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def nchw(self, i: int) -> Any:
+        return self.images[i : i + 1].numpy()

@@ -131,23 +131,27 @@ def test_exports_made_with_another_int8_recipe_are_not_reused(run: dict[str, Any
 
 def test_qat_files_with_8_bit_weights_or_fused_fake_quantizers_are_not_reused() -> None:
     """QAT's ONNX and OpenVINO files had 8-bit weights until session 24 (they saturate on AVX2 kernels: -14 points on
-    the BCCD Lite0's IR, docs/INT8-CPU-CLASSES.md), and until session 25 every QAT file came from torchao's fused fake
-    quantizer, which trained on other scales than the files hold; a benchmark must not time such a file as today's
-    recipe."""
+    the BCCD Lite0's IR, docs/INT8-CPU-CLASSES.md), until session 25 every QAT file came from torchao's fused fake
+    quantizer, which trained on other scales than the files hold, and until session 26 the input grid of every int8
+    file put the Lite models' pixels on rounding ties (quantize/input_grid.py); a benchmark must not time such a file
+    as today's recipe."""
     from benchmarks.exports import current_recipe
     from calib_data.store import SHIFTED_SHARE
     from convert.int8_recipe import INPUT_FULL_RANGE, SCHEME, SCHEMES
     from quantize.qat import FAKE_QUANTIZER, QatConfig
 
-    def qat_file(target: str, scheme: dict[str, str], fake_quantizer: str | None = FAKE_QUANTIZER) -> dict[str, Any]:
+    def qat_file(target: str, scheme: dict[str, str], fake_quantizer: str | None = FAKE_QUANTIZER,
+                 input: str = INPUT_FULL_RANGE) -> dict[str, Any]:
         return {"target": target, "precision": "int8-qat", "quantization": {
-            "scheme": scheme, "input": INPUT_FULL_RANGE, "calibration": {"shifted": SHIFTED_SHARE},
+            "scheme": scheme, "input": input, "calibration": {"shifted": SHIFTED_SHARE},
             "qat": {"objective": QatConfig().objective, "photometric": QatConfig().photometric,
                     **({"fake_quantizer": fake_quantizer} if fake_quantizer else {})}}}
 
     for target in ("onnx", "openvino", "tflite"):
         assert current_recipe(qat_file(target, SCHEMES[target]))
         assert not current_recipe(qat_file(target, SCHEMES[target], fake_quantizer=None))
+        tied = "normalised image, quantized over the whole 0-255 pixel range"  # what session 25's files said
+        assert not current_recipe(qat_file(target, SCHEMES[target], input=tied))
     assert not current_recipe(qat_file("onnx", SCHEME)) and not current_recipe(qat_file("openvino", SCHEME))
 
 

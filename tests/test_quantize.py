@@ -17,7 +17,7 @@ from efficientdet.model.testing import detector_like_model_for
 from quantize.distill import distillation_loss
 from quantize.qat import QatConfig
 from quantize.tflite_int8 import _cut, configure_full_int8, floor_score_logits
-from tests.conftest import conv_weight_codes_onnx, tflite_conv_weights
+from tests.conftest import ImagesAsCalibration, conv_weight_codes_onnx, tflite_conv_weights
 
 
 def _outputs(seed: int, anchors: int = 500, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,19 +74,6 @@ def _fake_quantizers(qat: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in qat.modules() if isinstance(m, FakeQuantizeBase)]
 
 
-class _ImagesAsCalibration:
-    """A batch of images in the calibration set's interface (what ``quantize.qat.calibrate`` reads)."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def nchw(self, i: int) -> np.ndarray:
-        return self.images[i : i + 1].numpy()
-
-
 @torch.no_grad()
 def test_qat_simulates_the_fp32_model_and_its_float_twin_is_what_qat_runs() -> None:
     """torchao's QAT conv + BN simulation fixes BN epsilon at 1e-5; EfficientDet's is 1e-3. Before QAT got a copy
@@ -109,7 +96,7 @@ def test_qat_simulates_the_fp32_model_and_its_float_twin_is_what_qat_runs() -> N
     reference = model(images)
     qat = prepare(model, config.input_size)
 
-    calibrate(qat, _ImagesAsCalibration(images), 2)
+    calibrate(qat, ImagesAsCalibration(images), 2)
     pt2e.move_exported_model_to_eval(qat)
     quantized = qat(images)
     twin = float_twin(qat, model, images[:1].numpy().transpose(0, 2, 3, 1))
@@ -174,7 +161,7 @@ def test_qat_learns_7_bit_weights_on_dense_convolutions() -> None:
     images = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
     qat = prepare(detector_like_model_for(config, images), config.input_size)
 
-    calibrate(qat, _ImagesAsCalibration(images), 2)
+    calibrate(qat, ImagesAsCalibration(images), 2)
     pt2e.move_exported_model_to_eval(qat)
     codes = conv_weight_codes_onnx(to_qdq_onnx(qat, config.input_size))
     dense = [c for is_dense, c in codes if is_dense]
@@ -199,7 +186,7 @@ def test_qat_files_hold_the_weights_qat_trained() -> None:
     config = make_config(0, "lite", num_classes=3, input_size=64)
     images = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
     qat = prepare(detector_like_model_for(config, images), config.input_size)
-    calibrate(qat, _ImagesAsCalibration(images), 2)
+    calibrate(qat, ImagesAsCalibration(images), 2)
     pt2e.move_exported_model_to_eval(qat)
     trained: list[np.ndarray] = []
     hooks = [qat.get_submodule(name).register_forward_hook(lambda m, args, out: trained.append(out.double().numpy()))

@@ -38,6 +38,7 @@ from calib_data import CalibrationSet
 from efficientdet.model.config import ModelConfig
 from efficientdet.model.detector import INPUT_NAME, OUTPUT_NAMES
 from quantize.folded_stem import FoldedStem
+from quantize.input_grid import input_range
 from quantize.tflite_int8 import TfliteFlatbuffer, convert_full_int8
 from quantize.tflite_learned_ranges import LearnedRanges
 from quantize.tflite_learned_weights import LearnedConv, qdq_convolutions
@@ -207,14 +208,15 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
                           calib: CalibrationSet | None = None, io_dtype: str = "int8",
                           calib_method: str = "percentile", extremes: Sequence[np.ndarray] = (),
                           learned: LearnedRanges | None = None, stem: FoldedStem | None = None,
-                          weights: Sequence[LearnedConv] = ()) -> TfliteFlatbuffer:
+                          weights: Sequence[LearnedConv] = (), grid: tuple[float, float] | None = None
+                          ) -> TfliteFlatbuffer:
     """TFLite flatbuffer with signature ``serving_default(images) -> {logits, box_regression}``.
 
     ``int8``/``int8-qat``: fully integer, calibrated on ``calib`` by ``calib_method``
     (:mod:`quantize.tflite_int8`), ``io_dtype`` (int8|uint8) inputs and outputs, the input side sized to hold
-    ``extremes`` (the black and white frames as model inputs); ``learned``: QAT's ranges, carried in wherever
-    their tensors are found (``int8-qat``), and ``weights``: QAT's convolutions, whose codes and scales replace the
-    converter's; ``stem``: the pixel-input form's folded first convolution.
+    ``extremes`` (the black and white frames as model inputs) on the input ``grid``; ``learned``: QAT's ranges,
+    carried in wherever their tensors are found (``int8-qat``), and ``weights``: QAT's convolutions, whose codes and
+    scales replace the converter's; ``stem``: the pixel-input form's folded first convolution.
     """
     tf = _import_tf()
     loaded = tf.saved_model.load(str(saved_model))
@@ -234,7 +236,7 @@ def saved_model_to_tflite(saved_model: str | Path, onnx_path: str | Path, input_
         if calib is None:
             raise ValueError("TFLite int8 export needs a calibration set")
         quantized = convert_full_int8(converter, tf, calib, io_dtype, calib_method, extremes=extremes,
-                                      learned=learned, stem=stem, weights=weights)
+                                      learned=learned, stem=stem, weights=weights, grid=grid)
         _check_fully_integer(quantized.data)
         return quantized
     elif precision != "fp32":
@@ -290,7 +292,8 @@ def export_tflite(onnx_path: str | Path, config: ModelConfig, out_path: str | Pa
         saved = Path(saved_model) if saved_model else onnx_to_saved_model(onnx_path, tmp / "onnx2tf")
         extremes = [frame[None] for frame in pixel_extremes(config.preprocess)]
         converted = saved_model_to_tflite(saved, onnx_path, config.input_size, precision, calib, io_dtype,
-                                          calib_method, extremes, learned, stem, weights)
+                                          calib_method, extremes, learned, stem, weights,
+                                          grid=input_range(config.preprocess))
         data = converted.data
         if converted.transfer is not None:
             t = converted.transfer
