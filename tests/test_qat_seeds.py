@@ -35,6 +35,9 @@ def test_mean_spread_and_goal_per_target(tmp_path: Path) -> None:
     onnx, tflite = doc["targets"]["onnx"], doc["targets"]["tflite"]
     assert onnx["qat_mean_points"] == pytest.approx(0.0) and onnx["qat_spread_points"] == pytest.approx(0.5)
     assert onnx["goal_met"] and not tflite["goal_met"]  # one seed of three at +0.4 misses the 0.3 goal
+    # one-sided, a gain is not a loss: +0.4 is no loss, -0.4 is
+    assert tflite["no_loss_beyond_goal"]
+    assert not summarize_seeds([_report(0, {"onnx": -0.4})])["targets"]["onnx"]["no_loss_beyond_goal"]
     assert onnx["post_training"]["map_delta_points"] == pytest.approx(-0.1)
     paths = []
     for i, r in enumerate(reports):
@@ -46,6 +49,8 @@ def test_mean_spread_and_goal_per_target(tmp_path: Path) -> None:
     assert (tmp_path / "out.png").stat().st_size > 0 and "| tflite | -0.10 | -0.20 | +0.40 | +0.00 |" in md
     # the field in both directions, post-training then each seed: the gate bounds each direction on its own
     assert "| 80.0% / 90.0% | 80.0% / 90.0%; 80.0% / 90.0%; 80.0% / 90.0% |" in md
+    # goal (two-sided) not met, no loss met, and the split's detection match per seed
+    assert "| not met | met | 80.0% / 90.0% |" in md and "| 95.0% / —; 95.0% / —; 95.0% / — |" in md
 
 
 def test_runs_with_another_calibration_are_refused() -> None:
