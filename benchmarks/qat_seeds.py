@@ -139,7 +139,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("ΔmAP vs FP32 (points)")
     ax.set_title(f"{doc['model']} {doc['input_size']} px, {doc['split']} split: int8 vs FP32")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp)
