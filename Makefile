@@ -66,7 +66,7 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 	bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-input-rounding \
 	bccd-lite0-512-audited-train bccd-lite0-512-audited-eval bccd-lite0-576-train bccd-lite0-576-eval \
 	bccd-lite0-512-augfix-train bccd-lite0-512-augfix-eval bccd-lite0-512-augfix-int8 bccd-lite0-512-int8-pixels \
-	bccd-lite0-512-augfix-qat-seeds
+	bccd-lite0-512-augfix-qat-seeds bccd-lite0-512-augfix-rounding-noise bccd-d0-rounding-noise
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -122,13 +122,15 @@ help:
 	@echo "make bccd-lite0-512-augfix-train / -eval / -int8 [QAT=1]   the 512 recipe with each epoch's own"
 	@echo "     augmentations (models/bccd-lite0-512-augfix.pt, results/bccd-lite0-512-augfix-{eval,int8}.md)"
 	@echo "     bccd-lite0-512-augfix-qat-seeds [QAT_SEEDS='0 1 2']: its QAT once per seed"
-	@echo "     (results/bccd-lite0-512-augfix-qat-seeds.md)"
+	@echo "     (results/bccd-lite0-512-augfix-qat-seeds.md); bccd-lite0-512-augfix-rounding-noise: how far int8"
+	@echo "     rounding alone moves its mAP, the QAT files among the draws (results/bccd-lite0-512-augfix-rounding-noise.md)"
 	@echo "make bccd-label-audit           BCCD's labels audited by the Lite0 at 448 (results/bccd-label-audit/)"
 	@echo "make bccd-input-rounding        the BCCD models against themselves under int8 input rounding"
 	@echo "     (results/bccd-fp32-input-rounding.md: what their int8 detection match is read against)"
 	@echo "make bccd-int8                  int8 PTQ + QAT on the BCCD D0, every target (results/bccd-d0-int8.md)"
 	@echo "make bccd-qat-seeds [QAT_SEEDS='0 1 2']   the same QAT once per seed: mean and spread"
 	@echo "     (results/bccd-d0-qat-seeds.md); bccd-lite0-448-qat-seeds: the Lite0 at 448 (results/bccd-lite0-448-qat-seeds.md)"
+	@echo "     bccd-d0-rounding-noise: how far int8 rounding alone moves the D0's mAP (results/bccd-d0-rounding-noise.md)"
 	@echo "make bench-d0-512               make bench at 512 on the D0 trained at 512 (results/bench-d0-512/)"
 
 $(STAMP):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from runtime.fileio import atomic_write_bytes  # noqa: E402
+
+from .figures import png_bytes  # noqa: E402
 
 COLOURS = {"pytorch": "#7f7f7f", "onnxruntime": "#bcbd22", "onnx": "#1f77b4", "openvino": "#9467bd",
            "tflite": "#ff7f0e", "edgetpu": "#2ca02c"}
@@ -77,13 +78,6 @@ def profile_lines(profile: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "int8-qat": "D"}
 
 
@@ -115,7 +109,7 @@ def latency_vs_accuracy_png(rows: list[dict[str, Any]]) -> bytes:
     handles += [Line2D([], [], color="#555", marker="X", ls="", label="baseline"),
                 Line2D([], [], color="#555", marker="o", markerfacecolor="none", ls="", label="gate failed")]
     axes[0][-1].legend(handles=handles, fontsize=8, loc="best")
-    return _png(fig)
+    return png_bytes(fig, dpi=110)
 
 
 def latency_breakdown_png(rows: list[dict[str, Any]]) -> bytes:
@@ -133,7 +127,7 @@ def latency_breakdown_png(rows: list[dict[str, Any]]) -> bytes:
     ax.set_title("latency breakdown")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig, dpi=110)
 
 
 def markdown(doc: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks.figures import png_bytes
 from convert.gates import FIELD_DET_MATCH_MIN
 from convert.report import input_rounding_line
 from efficientdet.map_bootstrap import interval_text
@@ -141,10 +142,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{doc['model']} {doc['input_size']} px, {doc['split']} split: int8 vs FP32")
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, png_bytes(fig))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from efficientdet.data.records import DetectionDataset
+from efficientdet.data.records import DetectionDataset, ImageRecord
 from efficientdet.train.batches import load_example
 from runtime.contract import EVAL_POSTPROCESS, PostprocessSpec, PreprocessSpec
 from runtime.postprocess import Detections, postprocess
@@ -26,24 +26,39 @@ from runtime.preprocess import letterbox_geometry
 Predictions = list[Detections]  # per record, boxes in original image pixels
 
 
+def torch_outputs(model: torch.nn.Module, dataset: DetectionDataset, preprocess_spec: PreprocessSpec,
+                  batch_size: int = 4, progress: bool = True,
+                  transform: Callable[[np.ndarray, int], np.ndarray] | None = None,
+                  ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(record index, logits, box deltas)`` of a PyTorch model over the dataset, in record order.
+    ``transform(x, index)``: what the model sees instead of the pre-processed ``HxWx3`` image ``x`` (a perturbation,
+    :mod:`convert.rounding_noise`)."""
+    model.eval()
+    indices = range(len(dataset.records))
+    batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
+    for chunk in tqdm(batches, desc="eval", disable=not progress, leave=False):
+        images = [load_example(dataset.records[i], preprocess_spec)[0] for i in chunk]
+        if transform is not None:
+            images = [transform(x, i) for x, i in zip(images, chunk)]
+        with torch.no_grad():
+            logits, deltas = model(torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))))
+        for j, i in enumerate(chunk):
+            yield i, logits[j].numpy(), deltas[j].numpy()
+
+
+def to_detections(logits: np.ndarray, deltas: np.ndarray, record: ImageRecord, preprocess_spec: PreprocessSpec,
+                  anchors: np.ndarray, post_spec: PostprocessSpec | None = None) -> Detections:
+    """One image's raw outputs through the runtime's post-processing, boxes in the original image's pixels."""
+    det = postprocess(logits, deltas, anchors, post_spec or EVAL_POSTPROCESS)
+    return det.to_original(letterbox_geometry(record.height, record.width, preprocess_spec.input_size))
+
+
 def torch_predict(model: torch.nn.Module, dataset: DetectionDataset, preprocess_spec: PreprocessSpec,
                   anchors: np.ndarray, post_spec: PostprocessSpec | None = None, batch_size: int = 4,
                   progress: bool = True) -> Predictions:
     """Run a PyTorch model over the dataset with the runtime's pre/post-processing."""
-    post = post_spec or EVAL_POSTPROCESS
-    model.eval()
-    out: Predictions = []
-    indices = range(len(dataset.records))
-    batches = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
-    for chunk in tqdm(batches, desc="eval", disable=not progress, leave=False):
-        images = np.stack([load_example(dataset.records[i], preprocess_spec)[0] for i in chunk]).transpose(0, 3, 1, 2)
-        with torch.no_grad():
-            logits, deltas = model(torch.from_numpy(np.ascontiguousarray(images)))
-        for j, i in enumerate(chunk):
-            rec = dataset.records[i]
-            det = postprocess(logits[j].numpy(), deltas[j].numpy(), anchors, post)
-            out.append(det.to_original(letterbox_geometry(rec.height, rec.width, preprocess_spec.input_size)))
-    return out
+    return [to_detections(logits, deltas, dataset.records[i], preprocess_spec, anchors, post_spec)
+            for i, logits, deltas in torch_outputs(model, dataset, preprocess_spec, batch_size, progress)]
 
 
 def coco_evaluation(dataset: DetectionDataset, predictions: Iterable[Detections]) -> COCOeval | None:

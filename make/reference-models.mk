@@ -57,14 +57,24 @@ bccd-int8: $(STAMP)
 		--command "make bccd-int8" --note "$$(cat results/notes/bccd-d0-int8.md)" && exit $$rc
 
 # QAT's spread over seeds on the BCCD D0 (issue 15): the bccd-int8 export once per seed (seed 0 is bccd-int8's
-# own), each gated as usual, then results/bccd-d0-qat-seeds.{json,md,png}. About 40 min per seed on 2 cores.
+# own), each gated as usual, then results/bccd-d0-qat-seeds.{json,md,png}. About 23 min per seed on 2 cores. A
+# seed whose folder already holds a report is kept (as bccd-lite0-512-augfix-qat-seeds); delete it to run again.
 QAT_SEEDS ?= 0 1 2
 bccd-qat-seeds: $(STAMP)
-	for s in $(QAT_SEEDS); do \
-		$(bccd_int8_export) --qat-seed $$s --out $(BCCD_INT8_OUT)-s$$s || echo "seed $$s: exit $$? (gate)"; done
+	for s in $(QAT_SEEDS); do d=$(BCCD_INT8_OUT)-s$$s; \
+		if [ -f $$d/report.json ]; then echo "seed $$s: $$d/report.json exists, kept"; continue; fi; \
+		$(bccd_int8_export) --qat-seed $$s --out $$d || echo "seed $$s: exit $$? (gate)"; done
 	$(PY) -m benchmarks.qat_seeds --reports $(foreach s,$(QAT_SEEDS),$(BCCD_INT8_OUT)-s$(s)/report.json) \
 		--out results/bccd-d0-qat-seeds --command "make bccd-qat-seeds" \
 		--note "$$(cat results/notes/bccd-d0-qat-seeds.md)"
+
+# How far int8 rounding alone moves the BCCD D0's mAP on its test split, its QAT seeds' files among the draws
+# (as bccd-lite0-512-augfix-rounding-noise): results/bccd-d0-rounding-noise.{json,md,png}, ~6 min.
+bccd-d0-rounding-noise: $(STAMP)
+	$(PY) -m benchmarks.rounding_noise --ckpt $(BCCD_MODEL) --data "$(BCCD)" --split test \
+		--reports $(foreach s,$(QAT_SEEDS),$(BCCD_INT8_OUT)-s$(s)/report.json) \
+		--out results/bccd-d0-rounding-noise --command "make bccd-d0-rounding-noise" \
+		--note "$$(cat results/notes/bccd-d0-rounding-noise.md)"
 
 # The same table for the BCCD Lite0 (results/bccd-lite0-int8.{json,md}).
 BCCD_LITE_INT8_OUT ?= exports/bccd-lite0-int8
@@ -174,6 +184,15 @@ bccd-lite0-512-augfix-qat-seeds: $(STAMP)
 	$(PY) -m benchmarks.qat_seeds --reports $(foreach s,$(QAT_SEEDS),$(BCCD_LITE512F_SEEDS_OUT)-s$(s)/report.json) \
 		--out results/bccd-lite0-512-augfix-qat-seeds --command "make bccd-lite0-512-augfix-qat-seeds" \
 		--note "$$(cat results/notes/bccd-lite0-512-augfix-qat-seeds.md)"
+
+# How far int8 rounding alone moves that model's mAP on its test split (convert/rounding_noise.py: the FP32 model
+# under 10 seeded draws each of input and weight rounding), with the QAT seeds' int8 files placed among the draws:
+# the resolution of one file's ΔmAP there. results/bccd-lite0-512-augfix-rounding-noise.{json,md,png}, ~12 min.
+bccd-lite0-512-augfix-rounding-noise: $(STAMP)
+	$(PY) -m benchmarks.rounding_noise --ckpt $(BCCD_LITE512F_MODEL) --data "$(BCCD)" --split test \
+		--reports $(foreach s,$(QAT_SEEDS),$(BCCD_LITE512F_SEEDS_OUT)-s$(s)/report.json) \
+		--out results/bccd-lite0-512-augfix-rounding-noise --command "make bccd-lite0-512-augfix-rounding-noise" \
+		--note "$$(cat results/notes/bccd-lite0-512-augfix-rounding-noise.md)"
 
 # The same 512 px recipe trained without the 12 training and validation images the label audit flagged (red cells
 # fill them, no RBC box; results/bccd-label-audit/flagged.txt): every red cell found there taught the model to call
