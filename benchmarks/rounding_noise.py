@@ -81,8 +81,10 @@ def markdown(doc: dict[str, Any], png: str) -> str:
              "of the roundings an int8 file makes, nothing else changed (convert/rounding_noise.py): every input "
              "value moved by up to half a grey level, every convolution weight by up to half its int8 step (per "
              "output channel, max |w| / 127), or both; and the weights on their nearest codes (one fixed draw). "
-             "Raw outputs' relative L2 against the unperturbed model, median over the draws. A file whose ΔmAP lies "
-             "within these draws' spread may be as faithful as int8 gets, on whichever side of FP32 it lands.", "",
+             "Raw outputs' relative L2 against the unperturbed model, median over the draws. The activations' "
+             "quantization is not drawn: where a file moves the raw outputs about as far as the draws do, a ΔmAP "
+             "within their spread may be as faithful as int8 gets, on whichever side of FP32 it lands; where it moves "
+             "them much further, the draws do not bound its ΔmAP.", "",
              f"| perturbation | draws | logits rel L2 | boxes rel L2 | ΔmAP mean | ΔmAP sd | ΔmAP min … max "
              f"| within ±{goal} |" + (f" {n_files} files all within ±{goal} |" if files else ""),
              "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if files else "")]
