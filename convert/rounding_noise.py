@@ -105,6 +105,7 @@ class RoundingNoise:
         self.model, self.contract, self.dataset = model.eval(), contract, dataset
         self.anchors = generate_anchors(contract.anchors)
         self.map_ref, self._ref = self._pass(self.model, None)
+        self._ref_norms = [sum(float((ref[k] ** 2).sum()) for ref in self._ref) for k in (0, 1)]  # logits, boxes
 
     def _pass(self, model: nn.Module, transform: Callable[[np.ndarray, int], np.ndarray] | None,
               ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
@@ -121,7 +122,7 @@ class RoundingNoise:
 
         def rel_l2(k: int) -> float:
             err = sum(float(((out[k] - ref[k]) ** 2).sum()) for out, ref in zip(raw, self._ref))
-            return float(np.sqrt(err / max(sum(float((ref[k] ** 2).sum()) for ref in self._ref), 1e-30)))
+            return float(np.sqrt(err / max(self._ref_norms[k], 1e-30)))
 
         return Draw(kind, seed, mean_ap, rel_l2(0), rel_l2(1))
 
