@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from efficientdet.model.config import ModelConfig
 from quantize.folded_stem import FoldedStem
 from quantize.input_grid import input_range
 
-from .int8_recipe import Int8Recipe
+from .int8_recipe import INPUT_FLOAT, Int8Recipe
 from .qat_model import QatModel, QatRequest
 
 log = logging.getLogger(__name__)
@@ -158,16 +159,29 @@ class ExportContext:
         return self._sensitivity
 
     def float_layers(self, target: str) -> list[str]:
-        """The ONNX node names ``target`` keeps in float: the recipe's K most sensitive layers, or none."""
+        """The ONNX node names ``target`` keeps in float: the recipe's K most sensitive layers (never the pixel-input
+        form's folded stem), or none."""
+        from quantize.sensitivity import fallback_layers
+
         recipe = self.recipe()
         if not recipe.fallback or target not in FLOAT_FALLBACK_TARGETS:
             return []
         first = self._sensitivity is None
-        names = [s.node for s in self.sensitivity()[: recipe.fallback]]
+        stem = self.int8_source().stem
+        names = fallback_layers(self.sensitivity(), recipe.fallback, [stem.node] if stem else [])
         if first:
             log.info(f"keeping {recipe.fallback} most sensitive layers in float for onnx/openvino: {names} "
                      "(TFLite stays fully integer)")
         return names
+
+    def int8_described(self, target: str, kept: Sequence[str], **extra: Any) -> dict[str, Any]:
+        """The manifest's quantization block of ``target``'s post-training int8 file that keeps ``kept`` in float:
+        a file whose first layer is among them reads its input in float, and says so."""
+        from quantize.onnx_int8 import reads_input_in_float
+
+        if reads_input_in_float(self.int8_source().proto, kept):
+            extra = {**extra, "input": INPUT_FLOAT}
+        return self.recipe().describe(target, kept, **extra)
 
     def qat_model(self) -> QatModel:
         """The QAT-fine-tuned model (:mod:`convert.qat_model`), made on first use."""

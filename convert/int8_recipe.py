@@ -47,6 +47,8 @@ SCHEMES = {target: q.scheme for target, q in QUANTIZERS.items()}
 # the first half and are not reused by the benchmark).
 INPUT_FULL_RANGE = "normalised image, quantized over the whole 0-255 pixel range, no pixel on a rounding tie"
 INPUT_PIXELS = "uint8 pixels, normalisation in the graph over the whole 0-255 pixel range"
+# A file whose first layers are kept in float (``--float-layers``) reads its input in float: nothing there to clip.
+INPUT_FLOAT = "normalised image, read in float (its first layer is kept in float)"
 INPUT_FOLDED = "pixels 0-255, each a code (scale 1, zero point 0); normalisation folded into the first convolution"
 # What the post-training int8 artifacts take (``--int8-input``): the normalised image, or pixels with the
 # normalisation folded into the first convolution (convert/pixel_input.py), the manifest's ``quantization.input``.

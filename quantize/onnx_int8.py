@@ -127,6 +127,15 @@ def input_side(model: onnx.ModelProto) -> dict[str, float]:
     return names
 
 
+def reads_input_in_float(model: onnx.ModelProto, exclude: Iterable[str]) -> bool:
+    """Whether every weighted op that reads the input of ``model`` (directly or after ops that only move its values)
+    is among the ``exclude``d nodes: the quantized model then has no input quantizer, and so no input range."""
+    side = input_side(model)
+    readers = [n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")
+               and any(i in side for i in n.input)]
+    return bool(readers) and set(readers) <= set(exclude)
+
+
 def dense_conv_weights(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> list[str]:
     """Weight initializers of the convolutions that are not depthwise (``group`` 1), except ``exclude``d nodes."""
     inits = {t.name for t in model.graph.initializer}

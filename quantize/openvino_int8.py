@@ -71,7 +71,8 @@ def quantize_openvino(model: Any, calib: CalibrationSet, method: str = "mixed",
     scope = nncf.IgnoredScope(names=names) if names else None
     quantized = nncf.quantize(model, dataset, preset=preset, subset_size=count, ignored_scope=scope,
                               advanced_parameters=advanced)
-    if input_range is not None:
+    # with its first layers kept in float the model reads its input in float: there is no input range to hold
+    if input_range is not None and not (names and not input_quantizers(quantized)):
         hold_input_range(quantized, input_range)
     if stem is not None:
         refold_stem_bias(quantized, stem)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,10 @@ def layer_sensitivity(model: onnx.ModelProto, calib: CalibrationSet, images: int
                for k, o in enumerate(out_names)}
         result.append(LayerSensitivity(node.name, node.op_type, snr))
     return sorted(result, key=lambda s: s.worst_snr_db)
+
+
+def fallback_layers(ranking: Sequence[LayerSensitivity], count: int, keep_int8: Iterable[str] = ()) -> list[str]:
+    """The ``count`` most sensitive nodes of ``ranking`` to keep in float, passing over ``keep_int8`` (the
+    pixel-input form's folded stem, whose int8 input is that form's point: the next layer is taken instead)."""
+    skip = set(keep_int8)
+    return [s.node for s in ranking if s.node not in skip][:count]

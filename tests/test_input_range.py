@@ -189,3 +189,38 @@ def test_dense_convolution_weights_fit_every_x86_int8_kernel(bright: tuple[Prepr
     ov.save_model(quantized, str(tmp_path / "int8.xml"))
     codes = conv_weight_codes_openvino(str(tmp_path / "int8.xml"))
     assert len(codes) == 2 and all(dense and code <= 64 for dense, code in codes)
+
+
+@pytest.mark.parametrize("bright", ["d0"], indirect=True)
+def test_a_first_layer_kept_in_float_reads_the_input_in_float(
+        bright: tuple[PreprocessSpec, CalibrationSet, np.ndarray], tmp_path: Path) -> None:
+    """``--float-layers`` may keep the first convolution in float (on the BCCD D0 it ranks among the 15 most
+    sensitive): the int8 files then read their input in float, where no range can clip, and the rest stays int8.
+    OpenVINO's export refused such a model before (NNCF put no quantizer on the input to widen)."""
+    from quantize.onnx_int8 import quantize_onnx, reads_input_in_float
+    from quantize.openvino_int8 import quantize_openvino
+    from quantize.sensitivity import fallback_layers, layer_sensitivity
+    from runtime.backends.openvino_privacy import import_openvino
+
+    spec, calib, _ = bright
+    _conv_onnx(tmp_path / "fp32.onnx")
+    fp32 = onnx.load(str(tmp_path / "fp32.onnx"))
+    assert reads_input_in_float(fp32, ["stem"]) and not reads_input_in_float(fp32, ["head"])
+    assert not reads_input_in_float(fp32, [])
+    model, _ = quantize_onnx(fp32, calib, "minmax", exclude=["stem"], input_range=input_range(spec))
+    onnx.save(model, str(tmp_path / "int8.onnx"))
+    assert input_quantizer(tmp_path / "int8.onnx") is None
+    assert [dense for dense, _ in conv_weight_codes_onnx(model)] == [True]  # the head's weights are int8 still
+    ov = import_openvino()
+    quantized = quantize_openvino(ov.Core().read_model(str(tmp_path / "fp32.onnx")), calib, "mixed",
+                                  exclude={"stem": ["y"]}, input_range=input_range(spec))
+    ov.save_model(quantized, str(tmp_path / "int8.xml"))
+    assert input_quantizer(tmp_path / "int8.xml") is None
+    quantized_inputs = [op.input_value(0).get_node().get_type_name() for op in quantized.get_ops()
+                        if op.get_type_name() == "Convolution"]
+    assert sorted(quantized_inputs) == ["FakeQuantize", "Parameter"]  # the stem reads the input as is, the head int8
+    # the pixel-input form never keeps its folded stem in float (pixels in are its point): the next layer goes
+    ranking = layer_sensitivity(fp32, calib, images=2, range_images=4, progress=False)
+    assert sorted(s.node for s in ranking) == ["head", "stem"]
+    assert fallback_layers(ranking, 2) == [s.node for s in ranking]
+    assert fallback_layers(ranking, 1, keep_int8=["stem"]) == ["head"]

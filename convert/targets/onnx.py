@@ -224,7 +224,7 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
         source = ctx.int8_source()
         proto, corrected = quantize_onnx(source.proto, source.calib, recipe.methods["onnx"], exclude=kept,
                                          input_range=source.input_range, stem=source.stem)
-        described = recipe.describe("onnx", kept, bias_correction=corrected.describe())
+        described = ctx.int8_described("onnx", kept, bias_correction=corrected.describe())
         return write_onnx(proto, source.config, path, "int8", quantization=described, **ctx.source)
     qat = ctx.qat_model()
     return write_onnx(qat.qdq, ctx.config, path, "int8-qat", quantization=qat.learned(recipe, "onnx"), **ctx.source)

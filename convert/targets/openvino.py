@@ -146,7 +146,7 @@ def export(ctx: ExportContext, precision: str) -> Artifact:
                                   exclude={n.name: list(n.output) for n in source.proto.graph.node if n.name in kept},
                                   input_range=source.input_range, stem=source.stem)
         return export_openvino(ctx.int8_onnx(), source.config, path, "int8", model=model,
-                               quantization=recipe.describe("openvino", kept), **ctx.source)
+                               quantization=ctx.int8_described("openvino", kept), **ctx.source)
     qat = ctx.qat_model()
     log.info("QAT: converting the QDQ ONNX to OpenVINO IR (FakeQuantize keeps the learned ranges)")
     return export_openvino(qat.qdq_path, ctx.config, path, "int8-qat", model=convert_onnx(qat.qdq_path),
