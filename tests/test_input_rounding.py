@@ -20,7 +20,7 @@ from efficientdet.data.synthetic import CLASS_NAMES, generate_synthetic
 from efficientdet.model.config import make_config
 from efficientdet.train.batches import DetectionBatches
 from runtime.contract import PreprocessSpec
-from runtime.preprocess import preprocess
+from runtime.preprocess import preprocess, read_image
 from tests.conftest import detector_like_model_for
 
 CONFIG = make_config("0", "lite", num_classes=len(CLASS_NAMES), class_names=CLASS_NAMES, input_size=128)
@@ -93,3 +93,77 @@ def test_a_failed_match_is_shown_beside_the_models_own(tmp_path: Path) -> None:
     text = markdown(report)
     assert "evaluation images 95.0% / 96.8%, field 92.6% / 90.8% of its detections kept" in text
     assert "FP32 against itself" not in markdown({**report, "fp32_input_rounding": None})
+
+
+@pytest.fixture(scope="module")
+def ranged(setup: tuple, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    from calib_data import build_calibration_set
+    from convert.activation_rounding import activation_ranges
+
+    model, dataset = setup
+    train = load_dataset(dataset.source, "train", class_names=list(CLASS_NAMES))
+    calib = build_calibration_set(train, CONFIG.preprocess, tmp_path_factory.mktemp("calib") / "set", n=2)
+    return model, dataset, activation_ranges(model, calib)
+
+
+def test_activation_ranges_are_the_tensors_an_int8_file_quantizes(ranged: tuple) -> None:
+    """Every activation's output gets a range holding zero; a convolution's or BatchNorm's own only where no module
+    the converters fuse into it reads it (BN folds into the convolution, ReLU6 into the layer's output quantizer:
+    the Lite model's only tensor there is the ReLU6's; a range of its BN output, ±30 where ReLU6 keeps 0-6, gave
+    steps 5-10 times too wide, and its FP32 model kept 50-67 % of its own detections instead of what its files
+    match)."""
+    model, _, ranges = ranged
+    modules = dict(model.named_modules())
+    kinds = {type(modules[n]).__name__ for n in ranges.ranges}
+    assert {"ReLU6", "BatchNorm2d", "Conv2d"} <= kinds  # a BN read by an Add only (MBConv projection) stays
+    assert all(low <= 0.0 <= high and high > low for low, high in ranges.ranges.values())
+    assert "backbone.stem.act" in ranges.ranges
+    assert "backbone.stem.conv" not in ranges.ranges and "backbone.stem.bn" not in ranges.ranges
+    assert "class_net.predict.pointwise" in ranges.ranges  # nothing fused after the last convolution
+    relu6 = [r for n, r in ranges.ranges.items() if isinstance(modules[n], torch.nn.ReLU6)]
+    assert relu6 and all(high <= 6.0 for _, high in relu6)
+
+
+@torch.no_grad()
+def test_activation_rounding_moves_each_tensor_by_at_most_half_its_step(ranged: tuple) -> None:
+    from convert.activation_rounding import rounded_activations
+
+    model, dataset, ranges = ranged
+    x = torch.from_numpy(preprocess(read_image(dataset.records[0].path), CONFIG.preprocess)[0]
+                         .transpose(2, 0, 1)[None].copy())
+    stem = dict(model.named_modules())["backbone.stem.act"]
+    seen: list[torch.Tensor] = []
+
+    def capture() -> torch.utils.hooks.RemovableHandle:  # after the draw's own hook, so it sees the moved output
+        return stem.register_forward_hook(lambda m, i, o: seen.append(o.clone()))
+
+    handle = capture()
+    before = model(x)
+    handle.remove()
+    with rounded_activations(model, ranges, seed=1):
+        handle = capture()
+        moved = model(x)
+        handle.remove()
+    with rounded_activations(model, ranges, seed=1):
+        again = model(x)
+    after = model(x)
+    step = ranges.step("backbone.stem.act")
+    first = (seen[1] - seen[0]).abs()  # the stem reads the clean input: only its own draw moves it
+    assert float(first.max()) <= step / 2 + 1e-5 and float(first.mean()) > step / 8
+    assert not torch.equal(moved[0], before[0]) and torch.equal(moved[0], again[0])  # moved, seeded
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])  # the model itself untouched
+
+
+def test_own_match_follows_the_step_size(ranged: tuple) -> None:
+    """Steps of the ranges' size keep most of the model's detections; steps 300 times wider lose them: the reading
+    measures the rounding, not a fixed verdict."""
+    from convert.activation_rounding import ActivationRanges, own_match
+
+    model, dataset, ranges = ranged
+    images = [read_image(r.path) for r in dataset.records]
+    iou = gate_for("int8").det_match_iou
+    own = own_match(model, CONFIG.contract(), images, ranges, iou)
+    wide = ActivationRanges({n: (lo * 300, hi * 300) for n, (lo, hi) in ranges.ranges.items()})
+    lost = own_match(model, CONFIG.contract(), images, wide, iou)
+    assert own["num_images"] == lost["num_images"] == len(images) and own["num_detections_ref"] > 0
+    assert own["det_match"] >= 0.5 and lost["det_match"] < own["det_match"] - 0.3, (own, lost)
