@@ -221,7 +221,7 @@ bccd-label-audit: $(STAMP)
 # The BCCD models against themselves when their input moves by the int8 input quantizer's rounding alone, and when
 # every activation moves by up to half of its 8-bit step (ranges over the half-shifted calibration set), on the
 # test split and the field images (issue 15: which int8 field failures are the model's own instability):
-# results/bccd-fp32-input-rounding.{json,md}. About 15 minutes; nothing is exported.
+# results/bccd-fp32-input-rounding.{json,md}. About 12 minutes; nothing is exported.
 bccd-input-rounding: $(STAMP)
 	$(PY) -m benchmarks.input_rounding --ckpt models/bccd-d0.pt $(BCCD_LITE_MODEL) $(BCCD_LITE448_MODEL) \
 		$(BCCD_LITE512F_MODEL) --data "$(BCCD)" --split test --calib-shifted 0.5 \
