@@ -3,6 +3,7 @@ an int8 artifact's detection match is held against, measured beside every int8 g
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,30 @@ def test_own_match_follows_the_step_size(ranged: tuple) -> None:
     lost = own_match(model, CONFIG.contract(), images, wide, iou)
     assert own["num_images"] == lost["num_images"] == len(images) and own["num_detections_ref"] > 0
     assert own["det_match"] >= 0.5 and lost["det_match"] < own["det_match"] - 0.3, (own, lost)
+
+
+def test_the_benchmark_writes_both_readings_per_model(setup: tuple, tmp_path: Path) -> None:
+    """``make bccd-input-rounding``'s command on a small model: each row holds the input reading and the seeded
+    activation draws over split and field, and the table shows both."""
+    from benchmarks import input_rounding as bench
+    from efficientdet.checkpoint import save_checkpoint
+
+    model, dataset = setup
+    ckpt = tmp_path / "model.pt"
+    state = model.state_dict()
+    save_checkpoint(ckpt, {"config": CONFIG.to_dict(), "model": state, "ema": state, "epoch": 0, "step": 0})
+    out = tmp_path / "table"
+    data = Path(dataset.source).parents[1]  # the synthetic data folder (source: its annotations file)
+    assert bench.main(["--ckpt", str(ckpt), "--data", str(data), "--split", "val", "--draws", "2",
+                       "--out", str(out), "--command", "make bccd-input-rounding"]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    (row,) = result["models"]
+    assert row["split"]["num_images"] == len(dataset.records) and row["field"]["num_images"] > 0
+    act = row["activation_rounding"]
+    assert act["draws"] == 2 and act["tensors"] > 50
+    for where in ("split", "field"):
+        assert len(act[where]) == 2 and act[where][0]["num_images"] == row[where]["num_images"]
+        assert all(0.0 <= d["det_match"] <= 1.0 for d in act[where])
+    table = out.with_suffix(".md").read_text()
+    assert "activations: field images" in table and "make bccd-input-rounding" in table
+    assert table.count("| efficientdet-") == 1
