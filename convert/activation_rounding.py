@@ -17,9 +17,9 @@ The tensors are PyTorch module outputs: every activation's, the BiFPN's fusions 
 export folds it into the convolution before it, whose output the files quantize) and a convolution's own, each of the
 last two only where it is not read by a module every target fuses into it (a BatchNorm; a ReLU or ReLU6, whose
 clamp the converters fold into the layer's output quantizer: the Lite models' only tensor there is the activation's;
-a SiLU is not fused, so the D0 has both). A module run more than once (the heads' shared convolutions) gets one
-range over all its calls, where the files have one per level: its steps here are the wider of theirs. Residual
-additions and the squeeze-excite products are functional, not modules, and stay float.
+a SiLU is not fused, so the D0 has both). A module run more than once (the heads' shared activation and last
+convolution) gets one range over all its calls, where the files have one per level: its steps here are the wider
+of theirs. Residual additions and the squeeze-excite products are functional, not modules, and stay float.
 """
 
 from __future__ import annotations
