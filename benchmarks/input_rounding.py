@@ -45,8 +45,8 @@ def measure(ckpt: str | Path, data: str | Path, split: str, draws: int, shifted:
     activations: dict[str, Any] = {"tensors": len(ranges.ranges), "calibration": str(calib.path),
                                    "range_images": min(RANGE_IMAGES, len(calib)), "draws": draws}
     for where, frames in images.items():
-        activations[where] = [own_match(model, config.contract(), frames, ranges, iou, seed=SEED + 1000 * d)
-                              for d in range(draws)]
+        activations[where] = own_match(model, config.contract(), frames, ranges, iou,
+                                       seeds=[SEED + 1000 * d for d in range(draws)])
     return {"checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt), "model": config.name,
             "input_size": config.input_size, **reference.input_rounding, "activation_rounding": activations}
 

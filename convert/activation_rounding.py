@@ -24,7 +24,7 @@ of theirs. Residual additions and the squeeze-excite products are functional, no
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -117,12 +117,14 @@ def rounded_activations(model: nn.Module, ranges: ActivationRanges, seed: int = 
 
 @torch.no_grad()
 def own_match(model: nn.Module, contract: Contract, images: Iterable[np.ndarray], ranges: ActivationRanges,
-              iou: float, seed: int = SEED) -> dict[str, Any]:
+              iou: float, seeds: Sequence[int] = (SEED,)) -> list[dict[str, Any]]:
     """The FP32 model's detections (deployment threshold) on ``images`` (BGR uint8) matched with its own under
-    :func:`rounded_activations`, both ways, at ``iou``: :meth:`MatchCounts.detections` plus ``num_images``."""
+    :func:`rounded_activations`, both ways, at ``iou``: one :meth:`MatchCounts.detections` plus ``num_images`` per
+    draw of ``seeds`` (image ``k`` of the draw seeded ``s`` gets seed ``s + k``). Each image is pre-processed and
+    run unmoved once for all draws."""
     anchors = generate_anchors(contract.anchors)
     model.eval()
-    counts = MatchCounts()
+    counts = [MatchCounts() for _ in seeds]
 
     def detect(x: torch.Tensor) -> Any:
         logits, deltas = model(x)
@@ -131,7 +133,7 @@ def own_match(model: nn.Module, contract: Contract, images: Iterable[np.ndarray]
     for k, image in enumerate(images):
         x = torch.from_numpy(np.ascontiguousarray(preprocess(image, contract.preprocess)[0].transpose(2, 0, 1)[None]))
         ref = detect(x)
-        with rounded_activations(model, ranges, seed + k):  # one seeded draw per image
-            moved = detect(x)
-        counts.add(ref, moved, iou)
-    return {**counts.detections(), "num_images": counts.num_images}
+        for seed, count in zip(seeds, counts):
+            with rounded_activations(model, ranges, seed + k):  # one seeded draw per image
+                count.add(ref, detect(x), iou)
+    return [{**c.detections(), "num_images": c.num_images} for c in counts]

@@ -23,7 +23,8 @@ larger than these draws.
 Nothing of the activations' quantization is drawn. The draws bound a file's ΔmAP only where the file moves the raw
 outputs about as far as they do (compare the relative L2 columns first): true of the BCCD Lite0 at 512, whose files
 move its logits 0.019-0.035 against the draws' 0.028; not of the BCCD D0 at 320, whose files move them 4-13 times
-as far as its draws (results/bccd-d0-rounding-noise.md): there the activations' quantization is most of the error.
+as far as its draws (results/bccd-d0-rounding-noise.md): there the activations' quantization is most of the error
+(:mod:`convert.activation_rounding` reads what activation steps alone do to a model's detections).
 """
 
 from __future__ import annotations

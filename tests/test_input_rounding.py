@@ -163,9 +163,9 @@ def test_own_match_follows_the_step_size(ranged: tuple) -> None:
     model, dataset, ranges = ranged
     images = [read_image(r.path) for r in dataset.records]
     iou = gate_for("int8").det_match_iou
-    own = own_match(model, CONFIG.contract(), images, ranges, iou)
+    (own,) = own_match(model, CONFIG.contract(), images, ranges, iou)
     wide = ActivationRanges({n: (lo * 300, hi * 300) for n, (lo, hi) in ranges.ranges.items()})
-    lost = own_match(model, CONFIG.contract(), images, wide, iou)
+    (lost,) = own_match(model, CONFIG.contract(), images, wide, iou)
     assert own["num_images"] == lost["num_images"] == len(images) and own["num_detections_ref"] > 0
     assert own["det_match"] >= 0.5 and lost["det_match"] < own["det_match"] - 0.3, (own, lost)
 
