@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from convert.report import input_rounding_line
+from convert.report import activation_rounding_line, input_rounding_line
 from efficientdet.map_bootstrap import interval_text
 from runtime.bench import summarize
 from runtime.detector import Detector
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     atomic_write_bytes(out.with_suffix(".json"), (json.dumps(report, indent=2) + "\n").encode())
     n = report["num_images"]
-    own = input_rounding_line(report.get("fp32_input_rounding"))  # the FP32 model's own reading, where measured
+    own = [*input_rounding_line(report.get("fp32_input_rounding")),  # the FP32 model's own readings, where measured
+           *activation_rounding_line(report.get("fp32_activation_rounding"))]
     md = [f"# int8 on {report['model']} ({report['input_size']} px): post-training vs QAT, per target", "",
           f"Checkpoint `{report['checkpoint']}`; evaluation: `{report['data']}` split `{report['split']}`, {n} images "
           "(COCO mAP via pycocotools, evaluation post-processing). ΔmAP against the FP32 PyTorch model on the same "

@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks.figures import png_bytes
 from convert.gates import FIELD_DET_MATCH_MIN
-from convert.report import input_rounding_line
+from convert.report import activation_rounding_line, input_rounding_line
 from efficientdet.map_bootstrap import interval_text
 from runtime.fileio import atomic_write_bytes
 
@@ -69,6 +69,7 @@ def summarize_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
             "checkpoint": first["checkpoint"], "data": first["data"], "split": first["split"],
             "num_images": first["num_images"], "cpu": first.get("cpu"), "goal_points": QAT_GOAL,
             "fp32_input_rounding": first.get("fp32_input_rounding"),
+            "fp32_activation_rounding": first.get("fp32_activation_rounding"),
             "seeds": [run["seed"] for run in targets[next(iter(targets))]["qat"]], "targets": targets}
 
 
@@ -110,7 +111,8 @@ def markdown(doc: dict[str, Any], command: str, note: str | None, png: str) -> s
                      f"{'met' if t['goal_met'] else 'not met'} | "
                      f"{'met' if t.get('no_loss_beyond_goal') else 'not met'} | {_field(t['post_training'])} | "
                      + "; ".join(_field(r) for r in t["qat"]) + " | " + "; ".join(_split(r) for r in t["qat"]) + " |")
-    own = input_rounding_line(doc.get("fp32_input_rounding"))  # the FP32 model's own reading, where measured
+    own = [*input_rounding_line(doc.get("fp32_input_rounding")),  # the FP32 model's own readings, where measured
+           *activation_rounding_line(doc.get("fp32_activation_rounding"))]
     lines += ["", *([*own, ""] if own else []), "Reproduce:", "", "```bash", command, "```", "",
               f"![QAT ΔmAP per seed]({png})", ""]
     if note:

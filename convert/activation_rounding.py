@@ -11,7 +11,10 @@ same for the input's rounding alone.
 Measured (``make bccd-input-rounding``, results/bccd-fp32-input-rounding.md, 3 draws): the BCCD D0 keeps 86.7 % of
 its field detections (its int8 files 61-72 %), the ImageNet-pretrained BCCD Lite0s 93.6-97.5 %; on the test split
 the D0 keeps 93.8 %, about what its files match (94-98 %). So the D0's field failure is its own fragility to 8-bit
-steps and its calibrated ranges' clipping, in about equal parts (docs/QUANTIZATION.md, "The gate").
+steps and its calibrated ranges' clipping, in about equal parts (docs/QUANTIZATION.md, "The gate"). The gate reads
+one draw (the first seed, ranges over the export's calibration set) beside every int8 export (:mod:`convert.parity`)
+and, where it leaves the field bound no room, says in the failure that no recipe will hold the model
+(:mod:`convert.gates`).
 
 The tensors are PyTorch module outputs: every activation's, the BiFPN's fusions and poolings, a BatchNorm's (the
 export folds it into the convolution before it, whose output the files quantize) and a convolution's own, each of the
@@ -55,6 +58,7 @@ class ActivationRanges:
     an exact zero)."""
 
     ranges: Mapping[str, tuple[float, float]]
+    images: int = 0  # calibration images the ranges were taken over
 
     def step(self, name: str) -> float:
         low, high = self.ranges[name]
@@ -84,15 +88,16 @@ def activation_ranges(model: nn.Module, calib: CalibrationSet, count: int = RANG
         return hook
 
     handles = [m.register_forward_hook(observe(n)) for n, m in modules.items()]
+    images = min(count, len(calib))
     try:
         model.eval()
-        for i in range(min(count, len(calib))):
+        for i in range(images):
             outputs.clear()
             model(torch.from_numpy(calib.nchw(i)))
     finally:
         for h in handles:
             h.remove()
-    return ActivationRanges({n: r for n, r in seen.items() if n not in fused and r[1] > r[0]})
+    return ActivationRanges({n: r for n, r in seen.items() if n not in fused and r[1] > r[0]}, images)
 
 
 @contextmanager

@@ -13,8 +13,10 @@ post-processing, with a paired bootstrap interval of ΔmAP over the evaluation i
 (:mod:`efficientdet.map_bootstrap`: reported, not gated). Then the same comparison (no mAP: no labels)
 on the field images of :mod:`convert.field`, which the calibration never resembled, with the share of input
 values an int8 artifact's first quantizer clips (:mod:`convert.input_quantizer`). Beside int8 gates, the FP32
-model is also matched with itself under the input quantizer's rounding alone (:mod:`convert.input_rounding`), which
-says how much of a detection mismatch is the model's own instability. Thresholds live in :mod:`convert.gates`.
+model is also matched with itself under the input quantizer's rounding alone (:mod:`convert.input_rounding`) and,
+given the calibration set's activation ranges, under every activation's 8-bit rounding alone
+(:mod:`convert.activation_rounding`): how much of a detection mismatch is the model's own instability, and whether any
+int8 recipe can hold it. Thresholds live in :mod:`convert.gates`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from runtime.detector import Detector, UngatedArtifactWarning
 from runtime.postprocess import Detections, at_threshold, postprocess
 from runtime.preprocess import Letterbox, preprocess, read_image, to_layout
 
+from .activation_rounding import SEED as ACTIVATION_SEED
+from .activation_rounding import ActivationRanges, rounded_activations
 from .errors import ConversionError
 from .field import FieldImage
 from .gates import PASS, GateThresholds, gate_for, verdict
@@ -100,6 +104,8 @@ class Reference:
     bootstrap: PairedBootstrap | None  # the split's draws for ΔmAP's interval; None without labels
     # FP32 against itself under the int8 input quantizer's rounding alone (split, field); None without int8 gates
     input_rounding: dict[str, Any] | None = None
+    # ... and under every activation's 8-bit rounding alone; None without int8 gates or activation ranges
+    activation_rounding: dict[str, Any] | None = None
 
 
 @dataclass
@@ -250,14 +256,22 @@ def _result(c: _Comparison, reference: Reference) -> dict[str, Any]:
 ParityOutcome = tuple[Reference, list[dict[str, Any]], list[list[Detections]]]
 
 
+def _int8(artifact: Artifact) -> bool:
+    return artifact.precision.startswith("int8")
+
+
 def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDataset,
                artifacts: list[tuple[Artifact, GateThresholds]], threads: int | None = None,
-               field: Sequence[FieldImage] = (), input_rounding: bool | None = None) -> ParityOutcome:
+               field: Sequence[FieldImage] = (), input_rounding: bool | None = None,
+               activations: ActivationRanges | None = None) -> ParityOutcome:
     """Compare every artifact with the FP32 PyTorch ``model`` (pre- and post-processed by ``contract``, which every
     artifact's manifest must also promise) on ``dataset`` in one pass over the images, then on the ``field``
     images (:mod:`convert.field`: parity only, no labels). ``input_rounding`` (default: when an artifact has an
     int8 gate) also matches the FP32 model with itself under the input quantizer's rounding
-    (:mod:`convert.input_rounding`; ``Reference.input_rounding``), at the int8 gates' IoU.
+    (:mod:`convert.input_rounding`; ``Reference.input_rounding``), at the int8 gates' IoU, and, given
+    ``activations`` (ranges over the calibration set), under its activations' rounding
+    (:mod:`convert.activation_rounding`; ``Reference.activation_rounding``; image ``k`` of each set seeded
+    ``SEED + k``, as :func:`convert.activation_rounding.own_match` draws it).
 
     Returns the reference, one report entry per artifact (numbers + gate verdict) and, per artifact, its
     per-image detections in original-image pixels (for the picture).
@@ -270,11 +284,13 @@ def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDat
     model = model.eval()
     boxes, dets, eval_dets = [], [], []
     # int8 gates match detections, so the model's own stability under the input quantizer's rounding is measured
-    # beside them (convert/input_rounding.py); float gates bound the raw outputs and need no such reading
-    int8_ious = [g.det_match_iou for _, g in artifacts if g.rel_err_max is None]
+    # beside them (convert/input_rounding.py); float files round nothing (the float `-android` file's gate matches
+    # detections too, its graph having no raw outputs, but its mismatch is no rounding's)
+    int8_ious = [g.det_match_iou for a, g in artifacts if _int8(a)]
     rounding_iou = min(int8_ious, default=gate_for("int8").det_match_iou)
     measure_rounding = bool(int8_ious) if input_rounding is None else input_rounding
     rounding = {"split": MatchCounts(), "field": MatchCounts()} if measure_rounding else {}
+    stepped = {"split": MatchCounts(), "field": MatchCounts()} if measure_rounding and activations else {}
     rng = np.random.default_rng(SEED)
 
     def infer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,6 +306,10 @@ def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDat
         if rounding:
             moved = postprocess(*infer(rounded_input(x, contract.preprocess, rng)), anchors, post, coding)
             rounding[where].add(det, moved, rounding_iou)
+        if stepped:
+            with rounded_activations(model, activations, ACTIVATION_SEED + stepped[where].num_images):
+                moved = postprocess(*infer(x), anchors, post, coding)
+            stepped[where].add(det, moved, rounding_iou)
         return x, box, raw, det
 
     for rec in dataset.records:
@@ -309,15 +329,22 @@ def run_parity(model: torch.nn.Module, contract: Contract, dataset: DetectionDat
     own = {"half_step_grey": HALF_STEP_GREY, "det_match_iou": rounding_iou,
            **{where: {**t.detections(), "num_images": t.num_images} for where, t in rounding.items()
               if t.num_images}} if rounding else None
+    steps = {"range_images": activations.images, "tensors": len(activations.ranges), "seed": ACTIVATION_SEED,
+             "det_match_iou": rounding_iou, **{where: {**t.detections(), "num_images": t.num_images}
+                                               for where, t in stepped.items() if t.num_images}} if stepped else None
     reference = Reference(dataset, boxes, dets, eval_dets, coco_metrics(dataset, eval_dets), post,
-                          PairedBootstrap(dataset, eval_dets) if dataset.labelled else None, own)
+                          PairedBootstrap(dataset, eval_dets) if dataset.labelled else None, own, steps)
     entries = []
     for c in comparisons:
         parity = _result(c, reference)
-        if own and c.gate.rel_err_max is None and c.units is None:  # a pixel-input artifact rounds no input
+        if own and _int8(c.artifact) and c.units is None:  # a pixel-input artifact rounds no input
             parity["fp32_input_rounding"] = own["split"]
             if parity["field"] is not None:
                 parity["field"]["fp32_input_rounding"] = own["field"]
+        if steps and _int8(c.artifact):  # every int8 file rounds its activations, whatever its input
+            parity["fp32_activation_rounding"] = steps["split"]
+            if parity["field"] is not None and "field" in steps:
+                parity["field"]["fp32_activation_rounding"] = steps["field"]
         status, failures = verdict(parity, c.gate)
         entries.append({
             "target": c.artifact.target,

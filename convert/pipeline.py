@@ -339,11 +339,18 @@ def export(request: ExportRequest) -> ExportResult:
         field_set = field_images(dataset)
         kinds = ", ".join(sorted({f.kind for f in field_set}))
         log.info(f"field fidelity: {len(field_set)} images unlike the calibration set ({kinds})")
+        activations = None
+        if int8 is not None:  # the model's own reading under 8-bit activation steps, beside the int8 gates
+            from .activation_rounding import activation_ranges
+
+            activations = activation_ranges(model, int8.calib)
+            log.info(f"FP32 under its activations' 8-bit rounding alone: {len(activations.ranges)} tensors, ranges "
+                     f"over {activations.images} calibration images (convert/activation_rounding.py)")
         # The detection op in the Android graph leaves no raw outputs: its gate bounds detections and mAP.
         reference, entries, detections = run_parity(
             model, config.contract(), dataset,
             [(a, gates[a.precision].tightened(rel_err_max=None) if a.flavour else gates[a.precision])
-             for a in artifacts], threads=request.threads, field=field_set)
+             for a in artifacts], threads=request.threads, field=field_set, activations=activations)
     except KeyboardInterrupt:  # Ctrl-C: say in OUT what is there, each artifact with its (missing) verdict
         write_interrupted_report(out, {"interrupted": True, "checkpoint": str(ckpt), "checkpoint_sha256": None,
                                        "artifacts": [], "folder": folder_inventory(out, [])})
@@ -359,6 +366,7 @@ def export(request: ExportRequest) -> ExportResult:
         "cpu": cpu_class().to_dict(),
         "num_images": len(dataset.records),
         "map_ref": reference.metrics["map"], "fp32_input_rounding": reference.input_rounding,
+        "fp32_activation_rounding": reference.activation_rounding,
         "gates": {p: g.to_dict() for p, g in gates.items()}, "gate_overrides": overrides, "artifacts": entries,
         "wall_time_s": round(time.time() - t0, 1),
     }

@@ -86,16 +86,31 @@ def _clipped(parity: dict[str, Any]) -> str:
     return f"{parity['input_clipped']:.2%} / {_fmt(field.get('input_clipped'), '.2%')}"
 
 
+def _kept(figures: dict[str, Any]) -> str:
+    """A reading's split and field matches, both ways."""
+    return ", ".join(f"{name} {f['det_match']:.1%} / {f['det_match_reverse']:.1%}"
+                     for name, f in (("evaluation images", figures.get("split")), ("field", figures.get("field")))
+                     if f)
+
+
 def input_rounding_line(figures: dict[str, Any] | None) -> list[str]:
     """The FP32 model against itself under the int8 input quantizer's rounding (convert/input_rounding.py)."""
     if not figures:
         return []
-    where = [f"{name} {f['det_match']:.1%} / {f['det_match_reverse']:.1%}"
-             for name, f in (("evaluation images", figures.get("split")), ("field", figures.get("field"))) if f]
     return [f"- FP32 against itself with every input value moved by up to {figures['half_step_grey']:g} grey level "
-            f"(the int8 input quantizer's rounding alone; convert/input_rounding.py): {', '.join(where)} of its "
+            f"(the int8 input quantizer's rounding alone; convert/input_rounding.py): {_kept(figures)} of its "
             "detections kept, both ways: an int8 det match near these is the model's own instability, one far under "
             "them the artifact's"]
+
+
+def activation_rounding_line(figures: dict[str, Any] | None) -> list[str]:
+    """The FP32 model against itself under its activations' 8-bit rounding (convert/activation_rounding.py)."""
+    if not figures:
+        return []
+    return [f"- FP32 against itself with each of its {figures['tensors']} activation tensors moved by up to half of "
+            f"its 8-bit step (ranges over {figures['range_images']} calibration images, one seeded draw; the int8 "
+            f"files' activation rounding alone, no clipping; convert/activation_rounding.py): {_kept(figures)} of "
+            "its detections kept, both ways: where this is near the bound, no int8 recipe holds the model there"]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -119,6 +134,7 @@ def markdown(report: dict[str, Any]) -> str:
         "images, other scenes; convert/field.py): det match both ways; input clipped = share of input values beyond "
         "the int8 input quantizer's range, evaluation / field images",
         *input_rounding_line(report.get("fp32_input_rounding")),
+        *activation_rounding_line(report.get("fp32_activation_rounding")),
         "",
         "| target | precision | size (MB) | rel err logits | rel err boxes | SNR dB (min) | Pearson (min) "
         "| det match | det match rev | mAP | ΔmAP (points) | ΔmAP 95 % interval | field det match | input clipped "

@@ -98,6 +98,10 @@ def test_post_training_int8_is_close_and_gated_consistently(exported: dict[str, 
         own = exported["report"]["fp32_input_rounding"]
         assert p["fp32_input_rounding"] == own["split"] and field["fp32_input_rounding"] == own["field"]
         assert own["split"]["num_images"] == 12 and own["field"]["num_images"] == 16
+        # ... and under its activations' 8-bit rounding alone, ranges over the calibration set
+        steps = exported["report"]["fp32_activation_rounding"]
+        assert p["fp32_activation_rounding"] == steps["split"] and field["fp32_activation_rounding"] == steps["field"]
+        assert steps["range_images"] == 16 and steps["tensors"] > 50 and steps["field"]["num_images"] == 16
         field_ok = (field["num_detections_ref"] < MIN_REFERENCE_DETECTIONS
                     or min(field["det_match"], field["det_match_reverse"]) >= gate.field_det_match_min)
         assert a["gate"]["passed"] == (within and field_ok)

@@ -195,6 +195,7 @@ def test_export_with_pixel_input_is_gated_and_run_by_the_runtime(tmp_path: Path)
     assert parity["det_match"] >= 0.8 and abs(parity["map_delta"]) <= 0.03, parity
     assert parity["input_clipped"] == 0 and parity["field"]["input_clipped"] == 0
     assert "fp32_input_rounding" not in parity  # its input is not rounded: the reading does not apply to it
+    assert "det_match" in parity["fp32_activation_rounding"]  # its activations are, as every int8 file's
     path = Path(artifact["path"])
     manifest = json.loads(path.with_name(path.name + ".json").read_text())
     assert manifest["artifact"]["quantization"]["input"] == INPUT_FOLDED
