@@ -74,9 +74,10 @@ INT8_NEXT_STEPS = (
     "another calibration method: `CALIB_METHOD=onnx=entropy` / `openvino=minmax` / `tflite=minmax`",
     "keep the most sensitive layers in float: `FLOAT_LAYERS=K` (ONNX and OpenVINO; the report lists them)",
     "fine-tune with fake quantization: `QAT=1`",
-    "when the failure says FP32 itself does not hold 8-bit activations there, none of the above will: ship a float "
-    "file (`PRECISION=fp16`: half the size), or a model whose own reading holds (the BCCD D0, trained from scratch, "
-    "does not hold the field; the ImageNet-pretrained Lite0s do: docs/QUANTIZATION.md)",
+    "when the failure says FP32 itself does not hold 8-bit activations there, no calibration step (1-4) will: ship a "
+    "float file (`PRECISION=fp16`: half the size), or a model whose own reading holds (the BCCD D0, trained from "
+    "scratch, does not hold the field; the ImageNet-pretrained Lite0s do); QAT (5) trains the model itself and may, "
+    "though the BCCD D0's QAT files kept 61-66 % of its field (docs/QUANTIZATION.md)",
 )
 FLOAT_NEXT_STEPS = ("a float artifact that differs from PyTorch is a converter problem, not a setting: keep the "
                     "report.json and parity.png and report it",)
