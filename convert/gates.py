@@ -157,7 +157,7 @@ def _own_stability(figures: dict[str, Any], bound: float, headroom: float = 0.0)
     (:mod:`convert.input_rounding`) and under its activations' 8-bit rounding alone
     (:mod:`convert.activation_rounding`), where measured: a match far under them is the artifact's, one near them the
     model's instability. Where the activations' reading is under ``bound`` + ``headroom`` (the room a file's range
-    clipping needs on top of it), the model itself is named as what no int8 recipe gets past."""
+    clipping needs on top of it), the model itself is named as what no calibration recipe gets past."""
     text = ""
     own = figures.get("fp32_input_rounding")
     if own:
@@ -175,7 +175,7 @@ def _own_stability(figures: dict[str, Any], bound: float, headroom: float = 0.0)
                        f"and no calibration recipe can pass; {SHIP_INSTEAD}")
     if kept < bound + headroom:
         return text + (f", less than {headroom:.0%} above the bound, where an int8 file's calibrated ranges also clip "
-                       f"activations of images unlike its calibration set: little room is left for any recipe; "
+                       "activations of images unlike its calibration set: little room is left for any recipe; "
                        f"{SHIP_INSTEAD}")
     return text
 
