@@ -110,7 +110,7 @@ def activation_rounding_line(figures: dict[str, Any] | None) -> list[str]:
     return [f"- FP32 against itself with each of its {figures['tensors']} activation tensors moved by up to half of "
             f"its 8-bit step (ranges over {figures['range_images']} calibration images, one seeded draw; the int8 "
             f"files' activation rounding alone, no clipping; convert/activation_rounding.py): {_kept(figures)} of "
-            "its detections kept, both ways: where this is near the bound, no int8 recipe holds the model there"]
+            "its detections kept, both ways: near the bound, the model leaves an int8 recipe little room"]
 
 
 def markdown(report: dict[str, Any]) -> str:
