@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from calib_data.store import SHIFTED_SHARE, default_set
-from convert.activation_rounding import RANGE_IMAGES, SEED, activation_ranges, own_match
+from convert.activation_rounding import SEED, activation_ranges, own_match
 from convert.field import field_images
 from convert.parity import run_parity
 from efficientdet.checkpoint import load_model
@@ -43,7 +43,7 @@ def measure(ckpt: str | Path, data: str | Path, split: str, draws: int, shifted:
     iou = reference.input_rounding["det_match_iou"]
     images = {"split": [read_image(r.path) for r in dataset.records], "field": [f.image for f in field]}
     activations: dict[str, Any] = {"tensors": len(ranges.ranges), "calibration": str(calib.path),
-                                   "range_images": min(RANGE_IMAGES, len(calib)), "draws": draws}
+                                   "range_images": ranges.images, "draws": draws}
     for where, frames in images.items():
         activations[where] = own_match(model, config.contract(), frames, ranges, iou,
                                        seeds=[SEED + 1000 * d for d in range(draws)])
