@@ -15,8 +15,8 @@ on the field images of :mod:`convert.field`, which the calibration never resembl
 values an int8 artifact's first quantizer clips (:mod:`convert.input_quantizer`). Beside int8 gates, the FP32
 model is also matched with itself under the input quantizer's rounding alone (:mod:`convert.input_rounding`) and,
 given the calibration set's activation ranges, under every activation's 8-bit rounding alone
-(:mod:`convert.activation_rounding`): how much of a detection mismatch is the model's own instability, and whether any
-int8 recipe can hold it. Thresholds live in :mod:`convert.gates`.
+(:mod:`convert.activation_rounding`): how much of a detection mismatch is the model's own instability, and how much
+room the model leaves an int8 recipe (a pointer, not a bound on any file). Thresholds live in :mod:`convert.gates`.
 """
 
 from __future__ import annotations
