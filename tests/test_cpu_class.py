@@ -72,3 +72,28 @@ def test_detector_warns_when_the_gate_ran_on_another_class(tflite_models: dict, 
     with warnings.catch_warnings():
         warnings.simplefilter("error", CpuClassWarning)
         Detector(dst)
+
+
+def _auxv_file(path: Path, entries: dict[int, int]) -> Path:
+    """An aarch64 auxiliary vector as the kernel lays it out: 8-byte little-endian key/value pairs, AT_NULL last."""
+    words = [w for k, v in entries.items() for w in (k, v)] + [0, 0]
+    path.write_bytes(b"".join(w.to_bytes(8, "little") for w in words))
+    return path
+
+
+@pytest.mark.parametrize(("hwcap", "hwcap2", "expected"), [(1 << 20, 0, "arm-dotprod"),
+                                                           (1 << 20, 1 << 13, "arm-i8mm"),
+                                                           (0b11, 0, "arm")])
+def test_aarch64_class_is_read_from_the_kernels_hwcaps(tmp_path: Path, hwcap: int, hwcap2: int,
+                                                       expected: str) -> None:
+    """Under qemu-user the guest's /proc/cpuinfo is the x86 host's; the auxv holds the emulated CPU's capabilities,
+    which the int8 kernels dispatch on, so they decide the class (AT_HWCAP = 16, AT_HWCAP2 = 26)."""
+    host_text, _ = CPUINFO["x86-avx512-vnni"]
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(host_text)
+    auxv = _auxv_file(tmp_path / "auxv", {6: 4096, 16: hwcap, 26: hwcap2})
+    assert cpu_class(cpuinfo, "aarch64", auxv=auxv).int8 == expected
+    assert cpu_class(cpuinfo, "x86_64", auxv=auxv).int8 == "x86-avx512-vnni"  # an x86 machine has no arm64 hwcaps
+    arm_text, _ = CPUINFO["arm-dotprod"]
+    cpuinfo.write_text(arm_text)
+    assert cpu_class(cpuinfo, "aarch64", auxv=tmp_path / "missing").int8 == "arm-dotprod"  # no auxv: cpuinfo
