@@ -66,7 +66,7 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 	bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-input-rounding \
 	bccd-lite0-512-audited-train bccd-lite0-512-audited-eval bccd-lite0-576-train bccd-lite0-576-eval \
 	bccd-lite0-512-augfix-train bccd-lite0-512-augfix-eval bccd-lite0-512-augfix-int8 bccd-lite0-512-int8-pixels \
-	bccd-lite0-512-augfix-qat-seeds bccd-lite0-512-augfix-rounding-noise bccd-d0-rounding-noise
+	bccd-lite0-512-augfix-qat-seeds bccd-lite0-512-augfix-rounding-noise bccd-d0-rounding-noise bccd-device-check
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -100,6 +100,7 @@ help:
 	@echo "make bench [TARGETS=all] [THREADS=1,2] [QUICK=1] [CKPT=] [INPUT_SIZE=]   latency/size/accuracy of"
 	@echo "     every target x precision vs PyTorch and onnxruntime FP32 -> bench/results.{json,md} + plots"
 	@echo "make device-check [MODELS=a.tflite b.onnx] [IMAGES=...]   the runtime on emulated aarch64 (Pi OS base) vs x86"
+	@echo "     [DEVICE_DATA=dataset SPLIT=test]: on a labelled split, with each side's mAP; [BOARD=pi5|pi4]: the CPU"
 	@echo "make android-check [MODELS=x-android.tflite]  MediaPipe's and the Task Library's ObjectDetectors vs the"
 	@echo "     runtime (docs/ANDROID.md); make task-library-env builds the Task Library's own environment"
 	@echo "make report [DEVICE_RESULTS=pi5.json,coral.json] [REPORT=exports/NAME/report.json]  bench/report.html"
@@ -132,6 +133,8 @@ help:
 	@echo "     (results/bccd-d0-qat-seeds.md); bccd-lite0-448-qat-seeds: the Lite0 at 448 (results/bccd-lite0-448-qat-seeds.md)"
 	@echo "     bccd-d0-rounding-noise: how far int8 rounding alone moves the D0's mAP (results/bccd-d0-rounding-noise.md)"
 	@echo "make bench-d0-512               make bench at 512 on the D0 trained at 512 (results/bench-d0-512/)"
+	@echo "make bccd-device-check          bccd-int8's files on emulated Pi 5 and Pi 4 CPUs, mAP on both sides"
+	@echo "     (results/device-check-aarch64-bccd-d0-pi5.md, -pi4.md)"
 
 $(STAMP):
 	@command -v $(PYTHON_SYS) >/dev/null || { echo "error: $(PYTHON_SYS) not found (Python 3.11 is required)"; exit 1; }
@@ -225,10 +228,15 @@ bench: $(STAMP)
 		$(if $(filter 1,$(QUICK)),--quick,) $(size_flag) --out "$(BENCH_OUT)"
 
 # The runtime on an emulated aarch64 Debian bookworm (Raspberry Pi OS's base) against this machine, per artifact:
-# raw-output error and detections matched -> results/device-check-aarch64.{json,md}. Needs Debian's
-# qemu-user-static and debootstrap; the emulated system is cached in .device/. Also prints the Coral steps.
+# raw-output error and detections matched -> results/device-check-aarch64.{json,md}; DEVICE_DATA=<labelled dataset>
+# [SPLIT=test]: on that split instead of IMAGES, with each side's mAP. Needs Debian's qemu-user-static and
+# debootstrap; the emulated system is cached in .device/. BOARD=pi5 (Cortex-A76, the default) or pi4 (Cortex-A72):
+# the CPU qemu emulates. Also prints the Coral steps.
+DEVICE_DATA ?=
+BOARD ?=
 device-check: $(STAMP)
-	$(PY) -m benchmarks.device_check $(if $(MODELS),--models $(MODELS),) $(if $(IMAGES),--images $(IMAGES),)
+	$(PY) -m benchmarks.device_check $(if $(MODELS),--models $(MODELS),) $(if $(IMAGES),--images $(IMAGES),) \
+		$(if $(DEVICE_DATA),--data "$(DEVICE_DATA)" --split $(SPLIT),) $(if $(BOARD),--board $(BOARD),)
 
 # MediaPipe's and the TFLite Task Library's ObjectDetectors (the engines Android apps run) against the runtime
 # on -android.tflite files (make export TARGET=tflite ANDROID=1) -> results/android-mediapipe.{json,md};

@@ -43,10 +43,17 @@ CACHE = ROOT / ".device" / "aarch64-bookworm"
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
 PYTHON_IN_ROOTFS = "usr/bin/python3.11"
 # What a Raspberry Pi (aarch64, Python 3.11) gets from the registry; the newest with aarch64 wheels where
-# the build machine's version has none (ai-edge-litert 2.x ships x86-64 only).
+# the build machine's version has none (ai-edge-litert 2.x ships x86-64 only; the registry's newest aarch64
+# OpenVINO is 2025.2.0, which reads the IR the build machine's 2026.4.1 writes: session 31).
 DEVICE_PACKAGES = {"numpy": "1.26.4", "opencv-python-headless": "4.11.0.86", "onnxruntime": "1.23.0",
-                   "ai-edge-litert": "1.4.0"}
-AARCH64_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64")
+                   "ai-edge-litert": "1.4.0", "openvino": "2025.2.0"}
+AARCH64_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64",
+                     "manylinux_2_31_aarch64")
+# The CPU qemu emulates, by the board it stands for. Its capability bits (AT_HWCAP) are what the int8 kernels
+# dispatch on, so the boards' int8 paths differ (the A76 has dot-product instructions, the A72 none). qemu's
+# default "max" CPU is not used: OpenVINO's JIT died on it with an illegal instruction (qemu 7.2, session 31).
+EMULATED_CPUS = {"pi5": ("cortex-a76", "Raspberry Pi 5 (Cortex-A76, dot product)"),
+                 "pi4": ("cortex-a72", "Raspberry Pi 4 (Cortex-A72, no dot product)")}
 MIN_FREE_BYTES = 2 * 1024 ** 3  # rootfs ~0.4 GB + wheels and site ~0.5 GB, with room
 COMPLETE = ".device-check-complete"
 DEFAULT_MODELS = ("exports/d0-device/efficientdet-d0-256-int8.tflite",
@@ -162,13 +169,15 @@ class Emulator:
     qemu: str
     root: Path
     site: Path
+    board: str = "pi5"  # a key of EMULATED_CPUS
 
     def python(self, args: list[str], timeout: float = 3600) -> subprocess.CompletedProcess:
         """The emulated Python in a scratch folder, importing only the installed wheels (not this checkout)."""
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(self.site), "PYTHONNOUSERSITE": "1", "HOME": "/tmp",
                "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
         with tempfile.TemporaryDirectory() as scratch:
-            return subprocess.run([self.qemu, "-L", str(self.root), str(self.root / PYTHON_IN_ROOTFS), *args],
+            return subprocess.run([self.qemu, "-cpu", EMULATED_CPUS[self.board][0], "-L", str(self.root),
+                                   str(self.root / PYTHON_IN_ROOTFS), *args],
                                   capture_output=True, text=True, env=env, cwd=scratch, timeout=timeout)
 
 
@@ -229,13 +238,46 @@ def default_images(n: int) -> list[Path]:
     return images
 
 
+def _points(value: float) -> str:
+    return f"{value * 100:+.2f}"
+
+
+def accuracy_lines(doc: dict[str, Any]) -> list[str]:
+    """The mAP table of a run on a labelled split (none without one)."""
+    scored = [a for a in doc["artifacts"] if "accuracy" in a]
+    if not scored:
+        return []
+    first = scored[0]["accuracy"]
+    lines = ["", f"mAP@[.5:.95] on {first['source']} split `{first['split']}` ({first['images']} images), each side's "
+             "raw outputs post-processed as the export's gate does; aarch64 − x86 in points with its 95 % paired "
+             "bootstrap interval over the images; against FP32 = the FP32 PyTorch model's mAP from the export's "
+             "report.json; x86 = gate: the host reproduced the gate's recorded mAP for these bytes.", "",
+             "| artifact | x86 mAP | aarch64 mAP | aarch64 − x86 (95 % interval) | vs FP32 x86 / aarch64 "
+             "| x86 = gate |",
+             "|---|---:|---:|---:|---:|---|"]
+    for a in scored:
+        acc = a["accuracy"]
+        iv = acc["map_delta_interval"]
+        vs = acc.get("map_delta_vs_fp32")
+        same = acc.get("host_reproduces_gate")
+        lines.append(f"| {a['name']} | {acc['map_x86']:.4f} | {acc['map_aarch64']:.4f} "
+                     f"| {_points(acc['map_delta_aarch64_vs_x86'])} ({_points(iv['low'])} … {_points(iv['high'])}) "
+                     f"| {'—' if vs is None else _points(vs['x86']) + ' / ' + _points(vs['aarch64'])} "
+                     f"| {'—' if same is None else 'yes' if same else 'NO'} |")
+    return lines
+
+
 def markdown(doc: dict[str, Any], command: str) -> str:
+    images = (f"{doc['images']} images of {doc['data']['source']} split {doc['data']['split']}" if doc.get("data")
+              else f"{doc['images']} images of the embedded synthetic validation split")
     lines = ["# Runtime on aarch64 (Debian bookworm arm64 under qemu-user) vs this x86 machine", "",
-             f"Command: `{command}`. Emulated system: Debian {SUITE} arm64, Python {doc['device']['python']}, "
+             f"Command: `{command}`. Emulated system: Debian {SUITE} arm64 on qemu's {doc['device']['cpu']} "
+             f"({EMULATED_CPUS[doc['device']['board']][1]}; the runtime read its int8 class as "
+             f"{doc['device']['int8_class']}), Python {doc['device']['python']}, "
              f"{', '.join(f'{k} {v}' for k, v in doc['device']['versions'].items())}. Host: "
              f"{doc['host']['cpu']} ({doc['host']['cpu_class']}), "
              f"{', '.join(f'{k} {v}' for k, v in doc['host']['versions'].items())}. "
-             f"{doc['images']} images of the embedded synthetic validation split, one thread.", "",
+             f"{images}, one thread.", "",
              "Raw outputs: max |aarch64 − x86| (and that over max |x86|). Detections: matched one-to-one, same class, "
              "at IoU ≥ 0.5 and ≥ 0.99, x86 → aarch64 / aarch64 → x86.", "",
              "| artifact | logits max abs (rel) | boxes max abs (rel) | detections x86 / aarch64 | matched IoU≥0.5 "
@@ -260,6 +302,7 @@ def markdown(doc: dict[str, Any], command: str) -> str:
                          f"{x['matched_iou0.5']['device_in_host']:.1%} | {x['logits']['rel_err']:.3f} "
                          f"| {d['matched_iou0.5']['host_in_device']:.1%} / {d['matched_iou0.5']['device_in_host']:.1%} "
                          f"| {d['logits']['rel_err']:.3f} |")
+    lines += accuracy_lines(doc)
     lines += ["", "Emulated timings (qemu-user translates every instruction: **not device latency**, only proof that "
               "`python -m runtime bench` runs there):", "", "| row | device | total ms (emulated) |", "|---|---|---:|"]
     lines += [f"| {r['name']} | {r['device']} | {r['total_ms']:.0f} |" for r in doc["rows"]]
@@ -272,21 +315,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="*", default=None, help="artifacts (default: the default model's int8 TFLite, "
                    "int8 ONNX and fp32 ONNX, exported when absent)")
     p.add_argument("--images", nargs="*", default=None, help="images (default: 4 of the synthetic val split)")
+    p.add_argument("--data", default=None, help="a labelled dataset: run on its --split and score every artifact's "
+                   "mAP on both sides (instead of --images)")
+    p.add_argument("--split", default="test", help="the split of --data (default: test)")
+    p.add_argument("--max-images", type=int, default=0, help="the first N images of the split (0: all)")
     p.add_argument("--out", default=str(ROOT / "results/device-check-aarch64"), help="results path without suffix")
     p.add_argument("--bench-runs", type=int, default=3)
+    p.add_argument("--board", choices=sorted(EMULATED_CPUS), default="pi5", help="the board whose CPU qemu "
+                   "emulates: " + "; ".join(f"{k}: {v[1]}" for k, v in EMULATED_CPUS.items()))
+    p.add_argument("--command", default=None, help="the command the results file names (default: make device-check)")
+    p.add_argument("--note", default="", help="a note on the run, added to the results' notes")
     args = p.parse_args(argv)
     from runtime.bench import RESULTS_SCHEMA, machine_info, package_versions
     from runtime.cpu_class import cpu_class
     from runtime.fileio import atomic_write_bytes, atomic_write_json
 
+    from .device_accuracy import labelled_split, split_accuracy
+
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.time()
     try:
         models = [Path(m).resolve() for m in (args.models or [ROOT / d for d in DEFAULT_MODELS])]
-        images = [Path(i).resolve() for i in (args.images or default_images(4))]
+        if args.data and args.images:
+            raise DeviceCheckError("give --data (a labelled split, scored) or --images (unlabelled), not both")
         ensure_models(models, log)
-        emulator = Emulator(qemu_binary(), build_rootfs(log=log), install_site(log=log)[0])
-    except DeviceCheckError as e:
+        dataset = labelled_split(models, args.data, args.split, args.max_images) if args.data else None
+        images = ([Path(r.path) for r in dataset.records] if dataset is not None
+                  else [Path(i).resolve() for i in (args.images or default_images(4))])
+        emulator = Emulator(qemu_binary(), build_rootfs(log=log), install_site(log=log)[0], args.board)
+    except (DeviceCheckError, ValueError) as e:  # ValueError: the labelled split (DatasetError) or its classes
         print(f"error: {e}", file=sys.stderr)
         return 2
     dump = ROOT / "benchmarks/device_dump.py"
@@ -310,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                             "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
                             "backend_on_device": device_info["backend"], "warnings_on_device": device_info["warnings"],
                             "parity": compare(host, device)})
+            if dataset is not None:
+                log(f"{model.name}: scoring both sides on {len(images)} images")
+                entries[-1]["accuracy"] = split_accuracy(model, dataset, host, device)
             bench = emulator.python(["-m", "runtime", "bench", str(model), "--threads", "1", "--runs",
                                      str(args.bench_runs), "--warmup", "1", "--json", "--device", "qemu-aarch64"])
             if bench.returncode != 0:
@@ -317,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 1
             row = json.loads(bench.stdout.strip().splitlines()[-1])
-            rows.append({**row, "emulated": True, "device": "qemu-aarch64 (emulated, not device latency)"})
+            rows.append({**row, "emulated": True,
+                         "device": f"qemu-aarch64 {EMULATED_CPUS[args.board][0]} (emulated, not device latency)"})
     fp32 = next((dumps[e["name"]] for e in entries if "-fp32." in e["name"]), None)
     for e in entries:  # each side against its own fp32 run: which side's int8 kernels keep the float model's result
         if fp32 is not None and "-fp32." not in e["name"]:
@@ -328,16 +389,20 @@ def main(argv: list[str] | None = None) -> int:
            "host": {"cpu": here.model, "cpu_class": here.int8, "versions": {
                k: v for k, v in package_versions().items() if k in DEVICE_PACKAGES}},
            "device": {"system": f"Debian {SUITE} arm64 under {Path(emulator.qemu).name}",
+                      "board": args.board, "cpu": EMULATED_CPUS[args.board][0],
+                      "int8_class": device_info.get("int8_class"),
                       "python": device_info.get("python"), "versions": {
                           k: v for k, v in device_info.get("versions", {}).items() if k in DEVICE_PACKAGES}},
-           "images": len(images), "artifacts": entries, "rows": rows, "wall_time_s": round(time.time() - t0, 1),
+           "images": len(images), "artifacts": entries,
+           "data": None if dataset is None else {"source": dataset.source, "split": dataset.split},
+           "rows": rows, "wall_time_s": round(time.time() - t0, 1),
            "notes": ["Emulated rows are marked `emulated`; `make report DEVICE_RESULTS=` shows them as such.",
                      "int8 kernels differ by CPU architecture and, on x86, by CPU class (docs/INT8-CPU-CLASSES.md); "
                      "the second table shows which side keeps the fp32 artifact's result. fp32 rows differ only by "
-                     "summation order."]}
+                     "summation order.", *([args.note.strip()] if args.note.strip() else [])]}
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), doc)
-    command = "make device-check" + (" MODELS=..." if args.models else "")
+    command = args.command or "make device-check" + (" MODELS=..." if args.models else "")
     atomic_write_bytes(out.with_suffix(".md"), markdown(doc, command).encode())
     print(markdown(doc, command))
     print(CORAL_STEPS, file=sys.stderr)

@@ -20,6 +20,7 @@ import numpy as np
 def main(argv: list[str]) -> int:
     from runtime import Detector
     from runtime.bench import package_versions
+    from runtime.cpu_class import cpu_class
     from runtime.postprocess import postprocess
     from runtime.preprocess import read_image
 
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> int:
                        f"scores_{i}": dets.scores, f"classes_{i}": dets.class_ids.astype(np.int64)})
     info = {"machine": platform.machine(), "python": platform.python_version(), "versions": package_versions(),
             "backend": type(detector.backend).__name__, "warnings": [str(w.message) for w in caught],
-            "images": images}
+            "int8_class": cpu_class().int8, "images": images}
     arrays["info"] = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
     with open(out, "wb") as f:
         np.savez(f, **arrays)

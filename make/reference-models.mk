@@ -68,6 +68,18 @@ bccd-qat-seeds: $(STAMP)
 		--out results/bccd-d0-qat-seeds --command "make bccd-qat-seeds" \
 		--note "$$(cat results/notes/bccd-d0-qat-seeds.md)"
 
+# The BCCD D0's int8 files (make bccd-int8: post-training and QAT, every target) on the emulated CPUs of a
+# Raspberry Pi 5 and a Pi 4, both sides scored on the 72 test images (issue 15: int8 right on ARM too):
+# results/device-check-aarch64-bccd-d0-<board>.{json,md}. qemu-user-static and debootstrap needed; 40-46 min per
+# board on 2 cores (emulation, not device latency).
+BCCD_DEVICE_BOARDS ?= pi5 pi4
+bccd-device-check: $(STAMP)
+	for b in $(BCCD_DEVICE_BOARDS); do \
+		$(PY) -m benchmarks.device_check --board $$b --data "$(BCCD)" --split test \
+			--models $(BCCD_INT8_OUT)/*-int8*.tflite $(BCCD_INT8_OUT)/*-int8*.onnx $(BCCD_INT8_OUT)/*-int8*.xml \
+			--out results/device-check-aarch64-bccd-d0-$$b --command "make bccd-device-check" \
+			--note "$$(cat results/notes/device-check-aarch64-bccd-d0.md)" || exit $$?; done
+
 # How far int8 rounding alone moves the BCCD D0's mAP on its test split, its QAT seeds' files among the draws
 # (as bccd-lite0-512-augfix-rounding-noise): results/bccd-d0-rounding-noise.{json,md,png}, ~6 min.
 bccd-d0-rounding-noise: $(STAMP)
