@@ -177,6 +177,16 @@ def test_report_merges_device_rows_and_renders(run: dict[str, Any], capsys: pyte
         (root / "other.json").write_text(json.dumps(other))
         (row,) = html_report.load_device_rows([root / "other.json"], report)
         assert row["map"] is None and row.get("gate_passed") is None and "not measured" in row["accuracy_of"]
+    # nor does int8 TFLite (its ARM kernels moved the BCCD D0's file by 2.5 %): on its gate's class only (this run
+    # exports no TFLite, so the ONNX entry stands in for one)
+    as_tflite = dict(report, artifacts=[dict(int8, target="tflite")])
+    for device_class, joined in (("arm-dotprod", False), (report["cpu"]["int8"], True)):
+        other = json.loads(device_file.read_text())
+        other["machine"]["int8_class"] = device_class
+        other["rows"] = [dict(other["rows"][0], target="tflite")]
+        (root / "other.json").write_text(json.dumps(other))
+        (row,) = html_report.load_device_rows([root / "other.json"], as_tflite)
+        assert (row["map"] == int8["parity"]["map"]) is joined and ("accuracy_of" in row) is not joined
     # 2 plots + 2 images x (PyTorch + 4 artifacts) detection panels
     assert text.count("<img ") == 2 + 2 * 5
     # An Edge TPU build has its own bytes: its row takes the accuracy of the int8 TFLite it was compiled from.
