@@ -112,8 +112,11 @@ def load_device_rows(paths: list[Path], report: dict[str, Any] | None) -> list[d
                 gated = ((report or {}).get("cpu") or {}).get("int8") or "an unrecorded CPU class"
                 row["accuracy_of"] = (f"{entry['target']}-{entry['precision']} it was compiled from, as its gate "
                                       f"measured it on {gated}; the Edge TPU's own arithmetic is not measured")
-            elif entry is not None:
-                why_not = _accuracy_applies(entry, report or {}, doc.get("machine", {}).get("int8_class"))
+            elif entry is not None:  # a row's own class first: device-check's rows are an emulated CPU's, in a
+                # file whose machine is the x86 host, so an emulated row never takes the file's class
+                device_class = row.get("int8_class") or (None if row.get("emulated")
+                                                         else doc.get("machine", {}).get("int8_class"))
+                why_not = _accuracy_applies(entry, report or {}, device_class)
             if why_not:
                 row["accuracy_of"] = why_not
             elif entry is not None and row.get("map") is None and row.get("engine", "runtime") == "runtime":

@@ -187,6 +187,17 @@ def test_report_merges_device_rows_and_renders(run: dict[str, Any], capsys: pyte
         (root / "other.json").write_text(json.dumps(other))
         (row,) = html_report.load_device_rows([root / "other.json"], as_tflite)
         assert (row["map"] == int8["parity"]["map"]) is joined and ("accuracy_of" in row) is not joined
+    # a row's own class wins over its file's machine (make device-check: the file's machine is the x86 host)
+    emulated = json.loads(device_file.read_text())
+    emulated["rows"] = [dict(emulated["rows"][0], int8_class="arm-dotprod")]
+    (root / "emulated.json").write_text(json.dumps(emulated))
+    (row,) = html_report.load_device_rows([root / "emulated.json"], report)
+    assert emulated["machine"]["int8_class"] == report["cpu"]["int8"] and row["map"] is None
+    plain = json.loads(device_file.read_text())["rows"][0]
+    emulated["rows"] = [dict(plain, emulated=True)]  # an emulated row without a class of its own
+    (root / "emulated.json").write_text(json.dumps(emulated))
+    (row,) = html_report.load_device_rows([root / "emulated.json"], report)
+    assert row["map"] is None and "unrecorded" in row["accuracy_of"]
     # 2 plots + 2 images x (PyTorch + 4 artifacts) detection panels
     assert text.count("<img ") == 2 + 2 * 5
     # An Edge TPU build has its own bytes: its row takes the accuracy of the int8 TFLite it was compiled from.
