@@ -12,9 +12,11 @@ What it builds (once, cached under ``.device/``, git-ignored):
   this machine's pip (``--platform manylinux..._aarch64 --target``), at the versions a device gets from the
   registry: ai-edge-litert's newest aarch64 wheel is 1.4.0 while this machine runs 2.1.0.
 
-``qemu-aarch64-static -L ROOT`` then runs that Python, which sees only the wheel's ``runtime`` package: the
-repository is not on its path. ``benchmarks/device_dump.py`` writes each artifact's raw outputs and
-detections on both sides; they are compared here. Why qemu-user and not a chroot: a chroot needs binfmt_misc
+``qemu-aarch64-static -cpu CPU -L ROOT`` then runs that Python, which sees only the wheel's ``runtime`` package:
+the repository is not on its path. CPU is the board's (``--board``: a Pi 5's Cortex-A76 or a Pi 4's A72), whose
+capabilities the int8 kernels choose their instructions by. ``benchmarks/device_dump.py`` writes each artifact's
+raw outputs and detections on both sides; they are compared here, and on a labelled split (``--data``) scored
+by ``benchmarks/device_accuracy.py``. Why qemu-user and not a chroot: a chroot needs binfmt_misc
 registration, which containers (this machine, CI) do not allow; ``-L`` needs nothing but the binary.
 
 Emulated timings are kept only to show the runtime's bench runs there; they are marked ``emulated`` and are
