@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,9 @@ from efficientdet.data.loader import load_for_model
 from efficientdet.data.records import DetectionDataset
 from efficientdet.evaluate import Predictions, coco_metrics
 from efficientdet.map_bootstrap import PairedBootstrap
+from runtime.anchors import generate_anchors
 from runtime.contract import EVAL_POSTPROCESS
-from runtime.detector import Detector
+from runtime.manifest import Manifest, load_manifest
 from runtime.postprocess import postprocess
 from runtime.preprocess import letterbox_geometry
 
@@ -50,12 +50,10 @@ class GateRecord:
         return asdict(self)
 
 
-def _detector(model: Path) -> Detector:
-    """The host's view of an artifact, for its manifest (classes, anchors, box coding) only: the gate and CPU-class
-    warnings are the device run's to record, not this one's to print."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Detector(model, threads=1)
+def _manifest(model: Path) -> Manifest:
+    """The artifact's manifest (classes, anchors, box coding): scoring raw outputs needs no inference engine, so
+    none is opened on the host (an OpenVINO IR would be compiled for nothing)."""
+    return Manifest.from_dict(load_manifest(model))
 
 
 def gate_record(model: Path) -> GateRecord | None:
@@ -76,7 +74,7 @@ def gate_record(model: Path) -> GateRecord | None:
 def labelled_split(models: list[Path], data: str, split: str, max_images: int) -> DetectionDataset:
     """The split, labelled with the artifacts' class ids (their manifests' names, which must agree), first
     ``max_images`` images (0: all). Raises ``ValueError`` (``DatasetError``) naming the file and the problem."""
-    names = [_detector(m).class_names for m in models]
+    names = [list(_manifest(m).class_names) for m in models]
     odd = [m.name for m, n in zip(models, names) if n != names[0]]
     if odd:
         raise ValueError(f"{', '.join(odd)}: other classes than {models[0].name} ({names[0]}); one labelled split "
@@ -91,9 +89,9 @@ def labelled_split(models: list[Path], data: str, split: str, max_images: int) -
 
 def predictions(model: Path, dataset: DetectionDataset, raw: list[dict[str, np.ndarray]]) -> Predictions:
     """One side's raw outputs post-processed as the gate's mAP is (evaluation thresholds, original pixels)."""
-    d = _detector(model)
-    size, coding = d.contract.input_size, d.contract.box_coding
-    return [postprocess(r["logits"], r["deltas"], d.anchors, EVAL_POSTPROCESS, coding).to_original(
+    contract = _manifest(model).contract
+    anchors, size, coding = generate_anchors(contract.anchors), contract.input_size, contract.box_coding
+    return [postprocess(r["logits"], r["deltas"], anchors, EVAL_POSTPROCESS, coding).to_original(
         letterbox_geometry(rec.height, rec.width, size)) for rec, r in zip(dataset.records, raw, strict=True)]
 
 
