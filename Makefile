@@ -66,7 +66,9 @@ export_out = $(if $(filter command line environment,$(origin OUT)),$(OUT),export
 	bccd-lite0-512-train bccd-lite0-512-eval bccd-lite0-512-int8 bccd-input-rounding \
 	bccd-lite0-512-audited-train bccd-lite0-512-audited-eval bccd-lite0-576-train bccd-lite0-576-eval \
 	bccd-lite0-512-augfix-train bccd-lite0-512-augfix-eval bccd-lite0-512-augfix-int8 bccd-lite0-512-int8-pixels \
-	bccd-lite0-512-augfix-qat-seeds bccd-lite0-512-augfix-rounding-noise bccd-d0-rounding-noise bccd-device-check
+	bccd-lite0-512-augfix-qat-seeds bccd-lite0-512-augfix-rounding-noise bccd-d0-rounding-noise bccd-device-check \
+	bccd-d0-photometric-train bccd-d0-photometric-eval bccd-d0-photometric-int8 bccd-d0-photometric-qat-seeds \
+	bccd-d0-noshift-int8
 
 help:
 	@echo "make setup                      create .venv with the pinned toolchain (requirements/lock.txt)"
@@ -79,6 +81,8 @@ help:
 	@echo "     VARIANT=lite PHI=0|1|2 starts from the ImageNet backbone (PRETRAINED=0: from scratch);"
 	@echo "     [BACKBONE_WEIGHTS=file]: a backbone in timm layout (tf_efficientnet_b*, efficientnet_lite*)"
 	@echo "     [VFLIP=0.5]: vertical flips too, for images without an up (microscopy, aerial); default off"
+	@echo "     [PHOTOMETRIC=0.5]: other light and cameras on half the images (exposure, colour cast, noise, JPEG),"
+	@echo "     for a model whose int8 files must hold the field (docs/QUANTIZATION.md); default off"
 	@echo "     [EXCLUDE=list.txt]: leave the images a list names out (e.g. audit-labels' flagged.txt; also for eval)"
 	@echo "make audit-labels CKPT=... DATA=... [AUDIT_SPLITS='train val test'] [AUDIT_OUT=runs/label-audit]"
 	@echo "     the images whose labels the model disagrees with confidently -> audit.md, flagged.txt, drawn images"
@@ -132,6 +136,9 @@ help:
 	@echo "make bccd-qat-seeds [QAT_SEEDS='0 1 2']   the same QAT once per seed: mean and spread"
 	@echo "     (results/bccd-d0-qat-seeds.md); bccd-lite0-448-qat-seeds: the Lite0 at 448 (results/bccd-lite0-448-qat-seeds.md)"
 	@echo "     bccd-d0-rounding-noise: how far int8 rounding alone moves the D0's mAP (results/bccd-d0-rounding-noise.md)"
+	@echo "make bccd-d0-photometric-train / -eval / -int8 / -qat-seeds   the BCCD D0 fine-tuned with half its images"
+	@echo "     under other light (PHOTOMETRIC=0.5): its post-training int8 files hold the field"
+	@echo "     (results/bccd-d0-photometric-*.md); bccd-d0-noshift-int8: the same epochs without the shift (they do not)"
 	@echo "make bench-d0-512               make bench at 512 on the D0 trained at 512 (results/bench-d0-512/)"
 	@echo "make bccd-device-check          bccd-int8's files on emulated Pi 5 and Pi 4 CPUs, mAP on both sides"
 	@echo "     (results/device-check-aarch64-bccd-d0-pi5.md, -pi4.md)"
@@ -167,7 +174,7 @@ train: $(STAMP)
 	$(PY) -m efficientdet train --data "$(DATA)" --phi $(PHI) --variant $(VARIANT) --epochs $(EPOCHS) \
 		--batch-size $(BATCH) --out "$(OUT)" $(size_flag) $(if $(INIT),--init "$(INIT)",) \
 		$(if $(filter 0,$(PRETRAINED)),--no-pretrained,) $(if $(BACKBONE_WEIGHTS),--backbone-weights "$(BACKBONE_WEIGHTS)",) \
-		$(if $(VFLIP),--vflip $(VFLIP),) $(exclude_flag)
+		$(if $(VFLIP),--vflip $(VFLIP),) $(if $(PHOTOMETRIC),--photometric $(PHOTOMETRIC),) $(exclude_flag)
 
 # Where a trained model and the labels disagree confidently (a class it finds that no box has, boxes it does not
 # find): OUT/audit.{json,md}, OUT/flagged.txt (for EXCLUDE= after a look) and drawn images.

@@ -58,7 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{cfg.preprocess.std[0]:g}); PRETRAINED=0 trains from scratch", file=sys.stderr)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers,
                        seed=args.seed, eval_every=args.eval_every, max_steps_per_epoch=args.max_steps,
-                       augment=Augment(vflip=args.vflip, scale_range=(args.jitter_min, args.jitter_max)),
+                       augment=Augment(vflip=args.vflip, scale_range=(args.jitter_min, args.jitter_max),
+                                       photometric=args.photometric),
                        excluded_images=excluded, **fine_tune)
     out = Path(args.out)
     used = [s for s in (train_set, val_set) if s is not None]
@@ -314,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--jitter-max", type=float, default=1.4)
     t.add_argument("--vflip", type=_probability, default=0.0,
                    help="probability of a vertical flip (images without an up, e.g. microscopy; default off)")
+    t.add_argument("--photometric", type=_probability, default=0.0,
+                   help="probability of a random photometric shift per training image (exposure, contrast, gamma, "
+                        "colour cast, noise, JPEG; efficientdet/data/photometric.py): light and cameras the dataset "
+                        "does not show (docs/QUANTIZATION.md, field)")
     t.add_argument("--workers", type=int, default=1)
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--seed", type=int, default=0)

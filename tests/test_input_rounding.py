@@ -241,7 +241,8 @@ def test_a_field_failure_says_when_the_model_itself_does_not_hold_8_bit_activati
     assert f"FP32 itself keeps {own_field:.1%} / 97.0% of its detections when every activation moves" in failures[0]
     for text in ("under the bound already", "leaves a recipe little room"):
         assert (text in failures[0]) == (text == says)
-    assert ("where no recipe holds it, ship a float file" in failures[0]) == (says is not None)
+    assert ("where no recipe holds it, fine-tune the model with half its images under other light" in failures[0]
+            and "ship a float file" in failures[0]) == (says is not None)
     # on the split the ranges fit: 93.8 % under the rounding alone is no verdict on a 90 % bound (the D0's files
     # match 94-98 % there), so only a reading under the bound itself names the model
     split_fail = _parity(0.85, 0.95, None)

@@ -216,6 +216,21 @@ def test_vflip_outside_zero_to_one_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_photometric_training_is_asked_for_on_the_cli_and_recorded_in_the_checkpoint(tiny_data: Path,
+                                                                                      tmp_path: Path) -> None:
+    """``train --photometric P`` shifts the light of a share P of the training images (issue 15: a model that meets
+    other light before its int8 ranges are calibrated); the checkpoint says so, and P outside 0..1 is refused."""
+    out = tmp_path / "run"
+    res = _run(["-m", "efficientdet", "train", "--data", str(tiny_data), "--phi", "0", "--input-size", "128",
+                "--epochs", "1", "--batch-size", "4", "--max-steps", "1", "--workers", "0", "--val-split", "",
+                "--photometric", "0.5", "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(load_checkpoint(out / "last.pt")["train"])["augment"]["photometric"] == 0.5
+    bad = _run(["-m", "efficientdet", "train", "--photometric", "50", "--out", str(tmp_path / "bad")])
+    assert bad.returncode == 2 and "probability within 0..1" in bad.stderr, bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_summary_cli_prints_the_interface_fields() -> None:
     res = _run(["-m", "efficientdet", "summary", "--phi", "0"])
     assert res.returncode == 0, res.stderr

@@ -30,7 +30,8 @@ MIN_BOX_SIDE = 2.0
 class Augment:
     """Training augmentation. ``scale_range`` multiplies the letterbox scale (scale jitter); ``photometric`` is
     the probability of a random photometric shift (:mod:`efficientdet.data.photometric`), used by QAT so the
-    ranges it learns cover other light and cameras (0 keeps the images' colours, as training has so far).
+    ranges it learns cover other light and cameras, and by ``train --photometric`` so the model itself meets them
+    (0 keeps the images' colours, the default).
     ``vflip`` is off by default: scenes with a ground and a sky must not be turned upside down. At 0 no random
     number is drawn for it, so runs without it keep the augmentation stream they always had."""
 

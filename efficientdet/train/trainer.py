@@ -66,7 +66,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["augment"] = {"hflip": self.augment.hflip, "vflip": self.augment.vflip,
-                        "scale_range": list(self.augment.scale_range)}
+                        "scale_range": list(self.augment.scale_range), "photometric": self.augment.photometric}
         return d
 
 
