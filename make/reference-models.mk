@@ -112,7 +112,8 @@ endef
 bccd-qat-seeds: $(STAMP)
 	$(call bccd_qat_seeds,$(BCCD_MODEL),$(BCCD_INT8_OUT),bccd-d0-qat-seeds,$@)
 
-# The same three seeds on the D0 fine-tuned on other light: results/bccd-d0-photometric-qat-seeds.{json,md,png}.
+# The same three seeds on the D0 fine-tuned on other light: results/bccd-d0-photometric-qat-seeds.{json,md,png}
+# (seed 0 is bccd-d0-photometric-int8's export: copy its folder to -s0 to keep it).
 bccd-d0-photometric-qat-seeds: $(STAMP)
 	$(call bccd_qat_seeds,$(BCCD_PHOTO_MODEL),$(BCCD_PHOTO_INT8_OUT),bccd-d0-photometric-qat-seeds,$@)
 
@@ -281,10 +282,10 @@ bccd-label-audit: $(STAMP)
 # The BCCD models against themselves when their input moves by the int8 input quantizer's rounding alone, and when
 # every activation moves by up to half of its 8-bit step (ranges over the half-shifted calibration set), on the
 # test split and the field images (issue 15: which int8 field failures are the model's own instability):
-# results/bccd-fp32-input-rounding.{json,md}. About 12 minutes; nothing is exported.
+# results/bccd-fp32-input-rounding.{json,md}. About 15 minutes; nothing is exported.
 bccd-input-rounding: $(STAMP)
 	$(PY) -m benchmarks.input_rounding --ckpt models/bccd-d0.pt $(BCCD_LITE_MODEL) $(BCCD_LITE448_MODEL) \
-		$(BCCD_LITE512F_MODEL) --data "$(BCCD)" --split test --calib-shifted 0.5 \
+		$(BCCD_LITE512F_MODEL) $(BCCD_PHOTO_MODEL) --data "$(BCCD)" --split test --calib-shifted 0.5 \
 		--out results/bccd-fp32-input-rounding --command "make bccd-input-rounding" \
 		--note "$$(cat results/notes/bccd-fp32-input-rounding.md)"
 
