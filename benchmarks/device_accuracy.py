@@ -13,7 +13,6 @@ Scoring runs on the host only (pycocotools and the labels are not on the device)
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from efficientdet.evaluate import Predictions, coco_metrics
 from efficientdet.map_bootstrap import PairedBootstrap
 from runtime.anchors import generate_anchors
 from runtime.contract import EVAL_POSTPROCESS
+from runtime.fileio import file_sha256
 from runtime.manifest import Manifest, load_manifest
 from runtime.postprocess import postprocess
 from runtime.preprocess import letterbox_geometry
@@ -56,13 +56,14 @@ def _manifest(model: Path) -> Manifest:
     return Manifest.from_dict(load_manifest(model))
 
 
-def gate_record(model: Path) -> GateRecord | None:
-    """The gate's figures for ``model`` from ``report.json`` beside it (matched by sha256), if it holds them."""
+def gate_record(model: Path, sha256: str | None = None) -> GateRecord | None:
+    """The gate's figures for ``model`` from ``report.json`` beside it (matched by sha256, hashed here unless the
+    caller already has it), if it holds them."""
     report = model.parent / "report.json"
     if not report.is_file():
         return None
     doc = json.loads(report.read_text())
-    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    sha = sha256 or file_sha256(model)
     entry = next((a for a in doc.get("artifacts", []) if a.get("sha256") == sha), None)
     parity = (entry or {}).get("parity") or {}
     if parity.get("map") is None or parity.get("map_ref") is None:
@@ -96,13 +97,13 @@ def predictions(model: Path, dataset: DetectionDataset, raw: list[dict[str, np.n
 
 
 def split_accuracy(model: Path, dataset: DetectionDataset, host: list[dict[str, np.ndarray]],
-                   device: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+                   device: list[dict[str, np.ndarray]], sha256: str | None = None) -> dict[str, Any]:
     """mAP on each side, aarch64 - x86 with its 95 % paired-bootstrap interval, and the gate's record."""
     host_pred, device_pred = predictions(model, dataset, host), predictions(model, dataset, device)
     host_map = coco_metrics(dataset, host_pred)["map"]
     device_map = coco_metrics(dataset, device_pred)["map"]
     interval = PairedBootstrap(dataset, host_pred).delta_interval(device_pred)
-    gate = gate_record(model)
+    gate = gate_record(model, sha256)
     out: dict[str, Any] = {
         "images": len(dataset.records), "split": dataset.split, "source": dataset.source,
         "map_x86": host_map, "map_aarch64": device_map, "map_delta_aarch64_vs_x86": device_map - host_map,

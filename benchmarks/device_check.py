@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from runtime.bench import RESULTS_SCHEMA, machine_info, package_versions
     from runtime.cpu_class import cpu_class
-    from runtime.fileio import atomic_write_bytes, atomic_write_json
+    from runtime.fileio import atomic_write_bytes, atomic_write_json, file_sha256
 
     from .device_accuracy import labelled_split, split_accuracy
 
@@ -366,12 +366,12 @@ def main(argv: list[str] | None = None) -> int:
             dumps[model.name] = (host, device)
             entries.append({"name": model.name, "path": str(model.relative_to(ROOT) if model.is_relative_to(ROOT)
                                                                else model),
-                            "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+                            "sha256": file_sha256(model),
                             "backend_on_device": device_info["backend"], "warnings_on_device": device_info["warnings"],
                             "parity": compare(host, device)})
             if dataset is not None:
                 log(f"{model.name}: scoring both sides on {len(images)} images")
-                entries[-1]["accuracy"] = split_accuracy(model, dataset, host, device)
+                entries[-1]["accuracy"] = split_accuracy(model, dataset, host, device, entries[-1]["sha256"])
             bench = emulator.python(["-m", "runtime", "bench", str(model), "--threads", "1", "--runs",
                                      str(args.bench_runs), "--warmup", "1", "--json", "--device", "qemu-aarch64"])
             if bench.returncode != 0:

@@ -37,10 +37,11 @@ bccd-eval: $(STAMP)
 BCCD_PHOTO_OUT ?= runs/bccd-d0-photometric
 BCCD_PHOTO_EPOCHS ?= 10
 BCCD_PHOTO_MODEL ?= models/bccd-d0-photometric.pt
+# The fine-tune, with or without the shift (bccd-d0-noshift-int8 below is its control).
+bccd_d0_finetune = $(PY) -m efficientdet train --data "$(BCCD)" --phi 0 --input-size 320 --epochs $(BCCD_PHOTO_EPOCHS) \
+	--batch-size 8 --lr 1e-3 --jitter-min 0.7 --jitter-max 1.3 --init $(BCCD_MODEL) --eval-every 2
 bccd-d0-photometric-train: $(STAMP)
-	$(PY) -m efficientdet train --data "$(BCCD)" --phi 0 --input-size 320 --epochs $(BCCD_PHOTO_EPOCHS) --batch-size 8 \
-		--lr 1e-3 --jitter-min 0.7 --jitter-max 1.3 --photometric 0.5 --init $(BCCD_MODEL) --eval-every 2 \
-		--out $(BCCD_PHOTO_OUT)
+	$(bccd_d0_finetune) --photometric 0.5 --out $(BCCD_PHOTO_OUT)
 
 bccd-d0-photometric-eval: $(STAMP)
 	$(PY) -m efficientdet slim --ckpt $(BCCD_PHOTO_OUT)/best.pt --out $(BCCD_PHOTO_MODEL)
@@ -89,8 +90,7 @@ bccd-d0-photometric-int8: $(STAMP)
 BCCD_NOSHIFT_OUT ?= runs/bccd-d0-noshift
 BCCD_NOSHIFT_INT8_OUT ?= exports/bccd-d0-noshift-int8
 bccd-d0-noshift-int8: $(STAMP)
-	$(PY) -m efficientdet train --data "$(BCCD)" --phi 0 --input-size 320 --epochs $(BCCD_PHOTO_EPOCHS) --batch-size 8 \
-		--lr 1e-3 --jitter-min 0.7 --jitter-max 1.3 --init $(BCCD_MODEL) --eval-every 2 --out $(BCCD_NOSHIFT_OUT)
+	$(bccd_d0_finetune) --out $(BCCD_NOSHIFT_OUT)
 	$(PY) -m efficientdet slim --ckpt $(BCCD_NOSHIFT_OUT)/best.pt --out $(BCCD_NOSHIFT_OUT)/slim.pt
 	$(PY) -m convert --target all --precision int8 --calib-shifted 0.5 --ckpt $(BCCD_NOSHIFT_OUT)/slim.pt \
 		--data "$(BCCD)" --split test --max-images 0 --out $(BCCD_NOSHIFT_INT8_OUT); rc=$$?; \
