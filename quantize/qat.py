@@ -301,7 +301,7 @@ def calibrate(qat: torch.fx.GraphModule, calib: CalibrationSet, count: int, batc
     for three quarters of the fine-tune; the post-training files use percentile or mixed ranges. On the BCCD D0
     trained on other light, calibrated and not yet fine-tuned, min-max left the logits 1.49 % (relative L2) from
     FP32, the boxes 6.7 %, the field's logits 8.3 %, -0.51 mAP points; the histogram's ranges 1.25 %, 5.0 %, 5.2 %,
-    -0.21 (docs/QUANTIZATION.md, "QAT's starting ranges")."""
+    -0.21 (docs/QUANTIZATION.md, "QAT's starting ranges and BatchNorm")."""
     from torchao.quantization.pt2e.observer import HistogramObserver
 
     searched = [m for m in _activation_quantizers(qat) if bool(m.observer_enabled)]
