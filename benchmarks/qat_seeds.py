@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.figures import png_bytes
+from benchmarks.results_files import write_results
 from convert.gates import FIELD_DET_MATCH_MIN
 from convert.report import activation_rounding_line, input_rounding_line
 from efficientdet.map_bootstrap import interval_text
@@ -156,12 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     reports = [json.loads(Path(r).read_text()) for r in args.reports]
     doc = summarize_seeds(reports)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(doc, indent=2) + "\n").encode())
-    plot(doc, out.with_suffix(".png"))
-    md = markdown(doc, args.command, args.note, out.with_suffix(".png").name)
-    atomic_write_bytes(out.with_suffix(".md"), md.encode())
+    md = write_results(args.out, doc, plot, lambda d, png: markdown(d, args.command, args.note, png))
     print(md)
     return 0
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks.figures import png_bytes
 from benchmarks.qat_seeds import QAT_GOAL
+from benchmarks.results_files import write_results
 from efficientdet.map_bootstrap import PairedBootstrap, interval_text
 from runtime.fileio import atomic_write_bytes
 
@@ -84,6 +85,14 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _files(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per file (the first export's), in the exports' order."""
+    first: dict[str, dict[str, Any]] = {}
+    for r in doc["rows"]:
+        first.setdefault(r["sha256"], r)
+    return list(first.values())
+
+
 def markdown(doc: dict[str, Any], command: str, note: str | None, png: str) -> str:
     lines = [f"# int8 files on a second split: {doc['model']} at {doc['input_size']} px", "",
              f"Checkpoint `{doc['checkpoint']}`, data `{doc['data']}`. Each file's ΔmAP (points, mAP@[.5:.95]) "
@@ -93,11 +102,7 @@ def markdown(doc: dict[str, Any], command: str, note: str | None, png: str) -> s
              f"±{doc['goal_points']} point.", "",
              f"| target | precision | seed | ΔmAP `{doc['gate_split']}` | ΔmAP `{doc['split']}` |",
              "|---|---|---:|---:|---:|"]
-    seen = set()
-    for r in doc["rows"]:
-        if r["sha256"] in seen:
-            continue
-        seen.add(r["sha256"])
+    for r in _files(doc):
         seed = "—" if r["seed"] is None else str(r["seed"])
         lines.append(f"| {r['target']} | {r['precision']} | {seed} | {r['gate_split_delta_points']:+.2f} | "
                      f"{r['delta_points']:+.2f} ({interval_text(r['interval'])}) |")
@@ -126,11 +131,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax.axhline(0, color="#888", lw=0.8)
     ax.axvline(0, color="#888", lw=0.8)
     colours = {"onnx": "#1f77b4", "openvino": "#ff7f0e", "tflite": "#2ca02c"}
-    seen = set()
-    for r in doc["rows"]:
-        if r["sha256"] in seen:
-            continue
-        seen.add(r["sha256"])
+    for r in _files(doc):
         label = f"{r['target']} {'QAT' if r['precision'] == 'int8-qat' else 'post-training'}"
         ax.scatter([r["gate_split_delta_points"]], [r["delta_points"]], color=colours.get(r["target"], "#555"),
                    marker="o" if r["precision"] == "int8-qat" else "s",
@@ -155,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     reports = [json.loads(Path(r).read_text()) for r in args.reports]
     doc = score_exports(reports, args.split, args.max_images)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(doc, indent=2) + "\n").encode())
-    plot(doc, out.with_suffix(".png"))
-    md = markdown(doc, args.command, args.note, out.with_suffix(".png").name)
-    atomic_write_bytes(out.with_suffix(".md"), md.encode())
+    md = write_results(args.out, doc, plot, lambda d, png: markdown(d, args.command, args.note, png))
     print(md)
     return 0
 
