@@ -40,6 +40,15 @@ class MapDeltaInterval:
     resamples: int
     level: float
 
+    @classmethod
+    def of_draws(cls, deltas: np.ndarray, level: float = LEVEL) -> MapDeltaInterval:
+        """The interval of per-draw deltas: one model's, or any combination of several models' on the same draws
+        (their mean, a difference of two), which keeps the pairing the interval of a single delta has."""
+        tail = (1.0 - level) / 2 * 100
+        low, high = np.percentile(deltas, [tail, 100 - tail])
+        return cls(low=float(low), high=float(high), std_error=float(deltas.std(ddof=1)), resamples=len(deltas),
+                   level=level)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -77,13 +86,13 @@ class PairedBootstrap:
         ev = coco_evaluation(dataset, reference)
         self.reference_maps = np.array([resampled_map(ev, d) for d in self.draws])
 
-    def delta_interval(self, predictions: Predictions, level: float = LEVEL) -> MapDeltaInterval:
+    def deltas(self, predictions: Predictions) -> np.ndarray:
+        """mAP(predictions) - mAP(reference) on each draw, in the draws' order."""
         ev = coco_evaluation(self.dataset, predictions)
-        deltas = np.array([resampled_map(ev, d) for d in self.draws]) - self.reference_maps
-        tail = (1.0 - level) / 2 * 100
-        low, high = np.percentile(deltas, [tail, 100 - tail])
-        return MapDeltaInterval(low=float(low), high=float(high), std_error=float(deltas.std(ddof=1)),
-                                resamples=len(self.draws), level=level)
+        return np.array([resampled_map(ev, d) for d in self.draws]) - self.reference_maps
+
+    def delta_interval(self, predictions: Predictions, level: float = LEVEL) -> MapDeltaInterval:
+        return MapDeltaInterval.of_draws(self.deltas(predictions), level)
 
 
 def interval_text(interval: dict[str, Any] | None) -> str:

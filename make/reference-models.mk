@@ -99,8 +99,9 @@ bccd-d0-noshift-int8: $(STAMP)
 
 # QAT's spread over seeds on the BCCD D0 (issue 15): the bccd-int8 export once per seed (seed 0 is bccd-int8's
 # own), each gated as usual, then results/bccd-d0-qat-seeds.{json,md,png}, and every file of those exports scored
-# again on BCCD's val split (87 images no file saw in calibration or QAT): results/bccd-d0-qat-seeds-val.*. About
-# 23 min per seed on 2 cores, 5 min for the val split. A seed whose folder already holds a report is kept (as bccd-lite0-512-augfix-qat-seeds); delete it to run again.
+# again on the test split and on BCCD's val split (87 images no file saw in calibration or QAT), with each target's
+# mean and QAT minus post-training: results/bccd-d0-qat-seeds-splits.*. About 23 min per seed on 2 cores, 11 min
+# for the two splits. A seed whose folder already holds a report is kept (as bccd-lite0-512-augfix-qat-seeds); delete it to run again.
 # $(call bccd_qat_seeds,MODEL,EXPORT_PREFIX,RESULTS_NAME,MAKE_TARGET)
 QAT_SEEDS ?= 0 1 2
 define bccd_qat_seeds
@@ -109,8 +110,8 @@ define bccd_qat_seeds
 		$(call bccd_int8_export,$(1)) --qat-seed $$s --out $$d || echo "seed $$s: exit $$? (gate)"; done
 	$(PY) -m benchmarks.qat_seeds --reports $(foreach s,$(QAT_SEEDS),$(2)-s$(s)/report.json) \
 		--out results/$(3) --command "make $(4)" --note "$$(cat results/notes/$(3).md)"
-	$(PY) -m benchmarks.second_split --reports $(foreach s,$(QAT_SEEDS),$(2)-s$(s)/report.json) --split val \
-		--out results/$(3)-val --command "make $(4)" --note "$$(cat results/notes/$(3)-val.md 2>/dev/null)"
+	$(PY) -m benchmarks.second_split --reports $(foreach s,$(QAT_SEEDS),$(2)-s$(s)/report.json) --splits test val \
+		--out results/$(3)-splits --command "make $(4)" --note "$$(cat results/notes/$(3)-splits.md 2>/dev/null)"
 endef
 bccd-qat-seeds: $(STAMP)
 	$(call bccd_qat_seeds,$(BCCD_MODEL),$(BCCD_INT8_OUT),bccd-d0-qat-seeds,$@)

@@ -83,20 +83,43 @@ def exported(calib: Path, data: Path, tmp_path_factory: pytest.TempPathFactory) 
 def test_second_split_reproduces_the_gate_on_its_own_images_and_scores_another(exported: dict[str, Any]) -> None:
     """benchmarks/second_split scores each int8 file again through the runtime: on the gate's own images it must
     give the gate's ΔmAP (the same bytes, the same post-processing), on another split its own figure; a file that
-    sits in two exports is scored once."""
-    from benchmarks.second_split import markdown, score_exports
+    sits in two exports is scored once; a target's mean and QAT minus post-training are those of its files, with
+    intervals from the same draws."""
+    from benchmarks.second_split import TOGETHER, markdown, score_exports
 
     report = exported["report"]
-    again = score_exports([report, report], report["split"], report["num_images"], progress=False)
+    gate_split = report["split"]
+    doc = score_exports([report, report], [gate_split, "train"], report["num_images"], progress=False)
     int8 = [a for a in report["artifacts"] if a["precision"].startswith("int8")]
-    assert again["files_scored"] == len(int8) == 6 and len(again["rows"]) == 12
-    for row in again["rows"]:
-        assert row["delta_points"] == pytest.approx(row["gate_split_delta_points"], abs=1e-3), row["path"]
-    other = score_exports([report], "train", 6, progress=False)
-    assert other["split"] == "train" and other["num_images"] == 6 and len(other["rows"]) == 6
-    assert all(r["interval"]["low"] <= r["interval"]["high"] for r in other["rows"])
-    table = markdown(other, "make x", None, "x.png")
+    assert doc["files_scored"] == len(int8) == 6 and len(doc["rows"]) == 12
+    assert [s["split"] for s in doc["splits"]] == [gate_split, "train"]
+    assert [s["num_images"] for s in doc["splits"]] == [report["num_images"]] * 2
+    for row in doc["rows"]:
+        assert row["by_split"][gate_split]["delta_points"] == pytest.approx(row["gate_split_delta_points"], abs=1e-3)
+        for figure in row["by_split"].values():
+            assert figure["interval"]["low"] <= figure["interval"]["high"]
+    by_file = {(r["target"], r["precision"]): r["by_split"] for r in doc["rows"]}
+    weights = [s["num_images"] / sum(s["num_images"] for s in doc["splits"]) for s in doc["splits"]]
+    for target in ("onnx", "openvino", "tflite"):
+        qat, ptq = by_file[(target, "int8-qat")], by_file[(target, "int8")]
+        group = doc["groups"][f"{target} int8-qat"]
+        assert group["files"] == 1 and group["mean"]["train"]["points"] == qat["train"]["delta_points"]
+        diff = doc["qat_minus_post_training"][target]
+        for split in (gate_split, "train"):
+            assert diff[split]["points"] == pytest.approx(qat[split]["delta_points"] - ptq[split]["delta_points"],
+                                                          abs=2e-3)
+        together = sum(w * (qat[s]["delta_points"] - ptq[s]["delta_points"])
+                       for w, s in zip(weights, (gate_split, "train"), strict=True))
+        assert diff[TOGETHER]["points"] == pytest.approx(together, abs=2e-3)
+        iv = diff[TOGETHER]["interval"]
+        assert iv["low"] <= iv["high"] and iv["resamples"] == 200
+    one = score_exports([report], ["train"], 2, progress=False)  # one split: no figure over the splits
+    assert all(TOGETHER not in g["mean"] for g in one["groups"].values()) and len(one["rows"]) == 6
+    with pytest.raises(ValueError, match="named twice"):
+        score_exports([report], ["train", "train"], 2, progress=False)
+    table = markdown(doc, "make x", None, "x.png")
     assert table.count("| int8-qat |") == 3 + 3  # one row per file, one summary row per target
+    assert table.count("QAT minus post-training (") == 1 and "| splits together |" in table
 
 
 def test_post_training_int8_is_close_and_gated_consistently(exported: dict[str, Any], calib: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from efficientdet.data.records import DetectionDataset, ImageRecord
 from efficientdet.evaluate import coco_evaluation, coco_metrics
-from efficientdet.map_bootstrap import PairedBootstrap, interval_text, resampled_map
+from efficientdet.map_bootstrap import MapDeltaInterval, PairedBootstrap, interval_text, resampled_map
 from runtime.postprocess import Detections
 
 
@@ -65,6 +65,11 @@ def test_the_interval_is_paired_and_brackets_a_real_loss() -> None:
     assert got.low < delta < got.high < 0.0  # the loss of a third of the boxes is outside any draw's noise
     assert got.std_error > 0.0
     assert interval_text(got.to_dict()) == f"{got.low * 100:+.2f} … {got.high * 100:+.2f}"
+    # the per-draw deltas behind it combine on the same draws: the mean of two models' is one model's interval
+    draws = boot.deltas(worse)
+    assert draws.shape == (100,) and MapDeltaInterval.of_draws(draws) == got
+    twice = MapDeltaInterval.of_draws((draws + boot.deltas(reference)) / 2)
+    assert (twice.low, twice.high) == pytest.approx((got.low / 2, got.high / 2))
     nothing = boot.delta_interval([Detections.empty() for _ in ds.records])
     assert nothing.high == pytest.approx(-np.percentile(boot.reference_maps, 2.5))  # mAP 0 on every draw
 
