@@ -9,7 +9,9 @@ more images (a split the files never saw in calibration or QAT, BCCD's 87 valida
 calibrates on the training split) and intervals for the figures a reader compares. A group's mean and QAT minus
 post-training are scored on the same bootstrap draws as each file (the mean or the difference of their per-draw
 deltas), so their intervals keep the pairing; the splits together are the mean of their figures weighted by their
-images, each draw combining one draw of every split.
+images, each draw combining one draw of every split (every split's draws come from the same seed, so the first
+split's are its gate's; the splits hold different images, so the same positions drawn in two splits pair unrelated
+images).
 
 Every file is run through the runtime (:class:`runtime.detector.Detector`), FP32 through PyTorch, both
 post-processed as the gate's mAP is; on the gate's own split a file scores its gate's ΔmAP. A file that sits in
