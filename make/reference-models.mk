@@ -100,8 +100,9 @@ bccd-d0-noshift-int8: $(STAMP)
 # QAT's spread over seeds on the BCCD D0 (issue 15): the bccd-int8 export once per seed (seed 0 is bccd-int8's
 # own), each gated as usual, then results/bccd-d0-qat-seeds.{json,md,png}, and every file of those exports scored
 # again on the test split and on BCCD's val split (87 images no file saw in calibration or QAT), with each target's
-# mean and QAT minus post-training: results/bccd-d0-qat-seeds-splits.*. About 23 min per seed on 2 cores, 11 min
-# for the two splits. A seed whose folder already holds a report is kept (as bccd-lite0-512-augfix-qat-seeds); delete it to run again.
+# mean and QAT minus post-training: results/bccd-d0-qat-seeds-splits.*. About 20 min per seed on 2 cores, 5 min
+# for the two splits. A seed whose folder already holds a report is kept (as bccd-lite0-512-augfix-qat-seeds);
+# delete it to run again.
 # $(call bccd_qat_seeds,MODEL,EXPORT_PREFIX,RESULTS_NAME,MAKE_TARGET)
 QAT_SEEDS ?= 0 1 2
 define bccd_qat_seeds

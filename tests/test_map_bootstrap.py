@@ -65,7 +65,8 @@ def test_the_interval_is_paired_and_brackets_a_real_loss() -> None:
     assert got.low < delta < got.high < 0.0  # the loss of a third of the boxes is outside any draw's noise
     assert got.std_error > 0.0
     assert interval_text(got.to_dict()) == f"{got.low * 100:+.2f} … {got.high * 100:+.2f}"
-    # the per-draw deltas behind it combine on the same draws: the mean of two models' is one model's interval
+    # the per-draw deltas behind it combine on the same draws: averaged with the reference's own (zero on every
+    # draw), they give half the interval
     draws = boot.deltas(worse)
     assert draws.shape == (100,) and MapDeltaInterval.of_draws(draws) == got
     twice = MapDeltaInterval.of_draws((draws + boot.deltas(reference)) / 2)
